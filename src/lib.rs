@@ -2,3 +2,9 @@
 //!
 //! Data flows through the modules in this order:
 //! inventory → plan (topology) → pki → render → ssh/exec → phases → cli.
+
+pub mod inventory;
+pub mod plan;
+
+pub mod cli;
+pub mod commands;

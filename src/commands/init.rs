@@ -1,0 +1,92 @@
+//! `kbs init`: a commented starter inventory, as `k0sctl init` writes one.
+
+use std::fmt::Write;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use miette::{IntoDiagnostic, WrapErr, miette};
+
+use crate::plan::Topology;
+
+pub fn run(addresses: &[String], name: &str, out: Option<&Path>) -> miette::Result<ExitCode> {
+    let ips = addresses
+        .iter()
+        .map(|a| {
+            a.trim().parse::<IpAddr>().map_err(|_| {
+                miette!(help = "list IP addresses separated by commas, e.g. --hosts 10.0.0.11,10.0.0.12,10.0.0.13", "--hosts: `{a}` is not an IP address")
+            })
+        })
+        .collect::<miette::Result<Vec<_>>>()?;
+    if !crate::inventory::is_dns_label(name) {
+        return Err(miette!(help = "use lower-case letters, digits and '-', e.g. --name edge-1", "--name: `{name}` is not a DNS label"));
+    }
+    let text = starter(name, &ips);
+    match out {
+        None => print!("{text}"),
+        Some(path) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot create {} (kbs init never overwrites a file)", path.display()))?;
+            f.write_all(text.as_bytes()).into_diagnostic()?;
+            eprintln!("wrote {}; check it, then run: kbs plan {}", path.display(), path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn starter(name: &str, ips: &[IpAddr]) -> String {
+    let topology = Topology::for_host_count(ips.len());
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"# kbs inventory for {n} host(s): topology {t}. `kbs plan` shows what it means before anything runs.
+
+[cluster]
+name = "{name}"                    # a DNS label: lower-case letters, digits, '-'
+kubernetes_version = "1.31.4"
+pod_subnet = "10.244.0.0/16"       # must not overlap the hosts' network or service_subnet
+service_subnet = "10.96.0.0/12"
+# dns_domain = "cluster.local"
+
+[endpoint]                         # how clients reach the API servers
+mode = "vip"                       # vip (keepalived + haproxy) | kube-vip | external (your LB) | dns (round robin)
+address = "CHANGE-ME"              # a free IP in the hosts' subnet for vip/kube-vip; your LB's address or a DNS name otherwise
+port = 8443                        # the port clients use; in vip mode the API servers keep 6443
+# interface = "eth0"               # the NIC for the VIP; found from each host's address when unset
+
+[ssh]                              # defaults for every host; a host may override them in its own `ssh` table
+user = "root"                      # a non-root user needs passwordless sudo
+identity_file = "~/.ssh/id_ed25519"
+# jump_host = "root@192.0.2.5:22"  # a bastion to go through
+
+# [etcd]
+# members = 3                      # 1, 3, 5 or 7; chosen from the host count when unset
+
+# [pki]
+# algorithm = "ecdsa-p256"         # or "rsa-2048"
+# extra_sans = ["api.example.com"]
+"#,
+        n = ips.len(),
+        t = topology.as_str(),
+    );
+    for (i, ip) in ips.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r#"[[host]]
+name = "node-{}"
+address = "{ip}"
+# roles = ["control-plane", "etcd"]   # control-plane | etcd | worker; chosen from the host count when unset
+# reliability = 10                     # higher = more reliable; on two hosts etcd goes to the most reliable
+# etcd_data_dirs = ["/disk1/etcd"]     # one etcd member per directory
+# host_key = "ssh-ed25519 AAAA..."     # pin the host's key; otherwise known_hosts decides
+"#,
+            i + 1
+        );
+    }
+    s
+}

@@ -1,0 +1,15 @@
+//! One module per subcommand. Each returns the process exit code, or an error that main reports.
+
+mod init;
+mod plan;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> miette::Result<ExitCode> {
+    match cli.command {
+        Command::Plan { inventory, output } => plan::run(&inventory, output),
+        Command::Init { hosts, name, out } => init::run(&hosts, &name, out.as_deref()),
+    }
+}

@@ -1,0 +1,245 @@
+//! The inventory: one TOML file that describes the cluster and its hosts.
+//!
+//! `Inventory::load` parses and validates it completely; everything downstream works on typed
+//! values (an address is an `IpAddr`, a subnet an `IpNet`, a role an enum) and never re-checks.
+
+mod error;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use error::{InventoryError, InventoryErrors};
+pub use validate::is_dns_label;
+
+/// A validated inventory.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    /// Where it was read from; relative paths inside it are resolved against its directory.
+    pub path: PathBuf,
+    pub cluster: Cluster,
+    pub endpoint: Endpoint,
+    pub ssh: SshSettings,
+    pub etcd: EtcdSettings,
+    pub pki: PkiSettings,
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    pub kubernetes_version: KubeVersion,
+    pub pod_subnet: IpNet,
+    pub service_subnet: IpNet,
+    pub dns_domain: String,
+}
+
+/// How clients reach the API servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointMode {
+    /// keepalived (VRRP) moves a VIP between control planes; haproxy balances the API servers.
+    Vip,
+    /// kube-vip static pods announce the VIP (ARP, leader election).
+    KubeVip,
+    /// A load balancer the operator runs.
+    External,
+    /// A DNS name with one A/AAAA record per control plane.
+    Dns,
+}
+
+impl EndpointMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vip => "vip",
+            Self::KubeVip => "kube-vip",
+            Self::External => "external",
+            Self::Dns => "dns",
+        }
+    }
+}
+
+/// The endpoint address: an IP for a VIP or LB, or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostName {
+    Ip(IpAddr),
+    Dns(String),
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Self::Ip(ip) => write!(f, "{ip}"),
+            Self::Dns(name) => f.write_str(name),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub mode: EndpointMode,
+    pub address: HostName,
+    /// The port clients use on the endpoint.
+    pub port: u16,
+    /// The port every API server binds on its own host.
+    pub apiserver_port: u16,
+    /// The NIC that carries the VIP; found from the host's address at apply time when unset.
+    pub interface: Option<String>,
+    pub virtual_router_id: u8,
+}
+
+/// SSH settings after merging `[ssh]` defaults with a host's own `ssh` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSettings {
+    pub user: String,
+    pub port: u16,
+    pub identity_file: Option<PathBuf>,
+    /// kbs's own known_hosts file; the user's `~/.ssh/known_hosts` is always read too.
+    pub known_hosts: Option<PathBuf>,
+    pub jump_host: Option<JumpHost>,
+}
+
+/// A bastion that connections go through (ProxyJump).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JumpHost {
+    pub user: String,
+    pub address: IpAddr,
+    pub port: u16,
+    /// The bastion's pinned host key, as an OpenSSH public key line.
+    pub host_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EtcdSettings {
+    /// The member count asked for; `None` lets the topology choose.
+    pub members: Option<usize>,
+}
+
+/// The key algorithm for every key kbs generates (kubeadm's `encryptionAlgorithm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAlgorithm {
+    #[default]
+    EcdsaP256,
+    Rsa2048,
+}
+
+impl KeyAlgorithm {
+    /// The value kubeadm's `ClusterConfiguration.encryptionAlgorithm` takes.
+    pub fn kubeadm_name(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ECDSA-P256",
+            Self::Rsa2048 => "RSA-2048",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PkiSettings {
+    pub algorithm: KeyAlgorithm,
+    /// A directory holding CAs the user provides (kubeadm layout), used instead of new ones.
+    pub ca_dir: Option<PathBuf>,
+    pub ca_validity_days: u32,
+    pub cert_validity_days: u32,
+    /// Extra API server SANs.
+    pub extra_sans: Vec<HostName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Etcd,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ControlPlane => "control-plane",
+            Self::Etcd => "etcd",
+            Self::Worker => "worker",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub address: IpAddr,
+    /// Roles written in the inventory; `None` lets the topology choose.
+    pub roles: Option<Vec<Role>>,
+    /// Higher is more reliable; decides where etcd goes on two hosts.
+    pub reliability: i64,
+    /// One etcd member per listed directory on this host.
+    pub etcd_data_dirs: Vec<PathBuf>,
+    /// The host's pinned SSH host key, as an OpenSSH public key line.
+    pub host_key: Option<String>,
+    pub ssh: SshSettings,
+}
+
+/// A Kubernetes release, `v1.31.4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl KubeVersion {
+    /// The oldest and newest minors kbs knows; kubeadm's v1beta4 config API starts at 1.31.
+    pub const OLDEST_MINOR: u32 = 31;
+    pub const NEWEST_MINOR: u32 = 37;
+}
+
+impl fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl Serialize for KubeVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Inventory {
+    /// Reads and validates an inventory file. All problems are reported together.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        Ok(Self::parse(path, &text)?)
+    }
+
+    /// Parses inventory text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, InventoryErrors> {
+        validate::parse(path, text)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LoadError {
+    #[error("cannot read inventory {}: {source}", path.display())]
+    #[diagnostic(help("pass the path of an inventory file; `kbs init` writes a starter one"))]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Invalid(#[from] InventoryErrors),
+}

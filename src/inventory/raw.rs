@@ -1,0 +1,84 @@
+//! The inventory exactly as written in TOML, with the source spans that error messages point at.
+//! Nothing here is validated beyond what serde checks; `super::validate` turns it into typed values.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{EndpointMode, KeyAlgorithm, Role};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInventory {
+    pub cluster: RawCluster,
+    pub endpoint: RawEndpoint,
+    #[serde(default)]
+    pub ssh: RawSsh,
+    #[serde(default)]
+    pub etcd: RawEtcd,
+    #[serde(default)]
+    pub pki: RawPki,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<Spanned<RawHost>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub name: Spanned<String>,
+    pub kubernetes_version: Spanned<String>,
+    pub pod_subnet: Spanned<String>,
+    pub service_subnet: Spanned<String>,
+    pub dns_domain: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    pub mode: Spanned<EndpointMode>,
+    pub address: Spanned<String>,
+    pub port: Option<Spanned<u16>>,
+    pub apiserver_port: Option<Spanned<u16>>,
+    pub interface: Option<Spanned<String>>,
+    pub virtual_router_id: Option<Spanned<u8>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSsh {
+    pub user: Option<Spanned<String>>,
+    pub port: Option<Spanned<u16>>,
+    pub identity_file: Option<Spanned<String>>,
+    pub known_hosts: Option<Spanned<String>>,
+    pub jump_host: Option<Spanned<String>>,
+    pub jump_host_key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcd {
+    pub members: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPki {
+    pub algorithm: Option<KeyAlgorithm>,
+    pub ca_dir: Option<Spanned<String>>,
+    pub ca_validity_days: Option<Spanned<u32>>,
+    pub cert_validity_days: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub extra_sans: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHost {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    pub roles: Option<Spanned<Vec<Role>>>,
+    #[serde(default)]
+    pub reliability: i64,
+    pub etcd_data_dirs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub host_key: Option<Spanned<String>>,
+    pub ssh: Option<RawSsh>,
+}

@@ -1,0 +1,378 @@
+//! The topology engine: a pure function from a validated inventory to a `ClusterPlan` that says
+//! where every etcd member, control-plane component and front goes, and what each host's loss does.
+//! It never touches a host.
+
+mod report;
+mod tolerance;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::inventory::{EndpointMode, Host, HostName, Inventory, Role};
+
+pub use report::{render_dot, render_human, render_json};
+pub use tolerance::{FailureTolerance, HostLoss};
+
+/// The shape chosen from the host count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Topology {
+    SingleHost,
+    TwoHost,
+    MultiHost,
+}
+
+impl Topology {
+    pub fn for_host_count(n: usize) -> Self {
+        match n {
+            0 | 1 => Self::SingleHost,
+            2 => Self::TwoHost,
+            _ => Self::MultiHost,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SingleHost => "single-host",
+            Self::TwoHost => "two-host",
+            Self::MultiHost => "multi-host",
+        }
+    }
+}
+
+/// Where everything goes.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    pub inventory: Inventory,
+    pub topology: Topology,
+    /// Same order as the inventory's hosts.
+    pub hosts: Vec<PlannedHost>,
+    pub etcd: Vec<EtcdMember>,
+    pub front: Front,
+    pub tolerance: FailureTolerance,
+    /// Why this layout was chosen, in plain sentences.
+    pub rationale: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedHost {
+    pub name: String,
+    pub address: IpAddr,
+    /// Sorted; `worker` on a control plane means it takes workloads (no taint).
+    pub roles: Vec<Role>,
+}
+
+impl PlannedHost {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EtcdMember {
+    pub name: String,
+    pub host: String,
+    pub address: IpAddr,
+    pub client_port: u16,
+    pub peer_port: u16,
+    /// Plain-HTTP /metrics and /health, bound to 127.0.0.1.
+    pub metrics_port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl EtcdMember {
+    pub fn client_url(&self) -> String {
+        format!("https://{}:{}", HostName::Ip(self.address), self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("https://{}:{}", HostName::Ip(self.address), self.peer_port)
+    }
+}
+
+/// The control-plane front: what clients connect to and what serves it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Front {
+    pub mode: EndpointMode,
+    /// `address:port` as kubeadm's controlPlaneEndpoint.
+    pub endpoint: String,
+    pub apiserver_port: u16,
+    /// Hosts that run keepalived + haproxy or kube-vip; empty for external and dns.
+    pub hosts: Vec<String>,
+    /// What the operator must set up outside kbs (external LB, DNS records); empty otherwise.
+    pub operator_actions: Vec<String>,
+}
+
+/// How many etcd members the inventory asks for, how many it can hold, and where they go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdLayout {
+    pub wanted: usize,
+    pub capacity: usize,
+    /// Hosts that get at least one member.
+    pub etcd_hosts: usize,
+    /// Hosts given the etcd role explicitly that no member would go to.
+    pub idle_etcd_hosts: usize,
+    /// Per inventory host, how many members it carries.
+    pub per_host: Vec<usize>,
+}
+
+/// Members on one host beyond the first need their own ports; etcd's docs space them by 10000.
+const PORT_STRIDE: u16 = 10_000;
+/// Enough slots for every member on one host when kbs makes the data dirs itself.
+const GENERATED_DIR_SLOTS: usize = 7;
+
+fn explicit_roles(hosts: &[Host]) -> bool {
+    hosts.iter().any(|h| h.roles.is_some())
+}
+
+/// Host indices in placement order: most reliable first, ties kept in inventory order.
+fn by_reliability(hosts: &[Host]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..hosts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(hosts[i].reliability));
+    order
+}
+
+/// Places etcd members by the host-count rules (see docs/topology.md). Shared by validation,
+/// which reports what does not fit, and by the planner.
+pub fn etcd_layout(hosts: &[Host], members: Option<usize>) -> EtcdLayout {
+    let slots = |h: &Host| h.etcd_data_dirs.len().max(1);
+    // (host index, how many members it can hold), in the order members are dealt out.
+    let (candidates, default_count): (Vec<(usize, usize)>, usize) = if explicit_roles(hosts) {
+        let c: Vec<_> = (0..hosts.len())
+            .filter(|&i| hosts[i].roles.as_ref().is_some_and(|r| r.contains(&Role::Etcd)))
+            .map(|i| (i, slots(&hosts[i])))
+            .collect();
+        let total = c.iter().map(|(_, s)| s).sum();
+        (c, total)
+    } else {
+        match Topology::for_host_count(hosts.len()) {
+            Topology::SingleHost => (vec![(0, slots(&hosts[0]))], slots(&hosts[0])),
+            Topology::TwoHost => {
+                // All members on the more reliable host: a 2+1 split gains nothing, as losing the
+                // majority host is fatal either way, while 3+0 keeps the other host harmless.
+                let i = by_reliability(hosts)[0];
+                let cap = if hosts[i].etcd_data_dirs.is_empty() { GENERATED_DIR_SLOTS } else { hosts[i].etcd_data_dirs.len() };
+                (vec![(i, cap)], 3)
+            }
+            Topology::MultiHost => (by_reliability(hosts).into_iter().map(|i| (i, slots(&hosts[i]))).collect(), 3),
+        }
+    };
+    let wanted = members.unwrap_or(default_count);
+    let capacity = candidates.iter().map(|(_, s)| s).sum();
+    let mut per_host = vec![0; hosts.len()];
+    // Deal members round-robin so they spread one per host before any host gets a second.
+    let mut left = wanted.min(capacity);
+    while left > 0 {
+        for &(i, cap) in &candidates {
+            if left > 0 && per_host[i] < cap {
+                per_host[i] += 1;
+                left -= 1;
+            }
+        }
+    }
+    let etcd_hosts = per_host.iter().filter(|&&n| n > 0).count();
+    let idle_etcd_hosts = if explicit_roles(hosts) { candidates.len() - etcd_hosts } else { 0 };
+    EtcdLayout { wanted, capacity, etcd_hosts, idle_etcd_hosts, per_host }
+}
+
+impl ClusterPlan {
+    /// Plans a validated inventory. Validation has already rejected layouts that cannot work.
+    pub fn new(inventory: Inventory) -> Self {
+        let hosts_in = &inventory.hosts;
+        let topology = Topology::for_host_count(hosts_in.len());
+        let layout = etcd_layout(hosts_in, inventory.etcd.members);
+        let hosts = plan_roles(hosts_in, topology, &layout);
+        let etcd = place_members(hosts_in, &layout);
+        let front = front(&inventory, &hosts);
+        let tolerance = FailureTolerance::compute(&hosts, &layout.per_host, &front);
+        let mut plan = Self { inventory, topology, hosts, etcd, front, tolerance, rationale: Vec::new(), warnings: Vec::new() };
+        plan.rationale = rationale(&plan);
+        plan.warnings = warnings(&plan, &layout);
+        plan
+    }
+
+    pub fn control_planes(&self) -> impl Iterator<Item = &PlannedHost> {
+        self.hosts.iter().filter(|h| h.has(Role::ControlPlane))
+    }
+
+    /// The host that runs `kubeadm init`.
+    pub fn first_control_plane(&self) -> Option<&PlannedHost> {
+        self.control_planes().next()
+    }
+
+    /// Hosts that only run workloads.
+    pub fn workers(&self) -> impl Iterator<Item = &PlannedHost> {
+        self.hosts.iter().filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane))
+    }
+}
+
+fn plan_roles(hosts: &[Host], topology: Topology, layout: &EtcdLayout) -> Vec<PlannedHost> {
+    let control_planes: Vec<bool> = if explicit_roles(hosts) {
+        hosts.iter().map(|h| h.roles.as_ref().is_some_and(|r| r.contains(&Role::ControlPlane))).collect()
+    } else {
+        let mut cp = vec![topology != Topology::MultiHost; hosts.len()];
+        for &i in by_reliability(hosts).iter().take(3) {
+            cp[i] = true;
+        }
+        cp
+    };
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mut roles = match &h.roles {
+                Some(r) => r.clone(),
+                // A host left without roles next to hosts that have them is a worker.
+                None if explicit_roles(hosts) => vec![Role::Worker],
+                None => {
+                    let mut r = Vec::new();
+                    if control_planes[i] {
+                        r.push(Role::ControlPlane);
+                    }
+                    if layout.per_host[i] > 0 {
+                        r.push(Role::Etcd);
+                    }
+                    // With three hosts or fewer the control planes must also carry workloads.
+                    if !control_planes[i] || hosts.len() <= 3 {
+                        r.push(Role::Worker);
+                    }
+                    r
+                }
+            };
+            roles.sort();
+            PlannedHost { name: h.name.clone(), address: h.address, roles }
+        })
+        .collect()
+}
+
+fn place_members(hosts: &[Host], layout: &EtcdLayout) -> Vec<EtcdMember> {
+    let mut members = Vec::with_capacity(layout.wanted);
+    for (h, &count) in hosts.iter().zip(&layout.per_host) {
+        for k in 0..count {
+            let name = if count == 1 { h.name.clone() } else { format!("{}-etcd-{}", h.name, k + 1) };
+            let data_dir = match h.etcd_data_dirs.get(k) {
+                Some(d) => d.clone(),
+                None if count == 1 => PathBuf::from("/var/lib/etcd"),
+                None => PathBuf::from(format!("/var/lib/etcd/{name}")),
+            };
+            let offset = PORT_STRIDE * k as u16;
+            members.push(EtcdMember {
+                name,
+                host: h.name.clone(),
+                address: h.address,
+                client_port: 2379 + offset,
+                peer_port: 2380 + offset,
+                metrics_port: 2381 + offset,
+                data_dir,
+            });
+        }
+    }
+    members
+}
+
+fn front(inv: &Inventory, hosts: &[PlannedHost]) -> Front {
+    let e = &inv.endpoint;
+    let endpoint = format!("{}:{}", e.address, e.port);
+    let cps: Vec<&PlannedHost> = hosts.iter().filter(|h| h.has(Role::ControlPlane)).collect();
+    let backends = || cps.iter().map(|h| format!("{}:{}", HostName::Ip(h.address), e.apiserver_port)).collect::<Vec<_>>().join(", ");
+    let (front_hosts, operator_actions) = match e.mode {
+        EndpointMode::Vip | EndpointMode::KubeVip => (cps.iter().map(|h| h.name.clone()).collect(), Vec::new()),
+        EndpointMode::External => (
+            Vec::new(),
+            vec![
+                format!("Your load balancer must accept TCP on {endpoint} and forward it to {}.", backends()),
+                format!("Health-check each backend with HTTPS GET /readyz on port {} (TLS passthrough; do not terminate TLS).", e.apiserver_port),
+            ],
+        ),
+        EndpointMode::Dns => (
+            Vec::new(),
+            vec![
+                format!(
+                    "The DNS name {} must resolve to every control plane: {}.",
+                    e.address,
+                    cps.iter().map(|h| h.address.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+                "Keep the records' TTL short (30 s or less): clients only stop using a dead control plane once its record is gone.".into(),
+            ],
+        ),
+    };
+    Front { mode: e.mode, endpoint, apiserver_port: e.apiserver_port, hosts: front_hosts, operator_actions }
+}
+
+fn rationale(plan: &ClusterPlan) -> Vec<String> {
+    let n = plan.hosts.len();
+    let m = plan.etcd.len();
+    let cps = plan.control_planes().count();
+    if explicit_roles(&plan.inventory.hosts) {
+        return vec![format!(
+            "Roles are set in the inventory and honoured as written: {cps} control plane(s), {m} etcd member(s) on {} host(s).",
+            plan.hosts.iter().filter(|h| h.has(Role::Etcd)).count()
+        )];
+    }
+    match plan.topology {
+        Topology::SingleHost => vec![
+            format!("1 host: {m} etcd member(s), the control plane and workloads all run on {}.", plan.hosts[0].name),
+        ],
+        Topology::TwoHost => {
+            let etcd_host = &plan.etcd[0].host;
+            vec![
+                format!("2 hosts: all {m} etcd members run on {etcd_host}, the more reliable host (highest `reliability`, ties go to the first listed)."),
+                "Splitting etcd 2+1 would gain nothing: losing the host with two members loses quorum either way, while 3+0 makes the other host's loss harmless.".into(),
+                "API server, scheduler and controller-manager run on both hosts, behind the front.".into(),
+            ]
+        }
+        Topology::MultiHost => vec![
+            format!("{n} hosts: {m} etcd members, one per host, on the most reliable hosts."),
+            format!(
+                "{cps} control planes{}.",
+                if n <= 3 { " that also run workloads (there are no other hosts)" } else { "; every other host is a worker" }
+            ),
+        ],
+    }
+}
+
+fn warnings(plan: &ClusterPlan, layout: &EtcdLayout) -> Vec<String> {
+    let mut w = Vec::new();
+    if plan.topology == Topology::SingleHost {
+        w.push(format!(
+            "This is a lab, not production: {} is a single point of failure for etcd, the API and every workload. \
+             What makes it safer: put etcd's data on redundant storage (RAID 1 or a mirrored volume) or list several \
+             etcd_data_dirs on separate disks, and take scheduled etcd backups that are kept off this host.",
+            plan.hosts[0].name
+        ));
+    }
+    if plan.topology == Topology::TwoHost && !explicit_roles(&plan.inventory.hosts) {
+        w.push(format!(
+            "Losing {} (it carries every etcd member) stops the cluster; give it redundant storage for etcd and take scheduled backups kept off it.",
+            plan.etcd[0].host
+        ));
+    }
+    for (h, &count) in plan.inventory.hosts.iter().zip(&layout.per_host) {
+        if count > 1 && h.etcd_data_dirs.len() < count {
+            w.push(format!(
+                "{count} etcd members on {} share one disk: every write is synced {count} times on one device. List etcd_data_dirs on separate disks for this host.",
+                h.name
+            ));
+        }
+    }
+    if plan.topology == Topology::MultiHost && plan.etcd.len() == 1 {
+        w.push(format!("Only one etcd member: losing {} stops the cluster. Use 3 members.", plan.etcd[0].host));
+    }
+    let cps = plan.control_planes().count();
+    if plan.topology == Topology::MultiHost && cps < 2 {
+        w.push("Only one control plane: its loss stops the API. Give three hosts the control-plane role.".into());
+    }
+    if !plan.tolerance.fatal_host_losses.is_empty() && plan.topology == Topology::MultiHost {
+        w.push(format!(
+            "Single host losses that stop the cluster: {}.",
+            plan.tolerance.fatal_host_losses.join(", ")
+        ));
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests;

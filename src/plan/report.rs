@@ -1,0 +1,215 @@
+//! `kbs plan` output: for people, as JSON, and as Graphviz.
+
+use std::fmt::Write;
+
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+
+use super::{ClusterPlan, EtcdMember, FailureTolerance, Front, PlannedHost};
+use crate::inventory::{EndpointMode, Role};
+
+/// The ordered steps `kbs apply` will take for this plan.
+pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
+    let names = |it: &mut dyn Iterator<Item = &PlannedHost>| it.map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
+    let all = names(&mut plan.hosts.iter());
+    let etcd_hosts = names(&mut plan.hosts.iter().filter(|h| h.has(Role::Etcd)));
+    let cps = names(&mut plan.control_planes());
+    let first = plan.first_control_plane().map_or("", |h| h.name.as_str());
+    let joining_cps = names(&mut plan.control_planes().skip(1));
+    let workers = names(&mut plan.workers());
+    let v = &plan.inventory.cluster.kubernetes_version;
+    let mut steps = vec![
+        format!("connect to {all} over SSH (host keys verified) and gather facts"),
+        "preflight: OS, kernel, cgroups, swap, ports, clock skew, reachability, etcd disk fsync latency".to_string(),
+        format!("prepare hosts: kernel modules, sysctls, swap off, containerd, kubelet and kubeadm {v}, etcd on {etcd_hosts}"),
+        "PKI: create or reuse the cluster, front-proxy and etcd CAs and every certificate; copy to each host only what it needs".to_string(),
+        format!("etcd: start all {} member(s) together on {etcd_hosts}, then check health over mTLS", plan.etcd.len()),
+    ];
+    match plan.front.mode {
+        EndpointMode::Vip => steps.push(format!("front: keepalived + haproxy on {cps} for {}", plan.front.endpoint)),
+        EndpointMode::KubeVip => steps.push(format!("front: kube-vip static pods on {cps} for {}", plan.front.endpoint)),
+        EndpointMode::External | EndpointMode::Dns => {}
+    }
+    steps.push(format!("kubeadm init on {first}"));
+    if !joining_cps.is_empty() {
+        steps.push(format!("kubeadm join --control-plane on {joining_cps}"));
+    }
+    if !workers.is_empty() {
+        steps.push(format!("kubeadm join on {workers}"));
+    }
+    steps.push("install the CNI, fetch the admin kubeconfig, verify the API through the endpoint and that every node registered".into());
+    steps
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    cluster: &'a str,
+    kubernetes_version: String,
+    topology: &'static str,
+    hosts: &'a [PlannedHost],
+    etcd: JsonEtcd<'a>,
+    front: &'a Front,
+    failure_tolerance: &'a FailureTolerance,
+    rationale: &'a [String],
+    warnings: &'a [String],
+    steps: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct JsonEtcd<'a> {
+    members: Vec<JsonMember<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonMember<'a> {
+    name: &'a str,
+    host: &'a str,
+    client_url: String,
+    peer_url: String,
+    data_dir: String,
+}
+
+pub fn render_json(plan: &ClusterPlan) -> String {
+    let members = plan.etcd.iter().map(|m: &EtcdMember| JsonMember {
+        name: &m.name,
+        host: &m.host,
+        client_url: m.client_url(),
+        peer_url: m.peer_url(),
+        data_dir: m.data_dir.display().to_string(),
+    });
+    let json = JsonPlan {
+        cluster: &plan.inventory.cluster.name,
+        kubernetes_version: plan.inventory.cluster.kubernetes_version.to_string(),
+        topology: plan.topology.as_str(),
+        hosts: &plan.hosts,
+        etcd: JsonEtcd { members: members.collect() },
+        front: &plan.front,
+        failure_tolerance: &plan.tolerance,
+        rationale: &plan.rationale,
+        warnings: &plan.warnings,
+        steps: apply_steps(plan),
+    };
+    // Serialising plain structs and strings cannot fail.
+    serde_json::to_string_pretty(&json).unwrap_or_default() + "\n"
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    // A fixed width keeps the output the same on every terminal and in snapshots.
+    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(110).set_header(header.to_vec());
+    t
+}
+
+fn roles(h: &PlannedHost) -> String {
+    h.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+pub fn render_human(plan: &ClusterPlan) -> String {
+    let inv = &plan.inventory;
+    let mut out = String::new();
+    let c = &inv.cluster;
+    let _ = writeln!(out, "Cluster {} — Kubernetes {}, topology {}", c.name, c.kubernetes_version, plan.topology.as_str());
+    let _ = writeln!(out, "Pods {}, services {}, DNS domain {}\n", c.pod_subnet, c.service_subnet, c.dns_domain);
+    for r in &plan.rationale {
+        let _ = writeln!(out, "  {r}");
+    }
+
+    let mut hosts = table(&["host", "address", "roles", "runs"]);
+    for h in &plan.hosts {
+        let mut runs = Vec::new();
+        let members = plan.etcd.iter().filter(|m| m.host == h.name).count();
+        if members > 0 {
+            runs.push(format!("etcd ×{members}"));
+        }
+        if h.has(Role::ControlPlane) {
+            runs.push("kube-apiserver, kube-scheduler, kube-controller-manager".into());
+            if plan.front.hosts.contains(&h.name) {
+                runs.push(match plan.front.mode {
+                    EndpointMode::KubeVip => "kube-vip".into(),
+                    _ => "keepalived, haproxy".into(),
+                });
+            }
+        }
+        if h.has(Role::Worker) {
+            runs.push("workloads".into());
+        }
+        hosts.add_row(vec![h.name.clone(), h.address.to_string(), roles(h), runs.join("; ")]);
+    }
+    let _ = writeln!(out, "\nHosts\n{hosts}");
+
+    let mut etcd = table(&["member", "host", "client URL", "peer URL", "data dir"]);
+    for m in &plan.etcd {
+        etcd.add_row(vec![m.name.clone(), m.host.clone(), m.client_url(), m.peer_url(), m.data_dir.display().to_string()]);
+    }
+    let quorum = plan.etcd.len() / 2 + 1;
+    let _ = writeln!(out, "\netcd: {} member(s), quorum {quorum}\n{etcd}", plan.etcd.len());
+
+    let f = &plan.front;
+    let _ = writeln!(out, "\nFront ({}): clients use https://{}", f.mode.as_str(), f.endpoint);
+    match f.mode {
+        EndpointMode::Vip => {
+            let _ = writeln!(
+                out,
+                "  keepalived moves the VIP between {}; haproxy there forwards to each API server on port {}.",
+                f.hosts.join(", "),
+                f.apiserver_port
+            );
+        }
+        EndpointMode::KubeVip => {
+            let _ = writeln!(out, "  kube-vip on {} holds the VIP by leader election; the API servers listen on port {}.", f.hosts.join(", "), f.apiserver_port);
+        }
+        EndpointMode::External | EndpointMode::Dns => {
+            let _ = writeln!(out, "  kbs installs no front. You must:");
+            for a in &f.operator_actions {
+                let _ = writeln!(out, "  - {a}");
+            }
+        }
+    }
+
+    let t = &plan.tolerance;
+    let _ = writeln!(out, "\nFailure tolerance: survives the loss of {} host(s) at once", t.host_failures_tolerated);
+    let mut losses = table(&["if this host is lost", "effect"]);
+    for l in &t.per_host {
+        losses.add_row(vec![l.host.clone(), l.effect.clone()]);
+    }
+    let _ = writeln!(out, "{losses}");
+
+    if !plan.warnings.is_empty() {
+        let _ = writeln!(out, "\nWarnings");
+        for w in &plan.warnings {
+            let _ = writeln!(out, "  ! {w}");
+        }
+    }
+    let _ = writeln!(out, "\n`kbs apply` will:");
+    for (i, s) in apply_steps(plan).iter().enumerate() {
+        let _ = writeln!(out, "  {:>2}. {s}", i + 1);
+    }
+    out
+}
+
+pub fn render_dot(plan: &ClusterPlan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];", plan.inventory.cluster.name);
+    let _ = writeln!(out, "  front [label=\"{}\\n{}\", shape=ellipse];", plan.front.mode.as_str(), plan.front.endpoint);
+    for h in &plan.hosts {
+        let _ = writeln!(out, "  subgraph \"cluster_{0}\" {{\n    label=\"{0}\\n{1}\";", h.name, h.address);
+        if h.has(Role::ControlPlane) {
+            let _ = writeln!(out, "    \"{0}/apiserver\" [label=\"kube-apiserver\\nscheduler\\ncontroller-manager\"];", h.name);
+        }
+        for m in plan.etcd.iter().filter(|m| m.host == h.name) {
+            let _ = writeln!(out, "    \"etcd/{0}\" [label=\"etcd {0}\\n:{1}\", shape=cylinder];", m.name, m.client_port);
+        }
+        if h.has(Role::Worker) {
+            let _ = writeln!(out, "    \"{}/workloads\" [label=\"workloads\", style=dashed];", h.name);
+        }
+        let _ = writeln!(out, "  }}");
+    }
+    for h in plan.control_planes() {
+        let _ = writeln!(out, "  front -> \"{}/apiserver\";", h.name);
+        for m in &plan.etcd {
+            let _ = writeln!(out, "  \"{}/apiserver\" -> \"etcd/{}\" [style=dotted];", h.name, m.name);
+        }
+    }
+    out.push_str("}\n");
+    out
+}
