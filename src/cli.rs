@@ -35,6 +35,52 @@ pub enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Make, check and renew the cluster PKI in the local state directory.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create the CAs, keys, certificates and kubeconfigs the inventory needs; keeps whatever is still valid.
+    Generate {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+        /// The state directory [default: .kbs/<cluster name>/ next to the inventory].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// List every certificate with its expiry. Exit 1 if one expires within --warn-days, 2 if one
+    /// has expired or does not chain to its CA.
+    Check {
+        /// The inventory file; only used to find the state directory.
+        #[arg(required_unless_present = "state_dir")]
+        inventory: Option<PathBuf>,
+        /// The state directory [default: .kbs/<cluster name>/ next to the inventory].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Warn about certificates that expire within this many days.
+        #[arg(long, default_value_t = 30)]
+        warn_days: u32,
+        #[arg(long, short, value_enum, default_value_t = CheckOutput::Table)]
+        output: CheckOutput,
+    },
+    /// Re-issue every leaf certificate and kubeconfig with the same names (new keys); CAs stay.
+    Renew {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+        /// The state directory [default: .kbs/<cluster name>/ next to the inventory].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckOutput {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

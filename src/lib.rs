@@ -4,7 +4,9 @@
 //! inventory → plan (topology) → pki → render → ssh/exec → phases → cli.
 
 pub mod inventory;
+pub mod pki;
 pub mod plan;
+pub mod state;
 
 pub mod cli;
 pub mod commands;

@@ -1,5 +1,6 @@
 //! One module per subcommand. Each returns the process exit code, or an error that main reports.
 
+mod certs;
 mod init;
 mod plan;
 
@@ -11,5 +12,6 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Plan { inventory, output } => plan::run(&inventory, output),
         Command::Init { hosts, name, out } => init::run(&hosts, &name, out.as_deref()),
+        Command::Certs { command } => certs::run(command),
     }
 }

@@ -1,0 +1,101 @@
+//! Which files each host needs, and where they go on it. Only what the host's roles use: a
+//! worker never holds a CA key, an etcd host never holds the etcd CA key.
+
+use std::path::PathBuf;
+
+use super::spec::{self, CaKind};
+use crate::inventory::Role;
+use crate::plan::ClusterPlan;
+use crate::state::{PUBLIC_MODE, SECRET_MODE, StateDir};
+
+/// kubeadm's certificatesDir.
+pub const REMOTE_PKI_DIR: &str = "/etc/kubernetes/pki";
+/// Where kubeadm keeps admin.conf, controller-manager.conf, ...
+pub const REMOTE_KUBECONFIG_DIR: &str = "/etc/kubernetes";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFile {
+    /// In the state directory.
+    pub local: PathBuf,
+    /// Absolute path on the host.
+    pub remote: PathBuf,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFiles {
+    pub host: String,
+    pub files: Vec<HostFile>,
+}
+
+struct Builder<'a> {
+    state: &'a StateDir,
+    files: Vec<HostFile>,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, local: PathBuf, remote: PathBuf, mode: u32) {
+        if !self.files.iter().any(|f| f.remote == remote) {
+            self.files.push(HostFile { local, remote, mode });
+        }
+    }
+
+    /// `local` below the state's pki dir, installed as `remote` below /etc/kubernetes/pki.
+    fn pki(&mut self, local: &str, remote: &str, mode: u32) {
+        self.push(self.state.pki_dir().join(local), PathBuf::from(REMOTE_PKI_DIR).join(remote), mode);
+    }
+
+    fn cert(&mut self, local_base: &str, remote_base: &str) {
+        self.pki(&format!("{local_base}.crt"), &format!("{remote_base}.crt"), PUBLIC_MODE);
+    }
+
+    fn cert_and_key(&mut self, local_base: &str, remote_base: &str) {
+        self.cert(local_base, remote_base);
+        self.pki(&format!("{local_base}.key"), &format!("{remote_base}.key"), SECRET_MODE);
+    }
+
+    fn kubeconfig(&mut self, rel: &str, name: &str) {
+        self.push(self.state.kubeconfig_dir().join(rel), PathBuf::from(REMOTE_KUBECONFIG_DIR).join(name), SECRET_MODE);
+    }
+}
+
+/// Per host (plan order), the files `kbs apply` uploads: control planes get the cluster and
+/// front-proxy CAs with keys, the SA pair, etcd/ca.crt, the API server's client certs, their own
+/// apiserver cert and the kubeconfigs (super-admin.conf only on the first control plane, where
+/// `kubeadm init` runs); etcd hosts get etcd/ca.crt, their server/peer pair and the healthcheck
+/// client; every Kubernetes node gets ca.crt.
+pub fn host_files(plan: &ClusterPlan, state: &StateDir) -> Vec<HostFiles> {
+    let first_cp = plan.first_control_plane().map(|h| h.name.as_str());
+    plan.hosts
+        .iter()
+        .map(|h| {
+            let mut b = Builder { state, files: Vec::new() };
+            if h.has(Role::ControlPlane) {
+                b.cert_and_key(CaKind::Cluster.base(), "ca");
+                b.cert_and_key(CaKind::FrontProxy.base(), "front-proxy-ca");
+                b.pki("sa.key", "sa.key", SECRET_MODE);
+                b.pki("sa.pub", "sa.pub", PUBLIC_MODE);
+                b.cert(CaKind::Etcd.base(), "etcd/ca");
+                b.cert_and_key(&spec::apiserver_base(&h.name), "apiserver");
+                b.cert_and_key(spec::APISERVER_KUBELET_CLIENT, spec::APISERVER_KUBELET_CLIENT);
+                b.cert_and_key(spec::FRONT_PROXY_CLIENT, spec::FRONT_PROXY_CLIENT);
+                b.cert_and_key(spec::APISERVER_ETCD_CLIENT, spec::APISERVER_ETCD_CLIENT);
+                b.kubeconfig(spec::ADMIN_CONF, "admin.conf");
+                if first_cp == Some(h.name.as_str()) {
+                    b.kubeconfig(spec::SUPER_ADMIN_CONF, "super-admin.conf");
+                }
+                b.kubeconfig(&spec::controller_manager_conf(&h.name), "controller-manager.conf");
+                b.kubeconfig(&spec::scheduler_conf(&h.name), "scheduler.conf");
+            } else if h.has(Role::Worker) {
+                b.cert(CaKind::Cluster.base(), "ca");
+            }
+            if plan.etcd.iter().any(|m| m.host == h.name) {
+                b.cert(CaKind::Etcd.base(), "etcd/ca");
+                b.cert_and_key(&spec::etcd_server_base(&h.name), "etcd/server");
+                b.cert_and_key(&spec::etcd_peer_base(&h.name), "etcd/peer");
+                b.cert_and_key(spec::ETCD_HEALTHCHECK_CLIENT, spec::ETCD_HEALTHCHECK_CLIENT);
+            }
+            HostFiles { host: h.name.clone(), files: b.files }
+        })
+        .collect()
+}
