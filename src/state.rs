@@ -20,7 +20,9 @@ const DIR_MODE: u32 = 0o700;
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StateError {
     #[error("cannot create state directory {}: {source}", path.display())]
-    #[diagnostic(help("check that the parent directory exists and is writable, or pass --state-dir"))]
+    #[diagnostic(help(
+        "check that the parent directory exists and is writable, or pass --state-dir"
+    ))]
     CreateDir { path: PathBuf, source: io::Error },
     #[error("cannot write {}: {source}", path.display())]
     #[diagnostic(help("check free space and permissions of the state directory"))]
@@ -79,8 +81,12 @@ impl StateDir {
     pub fn create(&self) -> Result<(), StateError> {
         create_private_dir(&self.root)?;
         // An existing directory keeps its mode on mkdir; a state dir readable by others leaks keys.
-        fs::set_permissions(&self.root, Permissions::from_mode(DIR_MODE))
-            .map_err(|source| StateError::CreateDir { path: self.root.clone(), source })
+        fs::set_permissions(&self.root, Permissions::from_mode(DIR_MODE)).map_err(|source| {
+            StateError::CreateDir {
+                path: self.root.clone(),
+                source,
+            }
+        })
     }
 
     /// Writes a private key or kubeconfig (0600). Identical content is left untouched.
@@ -99,7 +105,10 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Read { path: path.to_path_buf(), source }),
+        Err(source) => Err(StateError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -108,7 +117,10 @@ fn create_private_dir(path: &Path) -> Result<(), StateError> {
         .recursive(true)
         .mode(DIR_MODE)
         .create(path)
-        .map_err(|source| StateError::CreateDir { path: path.to_path_buf(), source })
+        .map_err(|source| StateError::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<Written, StateError> {
@@ -121,7 +133,10 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<Written, StateEr
         Some(_) => true,
         None => false,
     };
-    let err = |source| StateError::Write { path: path.to_path_buf(), source };
+    let err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
     create_private_dir(dir)?;
     let mut tmp = tempfile::Builder::new()
@@ -134,11 +149,18 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<Written, StateEr
     // The umask may have narrowed the mode at creation; certificates must stay world-readable.
     fs::set_permissions(tmp.path(), Permissions::from_mode(mode)).map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(if existed { Written::Replaced } else { Written::Created })
+    Ok(if existed {
+        Written::Replaced
+    } else {
+        Written::Created
+    })
 }
 
 fn fix_mode(path: &Path, mode: u32) -> Result<(), StateError> {
-    let err = |source| StateError::Write { path: path.to_path_buf(), source };
+    let err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let current = fs::metadata(path).map_err(err)?.permissions().mode() & 0o777;
     if current != mode {
         fs::set_permissions(path, Permissions::from_mode(mode)).map_err(err)?;
@@ -176,6 +198,9 @@ mod tests {
         assert_eq!(state.write_secret(&key, b"k2").unwrap(), Written::Replaced);
         assert_eq!(fs::read(&key).unwrap(), b"k2");
         // No temp files left behind.
-        assert_eq!(fs::read_dir(state.pki_dir().join("etcd")).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(state.pki_dir().join("etcd")).unwrap().count(),
+            1
+        );
     }
 }

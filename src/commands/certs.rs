@@ -13,20 +13,33 @@ use crate::state::StateDir;
 
 pub fn run(command: CertsCommand) -> miette::Result<ExitCode> {
     match command {
-        CertsCommand::Generate { inventory, state_dir } => {
+        CertsCommand::Generate {
+            inventory,
+            state_dir,
+        } => {
             let (plan, state) = load(&inventory, state_dir.as_deref())?;
             let report = pki::ensure(&plan, &state)?;
             print_report(&plan, &state, &report);
             Ok(ExitCode::SUCCESS)
         }
-        CertsCommand::Renew { inventory, state_dir } => {
+        CertsCommand::Renew {
+            inventory,
+            state_dir,
+        } => {
             let (plan, state) = load(&inventory, state_dir.as_deref())?;
             let report = pki::renew(&plan, &state)?;
             print_report(&plan, &state, &report);
-            println!("Upload the renewed files with `kbs apply`; running components pick them up on restart.");
+            println!(
+                "Upload the renewed files with `kbs apply`; running components pick them up on restart."
+            );
             Ok(ExitCode::SUCCESS)
         }
-        CertsCommand::Check { inventory, state_dir, warn_days, output } => {
+        CertsCommand::Check {
+            inventory,
+            state_dir,
+            warn_days,
+            output,
+        } => {
             let state = match (state_dir, inventory) {
                 (Some(dir), _) => StateDir::new(dir),
                 (None, Some(inv)) => StateDir::resolve(&Inventory::load(&inv)?, None),
@@ -34,11 +47,22 @@ pub fn run(command: CertsCommand) -> miette::Result<ExitCode> {
             };
             let report = pki::check(&state, warn_days, OffsetDateTime::now_utc())?;
             match output {
-                CheckOutput::Json => println!("{}", serde_json::to_string_pretty(&report).into_diagnostic()?),
+                CheckOutput::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).into_diagnostic()?
+                ),
                 CheckOutput::Table => {
                     let mut t = Table::new();
                     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
-                    t.set_header(["PATH", "SUBJECT", "SANS", "ISSUER", "EXPIRES", "DAYS LEFT", "STATUS"]);
+                    t.set_header([
+                        "PATH",
+                        "SUBJECT",
+                        "SANS",
+                        "ISSUER",
+                        "EXPIRES",
+                        "DAYS LEFT",
+                        "STATUS",
+                    ]);
                     for c in &report.certificates {
                         let status = match &c.problem {
                             Some(p) => format!("{}: {p}", c.health.as_str()),

@@ -127,6 +127,8 @@ pub struct EtcdSettings {
 pub enum KeyAlgorithm {
     #[default]
     EcdsaP256,
+    // kebab-case alone would spell it `rsa2048`; `kbs init` documents `rsa-2048`.
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
 }
 

@@ -59,7 +59,11 @@ pub struct CheckReport {
 
 impl CheckReport {
     pub fn worst(&self) -> Health {
-        self.certificates.iter().map(|c| c.health).max().unwrap_or(Health::Ok)
+        self.certificates
+            .iter()
+            .map(|c| c.health)
+            .max()
+            .unwrap_or(Health::Ok)
     }
 
     /// 0 all fine, 1 something expires within the window, 2 something expired or does not chain.
@@ -90,7 +94,11 @@ fn expected_ca(rel: &Path) -> CaKind {
     }
 }
 
-pub fn check(state: &StateDir, warn_days: u32, now: OffsetDateTime) -> Result<CheckReport, PkiError> {
+pub fn check(
+    state: &StateDir,
+    warn_days: u32,
+    now: OffsetDateTime,
+) -> Result<CheckReport, PkiError> {
     let pki = state.pki_dir();
     let mut crts = Vec::new();
     walk(&pki, "crt", &mut crts)?;
@@ -103,7 +111,11 @@ pub fn check(state: &StateDir, warn_days: u32, now: OffsetDateTime) -> Result<Ch
         let ca = read_optional(&p)?.and_then(|pem| CertInfo::from_pem(&pem).ok().map(|c| (c, pem)));
         cas.push((kind, ca));
     }
-    let ca_of = |kind: CaKind| cas.iter().find(|(k, _)| *k == kind).and_then(|(_, c)| c.as_ref());
+    let ca_of = |kind: CaKind| {
+        cas.iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, c)| c.as_ref())
+    };
 
     let mut out = Vec::new();
     for path in crts {
@@ -111,7 +123,15 @@ pub fn check(state: &StateDir, warn_days: u32, now: OffsetDateTime) -> Result<Ch
         let kind = expected_ca(&rel);
         let is_ca_file = rel == Path::new(&format!("{}.crt", kind.base()));
         let pem = read_optional(&path)?.unwrap_or_default();
-        out.push(status(state, &path, &pem, ca_of(kind).map(|(c, _)| c), is_ca_file, warn_days, now));
+        out.push(status(
+            state,
+            &path,
+            &pem,
+            ca_of(kind).map(|(c, _)| c),
+            is_ca_file,
+            warn_days,
+            now,
+        ));
     }
 
     let mut confs = Vec::new();
@@ -120,9 +140,22 @@ pub fn check(state: &StateDir, warn_days: u32, now: OffsetDateTime) -> Result<Ch
     for path in confs {
         let text = read_optional(&path)?.unwrap_or_default();
         let kc = Kubeconfig::parse(&text);
-        let pem = kc.as_ref().and_then(Kubeconfig::client_cert_pem).unwrap_or_default();
-        let mut s = status(state, &path, &pem, cluster_ca.map(|(c, _)| c), false, warn_days, now);
-        if s.health != Health::Invalid && kc.and_then(|k| k.ca_pem()).as_deref() != cluster_ca.map(|(_, pem)| pem.as_slice()) {
+        let pem = kc
+            .as_ref()
+            .and_then(Kubeconfig::client_cert_pem)
+            .unwrap_or_default();
+        let mut s = status(
+            state,
+            &path,
+            &pem,
+            cluster_ca.map(|(c, _)| c),
+            false,
+            warn_days,
+            now,
+        );
+        if s.health != Health::Invalid
+            && kc.and_then(|k| k.ca_pem()).as_deref() != cluster_ca.map(|(_, pem)| pem.as_slice())
+        {
             s.health = Health::Invalid;
             s.problem = Some("embedded CA data is not the cluster CA".into());
         }
@@ -140,7 +173,10 @@ fn status(
     warn_days: u32,
     now: OffsetDateTime,
 ) -> CertStatus {
-    let rel = path.strip_prefix(state.root()).unwrap_or(path).to_path_buf();
+    let rel = path
+        .strip_prefix(state.root())
+        .unwrap_or(path)
+        .to_path_buf();
     let c = match CertInfo::from_pem(pem) {
         Ok(c) => c,
         Err(e) => {
@@ -157,11 +193,18 @@ fn status(
         }
     };
     let days_left = (c.not_after - now).whole_days();
-    let chains = if self_signed { c.signed_by(&c) } else { ca.is_some_and(|ca| c.signed_by(ca)) };
+    let chains = if self_signed {
+        c.signed_by(&c)
+    } else {
+        ca.is_some_and(|ca| c.signed_by(ca))
+    };
     let (health, problem) = if !chains {
         let why = match ca {
             None if !self_signed => "its CA certificate is missing or unreadable".to_owned(),
-            _ => format!("not signed by {}", if self_signed { "itself" } else { "its CA" }),
+            _ => format!(
+                "not signed by {}",
+                if self_signed { "itself" } else { "its CA" }
+            ),
         };
         (Health::Invalid, Some(why))
     } else if now >= c.not_after {
@@ -188,7 +231,13 @@ fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) -> Result<(), PkiError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(StateError::Read { path: dir.to_path_buf(), source }.into()),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: dir.to_path_buf(),
+                source,
+            }
+            .into());
+        }
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
@@ -209,14 +258,38 @@ mod tests {
     #[test]
     fn files_map_to_their_ca() {
         assert_eq!(expected_ca(Path::new("ca.crt")), CaKind::Cluster);
-        assert_eq!(expected_ca(Path::new("front-proxy-ca.crt")), CaKind::FrontProxy);
-        assert_eq!(expected_ca(Path::new("front-proxy-client.crt")), CaKind::FrontProxy);
+        assert_eq!(
+            expected_ca(Path::new("front-proxy-ca.crt")),
+            CaKind::FrontProxy
+        );
+        assert_eq!(
+            expected_ca(Path::new("front-proxy-client.crt")),
+            CaKind::FrontProxy
+        );
         assert_eq!(expected_ca(Path::new("etcd/ca.crt")), CaKind::Etcd);
-        assert_eq!(expected_ca(Path::new("etcd/healthcheck-client.crt")), CaKind::Etcd);
-        assert_eq!(expected_ca(Path::new("apiserver-etcd-client.crt")), CaKind::Etcd);
-        assert_eq!(expected_ca(Path::new("hosts/n1/etcd/peer.crt")), CaKind::Etcd);
-        assert_eq!(expected_ca(Path::new("hosts/n1/apiserver.crt")), CaKind::Cluster);
-        assert_eq!(expected_ca(Path::new("hosts/etcd/apiserver.crt")), CaKind::Cluster);
-        assert_eq!(expected_ca(Path::new("apiserver-kubelet-client.crt")), CaKind::Cluster);
+        assert_eq!(
+            expected_ca(Path::new("etcd/healthcheck-client.crt")),
+            CaKind::Etcd
+        );
+        assert_eq!(
+            expected_ca(Path::new("apiserver-etcd-client.crt")),
+            CaKind::Etcd
+        );
+        assert_eq!(
+            expected_ca(Path::new("hosts/n1/etcd/peer.crt")),
+            CaKind::Etcd
+        );
+        assert_eq!(
+            expected_ca(Path::new("hosts/n1/apiserver.crt")),
+            CaKind::Cluster
+        );
+        assert_eq!(
+            expected_ca(Path::new("hosts/etcd/apiserver.crt")),
+            CaKind::Cluster
+        );
+        assert_eq!(
+            expected_ca(Path::new("apiserver-kubelet-client.crt")),
+            CaKind::Cluster
+        );
     }
 }

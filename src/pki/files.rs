@@ -36,26 +36,46 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn push(&mut self, local: PathBuf, remote: PathBuf, mode: u32) {
         if !self.files.iter().any(|f| f.remote == remote) {
-            self.files.push(HostFile { local, remote, mode });
+            self.files.push(HostFile {
+                local,
+                remote,
+                mode,
+            });
         }
     }
 
     /// `local` below the state's pki dir, installed as `remote` below /etc/kubernetes/pki.
     fn pki(&mut self, local: &str, remote: &str, mode: u32) {
-        self.push(self.state.pki_dir().join(local), PathBuf::from(REMOTE_PKI_DIR).join(remote), mode);
+        self.push(
+            self.state.pki_dir().join(local),
+            PathBuf::from(REMOTE_PKI_DIR).join(remote),
+            mode,
+        );
     }
 
     fn cert(&mut self, local_base: &str, remote_base: &str) {
-        self.pki(&format!("{local_base}.crt"), &format!("{remote_base}.crt"), PUBLIC_MODE);
+        self.pki(
+            &format!("{local_base}.crt"),
+            &format!("{remote_base}.crt"),
+            PUBLIC_MODE,
+        );
     }
 
     fn cert_and_key(&mut self, local_base: &str, remote_base: &str) {
         self.cert(local_base, remote_base);
-        self.pki(&format!("{local_base}.key"), &format!("{remote_base}.key"), SECRET_MODE);
+        self.pki(
+            &format!("{local_base}.key"),
+            &format!("{remote_base}.key"),
+            SECRET_MODE,
+        );
     }
 
     fn kubeconfig(&mut self, rel: &str, name: &str) {
-        self.push(self.state.kubeconfig_dir().join(rel), PathBuf::from(REMOTE_KUBECONFIG_DIR).join(name), SECRET_MODE);
+        self.push(
+            self.state.kubeconfig_dir().join(rel),
+            PathBuf::from(REMOTE_KUBECONFIG_DIR).join(name),
+            SECRET_MODE,
+        );
     }
 }
 
@@ -69,7 +89,10 @@ pub fn host_files(plan: &ClusterPlan, state: &StateDir) -> Vec<HostFiles> {
     plan.hosts
         .iter()
         .map(|h| {
-            let mut b = Builder { state, files: Vec::new() };
+            let mut b = Builder {
+                state,
+                files: Vec::new(),
+            };
             if h.has(Role::ControlPlane) {
                 b.cert_and_key(CaKind::Cluster.base(), "ca");
                 b.cert_and_key(CaKind::FrontProxy.base(), "front-proxy-ca");
@@ -77,14 +100,20 @@ pub fn host_files(plan: &ClusterPlan, state: &StateDir) -> Vec<HostFiles> {
                 b.pki("sa.pub", "sa.pub", PUBLIC_MODE);
                 b.cert(CaKind::Etcd.base(), "etcd/ca");
                 b.cert_and_key(&spec::apiserver_base(&h.name), "apiserver");
-                b.cert_and_key(spec::APISERVER_KUBELET_CLIENT, spec::APISERVER_KUBELET_CLIENT);
+                b.cert_and_key(
+                    spec::APISERVER_KUBELET_CLIENT,
+                    spec::APISERVER_KUBELET_CLIENT,
+                );
                 b.cert_and_key(spec::FRONT_PROXY_CLIENT, spec::FRONT_PROXY_CLIENT);
                 b.cert_and_key(spec::APISERVER_ETCD_CLIENT, spec::APISERVER_ETCD_CLIENT);
                 b.kubeconfig(spec::ADMIN_CONF, "admin.conf");
                 if first_cp == Some(h.name.as_str()) {
                     b.kubeconfig(spec::SUPER_ADMIN_CONF, "super-admin.conf");
                 }
-                b.kubeconfig(&spec::controller_manager_conf(&h.name), "controller-manager.conf");
+                b.kubeconfig(
+                    &spec::controller_manager_conf(&h.name),
+                    "controller-manager.conf",
+                );
                 b.kubeconfig(&spec::scheduler_conf(&h.name), "scheduler.conf");
             } else if h.has(Role::Worker) {
                 b.cert(CaKind::Cluster.base(), "ca");
@@ -95,7 +124,10 @@ pub fn host_files(plan: &ClusterPlan, state: &StateDir) -> Vec<HostFiles> {
                 b.cert_and_key(&spec::etcd_peer_base(&h.name), "etcd/peer");
                 b.cert_and_key(spec::ETCD_HEALTHCHECK_CLIENT, spec::ETCD_HEALTHCHECK_CLIENT);
             }
-            HostFiles { host: h.name.clone(), files: b.files }
+            HostFiles {
+                host: h.name.clone(),
+                files: b.files,
+            }
         })
         .collect()
 }

@@ -57,23 +57,39 @@ struct User {
 
 impl Kubeconfig {
     /// One cluster, one user named after the certificate's CN, context `<CN>@<cluster>`.
-    pub fn new(cluster: &str, server: &str, ca_pem: &[u8], user: &str, cert_pem: &[u8], key_pem: &[u8]) -> Self {
+    pub fn new(
+        cluster: &str,
+        server: &str,
+        ca_pem: &[u8],
+        user: &str,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Self {
         let context = format!("{user}@{cluster}");
         Self {
             api_version: "v1".into(),
             kind: "Config".into(),
             clusters: vec![NamedCluster {
                 name: cluster.into(),
-                cluster: Cluster { certificate_authority_data: B64.encode(ca_pem), server: server.into() },
+                cluster: Cluster {
+                    certificate_authority_data: B64.encode(ca_pem),
+                    server: server.into(),
+                },
             }],
             contexts: vec![NamedContext {
                 name: context.clone(),
-                context: Context { cluster: cluster.into(), user: user.into() },
+                context: Context {
+                    cluster: cluster.into(),
+                    user: user.into(),
+                },
             }],
             current_context: context,
             users: vec![NamedUser {
                 name: user.into(),
-                user: User { client_certificate_data: B64.encode(cert_pem), client_key_data: B64.encode(key_pem) },
+                user: User {
+                    client_certificate_data: B64.encode(cert_pem),
+                    client_key_data: B64.encode(key_pem),
+                },
             }],
         }
     }
@@ -91,8 +107,16 @@ impl Kubeconfig {
     }
 
     fn current(&self) -> Option<(&Cluster, &User)> {
-        let ctx = &self.contexts.iter().find(|c| c.name == self.current_context)?.context;
-        let cluster = &self.clusters.iter().find(|c| c.name == ctx.cluster)?.cluster;
+        let ctx = &self
+            .contexts
+            .iter()
+            .find(|c| c.name == self.current_context)?
+            .context;
+        let cluster = &self
+            .clusters
+            .iter()
+            .find(|c| c.name == ctx.cluster)?
+            .cluster;
         let user = &self.users.iter().find(|u| u.name == ctx.user)?.user;
         Some((cluster, user))
     }
@@ -102,15 +126,18 @@ impl Kubeconfig {
     }
 
     pub fn ca_pem(&self) -> Option<Vec<u8>> {
-        self.current().and_then(|(c, _)| B64.decode(&c.certificate_authority_data).ok())
+        self.current()
+            .and_then(|(c, _)| B64.decode(&c.certificate_authority_data).ok())
     }
 
     pub fn client_cert_pem(&self) -> Option<Vec<u8>> {
-        self.current().and_then(|(_, u)| B64.decode(&u.client_certificate_data).ok())
+        self.current()
+            .and_then(|(_, u)| B64.decode(&u.client_certificate_data).ok())
     }
 
     pub fn client_key_pem(&self) -> Option<Vec<u8>> {
-        self.current().and_then(|(_, u)| B64.decode(&u.client_key_data).ok())
+        self.current()
+            .and_then(|(_, u)| B64.decode(&u.client_key_data).ok())
     }
 }
 
@@ -120,9 +147,19 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let k = Kubeconfig::new("edge-1", "https://192.0.2.100:8443", b"CA", "kubernetes-admin", b"CERT", b"KEY");
+        let k = Kubeconfig::new(
+            "edge-1",
+            "https://192.0.2.100:8443",
+            b"CA",
+            "kubernetes-admin",
+            b"CERT",
+            b"KEY",
+        );
         let yaml = k.to_yaml().unwrap();
-        assert!(yaml.contains("current-context: kubernetes-admin@edge-1"), "{yaml}");
+        assert!(
+            yaml.contains("current-context: kubernetes-admin@edge-1"),
+            "{yaml}"
+        );
         assert!(yaml.contains("client-key-data: S0VZ\n"), "{yaml}");
         let back = Kubeconfig::parse(yaml.as_bytes()).unwrap();
         assert_eq!(back.server(), Some("https://192.0.2.100:8443"));

@@ -44,7 +44,9 @@ pub enum PkiError {
     #[diagnostic(help("provide an unencrypted RSA or ECDSA key in PEM (PKCS#8, PKCS#1 or SEC1)"))]
     BadKey { path: PathBuf, reason: String },
     #[error("{} is a CA certificate but its key {} is missing", cert.display(), key.display())]
-    #[diagnostic(help("kbs signs certificates with the CA key; put the key next to the certificate"))]
+    #[diagnostic(help(
+        "kbs signs certificates with the CA key; put the key next to the certificate"
+    ))]
     CaKeyMissing { cert: PathBuf, key: PathBuf },
     #[error("the key {} does not belong to the certificate {}", key.display(), cert.display())]
     #[diagnostic(help("pair each CA certificate with its own key"))]
@@ -56,17 +58,27 @@ pub enum PkiError {
     ))]
     CaConflict { given: PathBuf, existing: PathBuf },
     #[error("the CA {} expired on {not_after}", path.display())]
-    #[diagnostic(help("kbs does not rotate CAs; replace it by hand (or via pki.ca_dir) and re-run `kbs certs generate`"))]
-    CaExpired { path: PathBuf, not_after: OffsetDateTime },
+    #[diagnostic(help(
+        "kbs does not rotate CAs; replace it by hand (or via pki.ca_dir) and re-run `kbs certs generate`"
+    ))]
+    CaExpired {
+        path: PathBuf,
+        not_after: OffsetDateTime,
+    },
     #[error("there is no CA at {}", path.display())]
     #[diagnostic(help("run `kbs certs generate INVENTORY` first"))]
     NoCa { path: PathBuf },
     #[error("cannot sign {what}: {source}")]
     Sign { what: String, source: rcgen::Error },
     #[error("cannot write kubeconfig {}: {source}", path.display())]
-    Yaml { path: PathBuf, source: serde_saphyr::ser::Error },
+    Yaml {
+        path: PathBuf,
+        source: serde_saphyr::ser::Error,
+    },
     #[error("no certificates under {}", path.display())]
-    #[diagnostic(help("run `kbs certs generate INVENTORY` to create them, or pass the right --state-dir"))]
+    #[diagnostic(help(
+        "run `kbs certs generate INVENTORY` to create them, or pass the right --state-dir"
+    ))]
     NothingToCheck { path: PathBuf },
 }
 
@@ -97,7 +109,10 @@ pub struct PkiReport {
 
 impl PkiReport {
     pub fn changed(&self) -> usize {
-        self.items.iter().filter(|i| i.action != Action::Kept).count()
+        self.items
+            .iter()
+            .filter(|i| i.action != Action::Kept)
+            .count()
     }
 }
 
@@ -107,14 +122,32 @@ pub fn ensure(plan: &ClusterPlan, state: &StateDir) -> Result<PkiReport, PkiErro
 }
 
 /// `ensure` with an explicit clock, for reproducible runs and tests of expiry handling.
-pub fn ensure_at(plan: &ClusterPlan, state: &StateDir, now: OffsetDateTime) -> Result<PkiReport, PkiError> {
-    Run { plan, state, now, renew: false, items: Vec::new() }.go()
+pub fn ensure_at(
+    plan: &ClusterPlan,
+    state: &StateDir,
+    now: OffsetDateTime,
+) -> Result<PkiReport, PkiError> {
+    Run {
+        plan,
+        state,
+        now,
+        renew: false,
+        items: Vec::new(),
+    }
+    .go()
 }
 
 /// Re-issues every leaf and kubeconfig certificate (new keys, same names); CAs and the
 /// service-account pair stay. The CAs must already exist.
 pub fn renew(plan: &ClusterPlan, state: &StateDir) -> Result<PkiReport, PkiError> {
-    Run { plan, state, now: OffsetDateTime::now_utc(), renew: true, items: Vec::new() }.go()
+    Run {
+        plan,
+        state,
+        now: OffsetDateTime::now_utc(),
+        renew: true,
+        items: Vec::new(),
+    }
+    .go()
 }
 
 /// `sha256:<hex>` over the DER SubjectPublicKeyInfo of a CA certificate (PEM), as kubeadm's
@@ -147,8 +180,12 @@ struct LoadedCa {
 
 impl LoadedCa {
     fn issuer(&self) -> Result<Issuer<'_, &KeyPair>, PkiError> {
-        Issuer::from_ca_cert_der(&self.cert.der.as_slice().into(), &self.key)
-            .map_err(|source| PkiError::Sign { what: format!("with CA {}", self.cert.subject), source })
+        Issuer::from_ca_cert_der(&self.cert.der.as_slice().into(), &self.key).map_err(|source| {
+            PkiError::Sign {
+                what: format!("with CA {}", self.cert.subject),
+                source,
+            }
+        })
     }
 }
 
@@ -166,7 +203,10 @@ impl Run<'_> {
     }
 
     fn record(&mut self, path: &Path, action: Action) {
-        let path = path.strip_prefix(self.state.root()).unwrap_or(path).to_path_buf();
+        let path = path
+            .strip_prefix(self.state.root())
+            .unwrap_or(path)
+            .to_path_buf();
         self.items.push(ReportItem { path, action });
     }
 
@@ -188,7 +228,10 @@ impl Run<'_> {
             self.kubeconfig(&spec, &cluster)?;
         }
         let discovery_hash = spki_hash(&cluster.cert);
-        Ok(PkiReport { items: self.items, discovery_hash })
+        Ok(PkiReport {
+            items: self.items,
+            discovery_hash,
+        })
     }
 
     /// Loads a CA from the state dir, imports it from `pki.ca_dir`, or makes it.
@@ -198,24 +241,38 @@ impl Run<'_> {
         let key = pki.join(format!("{}.key", kind.base()));
         let existing = read_optional(&crt)?;
 
-        let given = self.settings().ca_dir.as_ref().map(|d| d.join(format!("{}.crt", kind.base())));
+        let given = self
+            .settings()
+            .ca_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.crt", kind.base())));
         if let Some(given_crt) = given.filter(|p| p.exists()) {
             let given_key = given_crt.with_extension("key");
             let (crt_pem, key_pem) = read_pair(&given_crt, &given_key)?;
             let loaded = load_ca(&given_crt, &given_key, crt_pem.clone(), &key_pem)?;
             if existing.as_ref().is_some_and(|e| *e != crt_pem) {
-                return Err(PkiError::CaConflict { given: given_crt, existing: crt });
+                return Err(PkiError::CaConflict {
+                    given: given_crt,
+                    existing: crt,
+                });
             }
             // Verbatim: the user's key encoding (PKCS#1/SEC1/PKCS#8) is kept as is.
             let w1 = self.state.write_secret(&key, &key_pem)?;
             let w2 = self.state.write_public(&crt, &crt_pem)?;
-            let action = if w1 == Written::Unchanged && w2 == Written::Unchanged { Action::Kept } else { Action::Imported };
+            let action = if w1 == Written::Unchanged && w2 == Written::Unchanged {
+                Action::Kept
+            } else {
+                Action::Imported
+            };
             self.record(&crt, action);
             return self.usable(loaded, &crt);
         }
 
         if let Some(crt_pem) = existing {
-            let key_pem = read_optional(&key)?.ok_or_else(|| PkiError::CaKeyMissing { cert: crt.clone(), key: key.clone() })?;
+            let key_pem = read_optional(&key)?.ok_or_else(|| PkiError::CaKeyMissing {
+                cert: crt.clone(),
+                key: key.clone(),
+            })?;
             let loaded = load_ca(&crt, &key, crt_pem, &key_pem)?;
             self.record(&crt, Action::Kept);
             return self.usable(loaded, &crt);
@@ -225,21 +282,32 @@ impl Run<'_> {
         }
 
         let what = || format!("the {} CA", kind.common_name());
-        let sign_err = |source| PkiError::Sign { what: what(), source };
+        let sign_err = |source| PkiError::Sign {
+            what: what(),
+            source,
+        };
         let k = cert::generate_key(self.settings().algorithm).map_err(sign_err)?;
-        let c = cert::self_signed_ca(kind, &k, self.now, self.settings().ca_validity_days).map_err(sign_err)?;
+        let c = cert::self_signed_ca(kind, &k, self.now, self.settings().ca_validity_days)
+            .map_err(sign_err)?;
         // Key first: a crash in between leaves a key without certificate, which is simply remade.
-        self.state.write_secret(&key, k.serialize_pem().as_bytes())?;
+        self.state
+            .write_secret(&key, k.serialize_pem().as_bytes())?;
         self.state.write_public(&crt, c.pem().as_bytes())?;
         self.record(&crt, Action::Created);
         let pem = c.pem().into_bytes();
-        let cert = CertInfo::from_pem(&pem).map_err(|reason| PkiError::BadCert { path: crt.clone(), reason })?;
+        let cert = CertInfo::from_pem(&pem).map_err(|reason| PkiError::BadCert {
+            path: crt.clone(),
+            reason,
+        })?;
         Ok(LoadedCa { cert, pem, key: k })
     }
 
     fn usable(&self, ca: LoadedCa, path: &Path) -> Result<LoadedCa, PkiError> {
         if self.now >= ca.cert.not_after {
-            return Err(PkiError::CaExpired { path: path.to_path_buf(), not_after: ca.cert.not_after });
+            return Err(PkiError::CaExpired {
+                path: path.to_path_buf(),
+                not_after: ca.cert.not_after,
+            });
         }
         Ok(ca)
     }
@@ -250,19 +318,35 @@ impl Run<'_> {
         let pki = self.state.pki_dir();
         let key = pki.join("sa.key");
         let public = pki.join("sa.pub");
-        let given = self.settings().ca_dir.as_ref().map(|d| d.join("sa.key")).filter(|p| p.exists());
+        let given = self
+            .settings()
+            .ca_dir
+            .as_ref()
+            .map(|d| d.join("sa.key"))
+            .filter(|p| p.exists());
         let (key_pem, action) = match (given, read_optional(&key)?) {
             (Some(given), existing) => {
-                let pem = fs::read(&given).map_err(|source| StateError::Read { path: given.clone(), source })?;
+                let pem = fs::read(&given).map_err(|source| StateError::Read {
+                    path: given.clone(),
+                    source,
+                })?;
                 cert::parse_key(&given, &pem)?;
-                let action = if existing.as_ref() == Some(&pem) { Action::Kept } else { Action::Imported };
+                let action = if existing.as_ref() == Some(&pem) {
+                    Action::Kept
+                } else {
+                    Action::Imported
+                };
                 self.state.write_secret(&key, &pem)?;
                 (pem, action)
             }
             (None, Some(pem)) => (pem, Action::Kept),
             (None, None) => {
-                let k = cert::generate_key(self.settings().algorithm)
-                    .map_err(|source| PkiError::Sign { what: "the service-account key".into(), source })?;
+                let k = cert::generate_key(self.settings().algorithm).map_err(|source| {
+                    PkiError::Sign {
+                        what: "the service-account key".into(),
+                        source,
+                    }
+                })?;
                 let pem = k.serialize_pem().into_bytes();
                 self.state.write_secret(&key, &pem)?;
                 (pem, Action::Created)
@@ -270,7 +354,8 @@ impl Run<'_> {
         };
         // Always derived from the key, so a stale or hand-edited sa.pub cannot disagree with it.
         let k = cert::parse_key(&key, &key_pem)?;
-        self.state.write_public(&public, k.public_key_pem().as_bytes())?;
+        self.state
+            .write_public(&public, k.public_key_pem().as_bytes())?;
         self.record(&key, action);
         Ok(())
     }
@@ -297,7 +382,8 @@ impl Run<'_> {
             _ => Action::Reissued("certificate or key missing".into()),
         };
         let (c, k) = self.issue(&id, ca, &spec.base)?;
-        self.state.write_secret(&key, k.serialize_pem().as_bytes())?;
+        self.state
+            .write_secret(&key, k.serialize_pem().as_bytes())?;
         self.state.write_public(&crt, c.pem().as_bytes())?;
         self.record(&crt, action);
         Ok(())
@@ -305,15 +391,27 @@ impl Run<'_> {
 
     fn kubeconfig(&mut self, spec: &KubeconfigSpec, ca: &LoadedCa) -> Result<(), PkiError> {
         let path = kubeconfig_path(self.state, &spec.rel);
-        let id = Identity { common_name: spec.common_name, organization: spec.organization, sans: &[], usage: spec::Usage::Client };
+        let id = Identity {
+            common_name: spec.common_name,
+            organization: spec.organization,
+            sans: &[],
+            usage: spec::Usage::Client,
+        };
         let action = match read_optional(&path)? {
             None => Action::Created,
             Some(text) => match Kubeconfig::parse(&text) {
                 None => Action::Reissued("not a kubeconfig kbs can read".into()),
-                Some(kc) if kc.server() != Some(spec.server.as_str()) => Action::Reissued("server URL differs".into()),
-                Some(kc) if kc.ca_pem().as_deref() != Some(ca.pem.as_slice()) => Action::Reissued("CA data differs".into()),
+                Some(kc) if kc.server() != Some(spec.server.as_str()) => {
+                    Action::Reissued("server URL differs".into())
+                }
+                Some(kc) if kc.ca_pem().as_deref() != Some(ca.pem.as_slice()) => {
+                    Action::Reissued("CA data differs".into())
+                }
                 Some(kc) => {
-                    let (c, k) = (kc.client_cert_pem().unwrap_or_default(), kc.client_key_pem().unwrap_or_default());
+                    let (c, k) = (
+                        kc.client_cert_pem().unwrap_or_default(),
+                        kc.client_key_pem().unwrap_or_default(),
+                    );
                     match self.why_reissue(&c, &k, &id, ca) {
                         None => {
                             self.record(&path, Action::Kept);
@@ -333,14 +431,23 @@ impl Run<'_> {
             c.pem().as_bytes(),
             k.serialize_pem().as_bytes(),
         );
-        let yaml = kc.to_yaml().map_err(|source| PkiError::Yaml { path: path.clone(), source })?;
+        let yaml = kc.to_yaml().map_err(|source| PkiError::Yaml {
+            path: path.clone(),
+            source,
+        })?;
         self.state.write_secret(&path, yaml.as_bytes())?;
         self.record(&path, action);
         Ok(())
     }
 
     /// Why an existing certificate/key pair must be issued again, `None` when it is fine.
-    fn why_reissue(&self, crt: &[u8], key: &[u8], id: &Identity<'_>, ca: &LoadedCa) -> Option<String> {
+    fn why_reissue(
+        &self,
+        crt: &[u8],
+        key: &[u8],
+        id: &Identity<'_>,
+        ca: &LoadedCa,
+    ) -> Option<String> {
         if self.renew {
             return Some("renewal requested".into());
         }
@@ -348,36 +455,71 @@ impl Run<'_> {
             Ok(c) => c,
             Err(e) => return Some(e),
         };
-        match cert::parse_key(Path::new(""), key) {
-            Ok(k) if c.matches_key(&k) => {}
-            _ => return Some("key does not match the certificate".into()),
+        if let Some(problem) = c.problem(id, &ca.cert, self.now) {
+            return Some(problem);
         }
-        c.problem(id, &ca.cert, self.now)
+        match cert::parse_key(Path::new(""), key) {
+            Ok(k) if c.matches_key(&k) => None,
+            _ => Some("key does not match the certificate".into()),
+        }
     }
 
-    fn issue(&self, id: &Identity<'_>, ca: &LoadedCa, what: &str) -> Result<(rcgen::Certificate, KeyPair), PkiError> {
-        let sign_err = |source| PkiError::Sign { what: what.to_owned(), source };
+    fn issue(
+        &self,
+        id: &Identity<'_>,
+        ca: &LoadedCa,
+        what: &str,
+    ) -> Result<(rcgen::Certificate, KeyPair), PkiError> {
+        let sign_err = |source| PkiError::Sign {
+            what: what.to_owned(),
+            source,
+        };
         let key = cert::generate_key(self.settings().algorithm).map_err(sign_err)?;
-        let c = cert::sign_leaf(id, &key, &ca.issuer()?, self.now, self.settings().cert_validity_days).map_err(sign_err)?;
+        let c = cert::sign_leaf(
+            id,
+            &key,
+            &ca.issuer()?,
+            self.now,
+            self.settings().cert_validity_days,
+        )
+        .map_err(sign_err)?;
         Ok((c, key))
     }
 }
 
 fn read_pair(crt: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
-    let crt_pem = read_optional(crt)?.ok_or_else(|| PkiError::NoCa { path: crt.to_path_buf() })?;
-    let key_pem = read_optional(key)?.ok_or_else(|| PkiError::CaKeyMissing { cert: crt.to_path_buf(), key: key.to_path_buf() })?;
+    let crt_pem = read_optional(crt)?.ok_or_else(|| PkiError::NoCa {
+        path: crt.to_path_buf(),
+    })?;
+    let key_pem = read_optional(key)?.ok_or_else(|| PkiError::CaKeyMissing {
+        cert: crt.to_path_buf(),
+        key: key.to_path_buf(),
+    })?;
     Ok((crt_pem, key_pem))
 }
 
-fn load_ca(crt: &Path, key_path: &Path, pem: Vec<u8>, key_pem: &[u8]) -> Result<LoadedCa, PkiError> {
-    let bad = |reason: String| PkiError::BadCert { path: crt.to_path_buf(), reason };
+fn load_ca(
+    crt: &Path,
+    key_path: &Path,
+    pem: Vec<u8>,
+    key_pem: &[u8],
+) -> Result<LoadedCa, PkiError> {
+    let bad = |reason: String| PkiError::BadCert {
+        path: crt.to_path_buf(),
+        reason,
+    };
     let cert = CertInfo::from_pem(&pem).map_err(bad)?;
     if !cert.is_ca {
-        return Err(bad("it is not a CA certificate (basicConstraints CA:TRUE missing)".into()));
+        return Err(bad(
+            "it is not a CA certificate (basicConstraints CA:TRUE missing)".into(),
+        ));
     }
     let key = cert::parse_key(key_path, key_pem)?;
     if !cert.matches_key(&key) {
-        return Err(PkiError::KeyMismatch { cert: crt.to_path_buf(), key: key_path.to_path_buf() });
+        return Err(PkiError::KeyMismatch {
+            cert: crt.to_path_buf(),
+            key: key_path.to_path_buf(),
+        });
     }
     Ok(LoadedCa { cert, pem, key })
 }

@@ -86,7 +86,11 @@ pub fn kubelet_client_org(v: KubeVersion) -> Option<&'static str> {
 
 /// `admin.conf`'s group: system:masters until 1.28, then kubeadm:cluster-admins.
 pub fn admin_org(v: KubeVersion) -> &'static str {
-    if (v.major, v.minor) < (1, 29) { SUPER_ADMIN_GROUP } else { CLUSTER_ADMINS_GROUP }
+    if (v.major, v.minor) < (1, 29) {
+        SUPER_ADMIN_GROUP
+    } else {
+        CLUSTER_ADMINS_GROUP
+    }
 }
 
 /// The etcd client certs lost O=system:masters in 1.29.
@@ -118,8 +122,14 @@ pub fn apiserver_sans(plan: &ClusterPlan, host: &str, address: IpAddr) -> Vec<Ho
     for name in ["kubernetes", "kubernetes.default", "kubernetes.default.svc"] {
         push_unique(&mut sans, HostName::Dns(name.to_owned()));
     }
-    push_unique(&mut sans, HostName::Dns(format!("kubernetes.default.svc.{dom}")));
-    push_unique(&mut sans, HostName::Ip(first_service_ip(inv.cluster.service_subnet)));
+    push_unique(
+        &mut sans,
+        HostName::Dns(format!("kubernetes.default.svc.{dom}")),
+    );
+    push_unique(
+        &mut sans,
+        HostName::Ip(first_service_ip(inv.cluster.service_subnet)),
+    );
     push_unique(&mut sans, HostName::Ip(address));
     push_unique(&mut sans, inv.endpoint.address.clone());
     for extra in &inv.pki.extra_sans {
@@ -195,10 +205,30 @@ pub fn leaf_specs(plan: &ClusterPlan) -> Vec<LeafSpec> {
             ca: CaKind::Cluster,
         });
     }
-    specs.push(client(APISERVER_KUBELET_CLIENT, "kube-apiserver-kubelet-client", kubelet_client_org(v), CaKind::Cluster));
-    specs.push(client(FRONT_PROXY_CLIENT, "front-proxy-client", None, CaKind::FrontProxy));
-    specs.push(client(APISERVER_ETCD_CLIENT, "kube-apiserver-etcd-client", etcd_client_org(v), CaKind::Etcd));
-    specs.push(client(ETCD_HEALTHCHECK_CLIENT, "kube-etcd-healthcheck-client", etcd_client_org(v), CaKind::Etcd));
+    specs.push(client(
+        APISERVER_KUBELET_CLIENT,
+        "kube-apiserver-kubelet-client",
+        kubelet_client_org(v),
+        CaKind::Cluster,
+    ));
+    specs.push(client(
+        FRONT_PROXY_CLIENT,
+        "front-proxy-client",
+        None,
+        CaKind::FrontProxy,
+    ));
+    specs.push(client(
+        APISERVER_ETCD_CLIENT,
+        "kube-apiserver-etcd-client",
+        etcd_client_org(v),
+        CaKind::Etcd,
+    ));
+    specs.push(client(
+        ETCD_HEALTHCHECK_CLIENT,
+        "kube-etcd-healthcheck-client",
+        etcd_client_org(v),
+        CaKind::Etcd,
+    ));
     for (host, address) in etcd_hosts(plan) {
         for base in [etcd_server_base(host), etcd_peer_base(host)] {
             specs.push(LeafSpec {
@@ -245,7 +275,11 @@ pub fn kubeconfig_specs(plan: &ClusterPlan) -> Vec<KubeconfigSpec> {
         },
     ];
     for cp in plan.control_planes() {
-        let local = format!("https://{}:{}", HostName::Ip(cp.address), plan.front.apiserver_port);
+        let local = format!(
+            "https://{}:{}",
+            HostName::Ip(cp.address),
+            plan.front.apiserver_port
+        );
         specs.push(KubeconfigSpec {
             rel: controller_manager_conf(&cp.name),
             common_name: "system:kube-controller-manager",
@@ -267,7 +301,11 @@ mod tests {
     use super::*;
 
     fn v(minor: u32) -> KubeVersion {
-        KubeVersion { major: 1, minor, patch: 0 }
+        KubeVersion {
+            major: 1,
+            minor,
+            patch: 0,
+        }
     }
 
     #[test]
@@ -284,7 +322,13 @@ mod tests {
 
     #[test]
     fn first_service_ip_is_network_plus_one() {
-        assert_eq!(first_service_ip("10.96.0.0/12".parse().unwrap()).to_string(), "10.96.0.1");
-        assert_eq!(first_service_ip("fd00:10:96::/108".parse().unwrap()).to_string(), "fd00:10:96::1");
+        assert_eq!(
+            first_service_ip("10.96.0.0/12".parse().unwrap()).to_string(),
+            "10.96.0.1"
+        );
+        assert_eq!(
+            first_service_ip("fd00:10:96::/108".parse().unwrap()).to_string(),
+            "fd00:10:96::1"
+        );
     }
 }
