@@ -131,3 +131,97 @@ pub fn host_files(plan: &ClusterPlan, state: &StateDir) -> Vec<HostFiles> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::inventory::Inventory;
+
+    fn remote(files: &HostFiles) -> Vec<String> {
+        files
+            .files
+            .iter()
+            .map(|f| {
+                f.remote
+                    .strip_prefix("/etc/kubernetes/")
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_host_gets_only_what_its_roles_use() {
+        let text = include_str!("../../inventories/external-etcd.toml");
+        let plan = ClusterPlan::new(Inventory::parse(Path::new("inventory.toml"), text).unwrap());
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path());
+        crate::pki::ensure(&plan, &state).unwrap();
+        let all = host_files(&plan, &state);
+        let of = |h: &str| all.iter().find(|f| f.host == h).unwrap();
+
+        assert_eq!(remote(of("worker-1")), ["pki/ca.crt"]);
+        assert_eq!(
+            remote(of("etcd-2")),
+            [
+                "pki/etcd/ca.crt",
+                "pki/etcd/server.crt",
+                "pki/etcd/server.key",
+                "pki/etcd/peer.crt",
+                "pki/etcd/peer.key",
+                "pki/etcd/healthcheck-client.crt",
+                "pki/etcd/healthcheck-client.key",
+            ]
+        );
+        let cp1 = remote(of("cp-1"));
+        for want in [
+            "pki/ca.crt",
+            "pki/ca.key",
+            "pki/front-proxy-ca.key",
+            "pki/sa.key",
+            "pki/sa.pub",
+            "pki/etcd/ca.crt",
+            "pki/apiserver.crt",
+            "pki/apiserver.key",
+            "pki/apiserver-etcd-client.key",
+            "pki/apiserver-kubelet-client.key",
+            "pki/front-proxy-client.key",
+            "admin.conf",
+            "super-admin.conf",
+            "controller-manager.conf",
+            "scheduler.conf",
+        ] {
+            assert!(cp1.iter().any(|f| f == want), "cp-1 lacks {want}: {cp1:?}");
+        }
+        assert!(
+            !cp1.iter()
+                .any(|f| f == "pki/etcd/ca.key" || f.starts_with("pki/etcd/server")),
+            "{cp1:?}"
+        );
+        assert!(!remote(of("cp-2")).iter().any(|f| f == "super-admin.conf"));
+
+        // Each control plane gets its own apiserver cert; every listed file exists with its mode.
+        let cp2 = of("cp-2")
+            .files
+            .iter()
+            .find(|f| f.remote.ends_with("apiserver.crt"))
+            .unwrap();
+        assert_eq!(cp2.local, state.pki_dir().join("hosts/cp-2/apiserver.crt"));
+        for f in all.iter().flat_map(|h| &h.files) {
+            assert!(f.local.exists(), "{}", f.local.display());
+            let secret = f
+                .remote
+                .extension()
+                .is_some_and(|e| e == "key" || e == "conf");
+            assert_eq!(
+                f.mode,
+                if secret { SECRET_MODE } else { PUBLIC_MODE },
+                "{}",
+                f.remote.display()
+            );
+        }
+    }
+}
