@@ -51,12 +51,12 @@ pub enum PkiError {
     #[error("the key {} does not belong to the certificate {}", key.display(), cert.display())]
     #[diagnostic(help("pair each CA certificate with its own key"))]
     KeyMismatch { cert: PathBuf, key: PathBuf },
-    #[error("the CA {} from pki.ca_dir differs from the CA already in the state directory ({})", given.display(), existing.display())]
+    #[error("{} from pki.ca_dir differs from the copy already in the state directory ({})", given.display(), existing.display())]
     #[diagnostic(help(
-        "kbs never replaces a CA silently: remove the state directory's copy if you really mean to switch CAs \
-         (every certificate signed by the old CA is then re-issued), or point pki.ca_dir at the CA in use"
+        "kbs never replaces a CA or the service-account key silently: remove the state directory's copy if you \
+         really mean to switch (everything signed by the old one is then re-issued), or point pki.ca_dir at the one in use"
     ))]
-    CaConflict { given: PathBuf, existing: PathBuf },
+    Conflict { given: PathBuf, existing: PathBuf },
     #[error("the CA {} expired on {not_after}", path.display())]
     #[diagnostic(help(
         "kbs does not rotate CAs; replace it by hand (or via pki.ca_dir) and re-run `kbs certs generate`"
@@ -251,7 +251,7 @@ impl Run<'_> {
             let (crt_pem, key_pem) = read_pair(&given_crt, &given_key)?;
             let loaded = load_ca(&given_crt, &given_key, crt_pem.clone(), &key_pem)?;
             if existing.as_ref().is_some_and(|e| *e != crt_pem) {
-                return Err(PkiError::CaConflict {
+                return Err(PkiError::Conflict {
                     given: given_crt,
                     existing: crt,
                 });
@@ -331,10 +331,16 @@ impl Run<'_> {
                     source,
                 })?;
                 cert::parse_key(&given, &pem)?;
-                let action = if existing.as_ref() == Some(&pem) {
-                    Action::Kept
-                } else {
-                    Action::Imported
+                let action = match existing {
+                    Some(e) if e == pem => Action::Kept,
+                    // Swapping the SA key invalidates every issued token: as for CAs, refuse.
+                    Some(_) => {
+                        return Err(PkiError::Conflict {
+                            given,
+                            existing: key,
+                        });
+                    }
+                    None => Action::Imported,
                 };
                 self.state.write_secret(&key, &pem)?;
                 (pem, action)

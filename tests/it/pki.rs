@@ -635,5 +635,5 @@ fn a_users_ca_is_used_verbatim() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("differs from the CA"), "{err}");
+    assert!(err.contains("differs from the copy"), "{err}");
 }
