@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::common::{Cluster, free_port};
+use crate::pki_common::{Cluster, free_port};
 
 const MEMBERS: [(&str, &str); 3] = [
     ("e1", "127.0.0.11"),

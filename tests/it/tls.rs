@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::common::{Cluster, free_port};
+use crate::pki_common::{Cluster, free_port};
 
 const HOSTS: [(&str, &str); 2] = [("n1", "10.0.0.11"), ("n2", "10.0.0.12")];
 
