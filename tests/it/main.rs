@@ -1,0 +1,5 @@
+//! One integration-test binary (linked once); a module per area.
+
+mod common;
+mod inventory_errors;
+mod plan;
