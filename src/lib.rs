@@ -6,5 +6,7 @@
 pub mod inventory;
 pub mod plan;
 
+pub mod facts;
+
 pub mod cli;
 pub mod commands;
