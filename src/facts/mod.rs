@@ -70,10 +70,10 @@ impl Facts {
                     }
                 }
                 "addr" => {
-                    if let Some((iface, net)) = value.split_once(' ') {
-                        if let Ok(net) = net.parse() {
-                            f.addresses.push((iface.to_string(), net));
-                        }
+                    if let Some((iface, net)) = value.split_once(' ')
+                        && let Ok(net) = net.parse()
+                    {
+                        f.addresses.push((iface.to_string(), net));
                     }
                 }
                 "binary" => {
