@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kbs",
-    version,
-    about = "Turns 1, 2 or 3+ Linux hosts into a highly available Kubernetes cluster over SSH"
-)]
+#[command(name = "kbs", version, about = "Turns 1, 2 or 3+ Linux hosts into a highly available Kubernetes cluster over SSH")]
 pub struct Cli {
     /// More detail in logs (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

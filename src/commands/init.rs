@@ -20,10 +20,7 @@ pub fn run(addresses: &[String], name: &str, out: Option<&Path>) -> miette::Resu
         })
         .collect::<miette::Result<Vec<_>>>()?;
     if !crate::inventory::is_dns_label(name) {
-        return Err(miette!(
-            help = "use lower-case letters, digits and '-', e.g. --name edge-1",
-            "--name: `{name}` is not a DNS label"
-        ));
+        return Err(miette!(help = "use lower-case letters, digits and '-', e.g. --name edge-1", "--name: `{name}` is not a DNS label"));
     }
     let text = starter(name, &ips);
     match out {
@@ -34,18 +31,9 @@ pub fn run(addresses: &[String], name: &str, out: Option<&Path>) -> miette::Resu
                 .create_new(true)
                 .open(path)
                 .into_diagnostic()
-                .wrap_err_with(|| {
-                    format!(
-                        "cannot create {} (kbs init never overwrites a file)",
-                        path.display()
-                    )
-                })?;
+                .wrap_err_with(|| format!("cannot create {} (kbs init never overwrites a file)", path.display()))?;
             f.write_all(text.as_bytes()).into_diagnostic()?;
-            eprintln!(
-                "wrote {}; check it, then run: kbs plan {}",
-                path.display(),
-                path.display()
-            );
+            eprintln!("wrote {}; check it, then run: kbs plan {}", path.display(), path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
