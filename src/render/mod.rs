@@ -79,9 +79,7 @@ impl Default for RenderInputs {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum RenderError {
     #[error("template {name}: {message}")]
-    #[diagnostic(help(
-        "every variable a template uses must exist; `kbs render --out DIR` shows the built-in output"
-    ))]
+    #[diagnostic(help("every variable a template uses must exist; docs/render.md lists them"))]
     Template { name: String, message: String },
     #[error("template {template} rendered an invalid {path}: {message}")]
     #[diagnostic(help("check the override of {template} in --templates"))]
