@@ -27,6 +27,17 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t = PlanOutput::Human)]
         output: PlanOutput,
     },
+    /// Write, per host, the files apply would place there (configs, units, manifests; no certificates).
+    Render {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+        /// An empty or missing directory; files go to OUT/<host>/<absolute path on the host>.
+        #[arg(long)]
+        out: PathBuf,
+        /// A directory of templates that replace the built-in ones of the same file name.
+        #[arg(long)]
+        templates: Option<PathBuf>,
+    },
     /// Write a commented starter inventory for the given hosts.
     Init {
         /// Host addresses, comma-separated: --hosts 10.0.0.11,10.0.0.12,10.0.0.13

@@ -2,6 +2,7 @@
 
 mod init;
 mod plan;
+mod render;
 
 use std::process::ExitCode;
 
@@ -10,6 +11,11 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Plan { inventory, output } => plan::run(&inventory, output),
+        Command::Render {
+            inventory,
+            out,
+            templates,
+        } => render::run(&inventory, &out, templates.as_deref()),
         Command::Init { hosts, name, out } => init::run(&hosts, &name, out.as_deref()),
     }
 }
