@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "kbs", version, about = "Turns 1, 2 or 3+ Linux hosts into a highly available Kubernetes cluster over SSH")]
+#[command(
+    name = "kbs",
+    version,
+    about = "Turns 1, 2 or 3+ Linux hosts into a highly available Kubernetes cluster over SSH"
+)]
 pub struct Cli {
     /// More detail in logs (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -22,6 +26,17 @@ pub enum Command {
         inventory: PathBuf,
         #[arg(long, short, value_enum, default_value_t = PlanOutput::Human)]
         output: PlanOutput,
+    },
+    /// Write, per host, the files apply would place there (configs, units, manifests; no certificates).
+    Render {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+        /// An empty or missing directory; files go to OUT/<host>/<absolute path on the host>.
+        #[arg(long)]
+        out: PathBuf,
+        /// A directory of templates that replace the built-in ones of the same file name.
+        #[arg(long)]
+        templates: Option<PathBuf>,
     },
     /// Write a commented starter inventory for the given hosts.
     Init {

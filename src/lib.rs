@@ -6,7 +6,10 @@
 pub mod inventory;
 pub mod pki;
 pub mod plan;
+pub mod render;
 pub mod state;
+
+pub mod facts;
 
 pub mod cli;
 pub mod commands;

@@ -20,7 +20,10 @@ pub fn run(addresses: &[String], name: &str, out: Option<&Path>) -> miette::Resu
         })
         .collect::<miette::Result<Vec<_>>>()?;
     if !crate::inventory::is_dns_label(name) {
-        return Err(miette!(help = "use lower-case letters, digits and '-', e.g. --name edge-1", "--name: `{name}` is not a DNS label"));
+        return Err(miette!(
+            help = "use lower-case letters, digits and '-', e.g. --name edge-1",
+            "--name: `{name}` is not a DNS label"
+        ));
     }
     let text = starter(name, &ips);
     match out {
@@ -31,9 +34,18 @@ pub fn run(addresses: &[String], name: &str, out: Option<&Path>) -> miette::Resu
                 .create_new(true)
                 .open(path)
                 .into_diagnostic()
-                .wrap_err_with(|| format!("cannot create {} (kbs init never overwrites a file)", path.display()))?;
+                .wrap_err_with(|| {
+                    format!(
+                        "cannot create {} (kbs init never overwrites a file)",
+                        path.display()
+                    )
+                })?;
             f.write_all(text.as_bytes()).into_diagnostic()?;
-            eprintln!("wrote {}; check it, then run: kbs plan {}", path.display(), path.display());
+            eprintln!(
+                "wrote {}; check it, then run: kbs plan {}",
+                path.display(),
+                path.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -55,7 +67,7 @@ service_subnet = "10.96.0.0/12"
 
 [endpoint]                         # how clients reach the API servers
 mode = "vip"                       # vip (keepalived + haproxy) | kube-vip | external (your LB) | dns (round robin)
-address = "CHANGE-ME"              # a free IP in the hosts' subnet for vip/kube-vip; your LB's address or a DNS name otherwise
+address = "{vip}"{pad}# CHECK: a free IP in the hosts' subnet for vip/kube-vip; your LB's address or a DNS name otherwise
 port = 8443                        # the port clients use; in vip mode the API servers keep 6443
 # interface = "eth0"               # the NIC for the VIP; found from each host's address when unset
 
@@ -73,6 +85,8 @@ identity_file = "~/.ssh/id_ed25519"
 "#,
         n = ips.len(),
         t = topology.as_str(),
+        vip = suggest_vip(ips),
+        pad = " ".repeat(23usize.saturating_sub(suggest_vip(ips).len())),
     );
     for (i, ip) in ips.iter().enumerate() {
         let _ = writeln!(
@@ -89,4 +103,19 @@ address = "{ip}"
         );
     }
     s
+}
+
+/// A guess at a free VIP in the first host's /24 (.100, or the highest address no host uses);
+/// the starter file tells the operator to check it.
+fn suggest_vip(ips: &[IpAddr]) -> String {
+    let Some(IpAddr::V4(first)) = ips.first() else {
+        return "CHANGE-ME".into();
+    };
+    let [a, b, c, _] = first.octets();
+    [100u8]
+        .into_iter()
+        .chain((2..=254).rev())
+        .map(|d| IpAddr::from([a, b, c, d]))
+        .find(|ip| !ips.contains(ip))
+        .map_or_else(|| "CHANGE-ME".into(), |ip| ip.to_string())
 }

@@ -9,7 +9,6 @@ use miette::{Diagnostic, NamedSource, SourceSpan};
 /// One problem in an inventory file.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("{message}")]
-#[diagnostic(code(kbs::inventory))]
 pub struct InventoryError {
     pub message: String,
     #[source_code]
@@ -43,7 +42,11 @@ pub struct InventoryErrors {
 }
 
 fn count(n: usize) -> String {
-    if n == 1 { "1 error".into() } else { format!("{n} errors") }
+    if n == 1 {
+        "1 error".into()
+    } else {
+        format!("{n} errors")
+    }
 }
 
 /// Collects errors against one source text.
@@ -54,11 +57,20 @@ pub(super) struct Reporter {
 
 impl Reporter {
     pub fn new(name: &str, text: &str) -> Self {
-        Self { src: NamedSource::new(name, Arc::from(text)), errors: Vec::new() }
+        Self {
+            src: NamedSource::new(name, Arc::from(text)),
+            errors: Vec::new(),
+        }
     }
 
     /// Records an error at `span`; `label` is the short text under the caret.
-    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>, label: impl Into<String>, help: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        label: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         let help: String = help.into();
         self.errors.push(InventoryError {
             message: message.into(),
@@ -81,9 +93,17 @@ impl Reporter {
             Some(v) if self.errors.is_empty() => Ok(v),
             _ => {
                 if self.errors.is_empty() {
-                    self.error(0..0, "the inventory is incomplete", "here", "see inventories/ for complete examples");
+                    self.error(
+                        0..0,
+                        "the inventory is incomplete",
+                        "here",
+                        "see inventories/ for complete examples",
+                    );
                 }
-                Err(InventoryErrors { file: self.src.name().to_string(), errors: self.errors })
+                Err(InventoryErrors {
+                    file: self.src.name().to_string(),
+                    errors: self.errors,
+                })
             }
         }
     }

@@ -221,8 +221,10 @@ impl Serialize for KubeVersion {
 impl Inventory {
     /// Reads and validates an inventory file. All problems are reported together.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Self::parse(path, &text)?)
     }
 
@@ -240,7 +242,10 @@ impl Inventory {
 pub enum LoadError {
     #[error("cannot read inventory {}: {source}", path.display())]
     #[diagnostic(help("pass the path of an inventory file; `kbs init` writes a starter one"))]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Invalid(#[from] InventoryErrors),

@@ -11,8 +11,8 @@ use toml::Spanned;
 use super::error::{InventoryErrors, Reporter};
 use super::raw::{RawEndpoint, RawHost, RawInventory, RawSsh};
 use super::{
-    Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName, Inventory, JumpHost, KubeVersion,
-    PkiSettings, Role, SshSettings,
+    Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName, Inventory, JumpHost,
+    KubeVersion, PkiSettings, Role, SshSettings,
 };
 use crate::plan::etcd_layout;
 
@@ -37,12 +37,32 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError
 
 /// serde's messages name the field and the valid values; add what to do.
 fn explain_toml_error(message: &str) -> (String, String) {
-    let help = if message.starts_with("unknown field") {
-        "remove the key or fix its spelling; the keys this table accepts are listed above"
+    let help = if message.starts_with("unknown field") || message.starts_with("unknown variant") {
+        // "unknown field `rol`, expected one of `name`, `roles`": suggest the closest valid word.
+        let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+        let suggestion = quoted.split_first().and_then(|(given, valid)| {
+            valid
+                .iter()
+                .map(|v| (strsim::damerau_levenshtein(given, v), *v))
+                .filter(|(d, _)| *d <= 3)
+                .min()
+        });
+        let what = if message.starts_with("unknown field") {
+            "key"
+        } else {
+            "value"
+        };
+        return (
+            message.to_string(),
+            match suggestion {
+                Some((_, s)) => format!(
+                    "did you mean `{s}`? Otherwise remove the {what} or use one listed above"
+                ),
+                None => format!("remove the {what} or use one of those listed above"),
+            },
+        );
     } else if message.starts_with("missing field") {
         "add the field; see inventories/ for complete examples"
-    } else if message.starts_with("unknown variant") {
-        "use one of the values listed above"
     } else {
         "fix the TOML syntax; see https://toml.io for the format"
     };
@@ -138,7 +158,8 @@ pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -153,10 +174,18 @@ fn parse_version(r: &mut Reporter, v: &Spanned<String>) -> Option<KubeVersion> {
         .strip_prefix('v')
         .unwrap_or(text)
         .split('.')
-        .map(|p| (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten())
+        .map(|p| {
+            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse().ok())
+                .flatten()
+        })
         .collect();
     let version = match parts[..] {
-        [Some(major), Some(minor), Some(patch)] => KubeVersion { major, minor, patch },
+        [Some(major), Some(minor), Some(patch)] => KubeVersion {
+            major,
+            minor,
+            patch,
+        },
         _ => {
             r.error(
                 span(v),
@@ -167,7 +196,9 @@ fn parse_version(r: &mut Reporter, v: &Spanned<String>) -> Option<KubeVersion> {
             return None;
         }
     };
-    if version.major != 1 || !(KubeVersion::OLDEST_MINOR..=KubeVersion::NEWEST_MINOR).contains(&version.minor) {
+    if version.major != 1
+        || !(KubeVersion::OLDEST_MINOR..=KubeVersion::NEWEST_MINOR).contains(&version.minor)
+    {
         r.error(
             span(v),
             format!("cluster.kubernetes_version {version} is not supported"),
@@ -226,34 +257,69 @@ fn parse_ip(r: &mut Reporter, field: &str, v: &Spanned<String>) -> Option<IpAddr
 
 /// A user-written path: `~/` is the home directory, relative paths are relative to the inventory.
 fn resolve_path(base: &Path, p: &str) -> PathBuf {
-    if let Some(rest) = p.strip_prefix("~/") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(rest);
-        }
+    if let Some(rest) = p.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
     }
     base.join(p)
 }
 
-fn ssh_settings(r: &mut Reporter, base: &Path, raw: &RawSsh, defaults: Option<&SshSettings>) -> Option<SshSettings> {
-    let field = |name: &str| if defaults.is_some() { format!("host.ssh.{name}") } else { format!("ssh.{name}") };
+fn ssh_settings(
+    r: &mut Reporter,
+    base: &Path,
+    raw: &RawSsh,
+    defaults: Option<&SshSettings>,
+) -> Option<SshSettings> {
+    let field = |name: &str| {
+        if defaults.is_some() {
+            format!("host.ssh.{name}")
+        } else {
+            format!("ssh.{name}")
+        }
+    };
     let user = match &raw.user {
         Some(u) if u.get_ref().is_empty() || u.get_ref().contains(char::is_whitespace) => {
-            r.error(span(u), format!("{} `{}` is not a user name", field("user"), u.get_ref()), "not a user name", "write a login name such as \"root\" or \"kbs\"");
+            r.error(
+                span(u),
+                format!("{} `{}` is not a user name", field("user"), u.get_ref()),
+                "not a user name",
+                "write a login name such as \"root\" or \"kbs\"",
+            );
             None
         }
         Some(u) => Some(u.get_ref().clone()),
         None => Some(defaults.map_or_else(|| "root".to_string(), |d| d.user.clone())),
     };
     let jump_host = match &raw.jump_host {
-        Some(j) => parse_jump_host(r, &field("jump_host"), j, raw.jump_host_key.as_ref().map(|k| k.get_ref().clone())),
+        Some(j) => parse_jump_host(
+            r,
+            &field("jump_host"),
+            j,
+            raw.jump_host_key.as_ref().map(|k| k.get_ref().clone()),
+        ),
         None => Some(defaults.and_then(|d| d.jump_host.clone())),
     };
     if let (None, Some(k)) = (&raw.jump_host, &raw.jump_host_key) {
-        r.error(span(k), format!("{} is set without {}", field("jump_host_key"), field("jump_host")), "no jump host", "set jump_host = \"user@address:port\" beside it, or remove the key");
+        r.error(
+            span(k),
+            format!(
+                "{} is set without {}",
+                field("jump_host_key"),
+                field("jump_host")
+            ),
+            "no jump host",
+            "set jump_host = \"user@address:port\" beside it, or remove the key",
+        );
     }
     Some(SshSettings {
         user: user?,
-        port: raw.port.as_ref().map(|p| *p.get_ref()).or(defaults.map(|d| d.port)).unwrap_or(22),
+        port: raw
+            .port
+            .as_ref()
+            .map(|p| *p.get_ref())
+            .or(defaults.map(|d| d.port))
+            .unwrap_or(22),
         identity_file: raw
             .identity_file
             .as_ref()
@@ -268,15 +334,27 @@ fn ssh_settings(r: &mut Reporter, base: &Path, raw: &RawSsh, defaults: Option<&S
     })
 }
 
-fn parse_jump_host(r: &mut Reporter, field: &str, v: &Spanned<String>, host_key: Option<String>) -> Option<Option<JumpHost>> {
+fn parse_jump_host(
+    r: &mut Reporter,
+    field: &str,
+    v: &Spanned<String>,
+    host_key: Option<String>,
+) -> Option<Option<JumpHost>> {
     let text = v.get_ref();
     let (user, rest) = text.split_once('@').unwrap_or(("root", text));
     let (addr, port) = match rest.rsplit_once(':') {
-        Some((a, p)) if !a.ends_with(':') && p.parse::<u16>().is_ok() => (a.trim_matches(['[', ']']), p.parse().ok()),
+        Some((a, p)) if !a.ends_with(':') && p.parse::<u16>().is_ok() => {
+            (a.trim_matches(['[', ']']), p.parse().ok())
+        }
         _ => (rest.trim_matches(['[', ']']), Some(22)),
     };
     match (addr.parse::<IpAddr>(), port) {
-        (Ok(address), Some(port)) if !user.is_empty() => Some(Some(JumpHost { user: user.to_string(), address, port, host_key })),
+        (Ok(address), Some(port)) if !user.is_empty() => Some(Some(JumpHost {
+            user: user.to_string(),
+            address,
+            port,
+            host_key,
+        })),
         _ => {
             r.error(
                 span(v),
@@ -291,9 +369,19 @@ fn parse_jump_host(r: &mut Reporter, field: &str, v: &Spanned<String>, host_key:
 
 type HostEntry = (Option<Host>, Range<usize>);
 
-fn hosts(r: &mut Reporter, base: &Path, raw: &RawInventory, defaults: &Option<SshSettings>) -> Vec<HostEntry> {
+fn hosts(
+    r: &mut Reporter,
+    base: &Path,
+    raw: &RawInventory,
+    defaults: &Option<SshSettings>,
+) -> Vec<HostEntry> {
     if raw.hosts.is_empty() {
-        r.error(0..0, "the inventory lists no hosts", "no [[host]] tables", "add at least one [[host]] table with a name and an address");
+        r.error(
+            0..0,
+            "the inventory lists no hosts",
+            "no [[host]] tables",
+            "add at least one [[host]] table with a name and an address",
+        );
     }
     let mut names: HashMap<&str, Range<usize>> = HashMap::with_capacity(raw.hosts.len());
     let mut addresses: HashMap<IpAddr, Range<usize>> = HashMap::with_capacity(raw.hosts.len());
@@ -308,16 +396,26 @@ fn hosts(r: &mut Reporter, base: &Path, raw: &RawInventory, defaults: &Option<Ss
             ok = false;
         } else if let Some(first) = names.insert(name, span(&h.name)) {
             let line = r.line(first.start);
-            r.error(span(&h.name), format!("host.name `{name}` is used twice"), "duplicate name", format!("host names must be unique; the first `{name}` is on line {line}"));
+            r.error(
+                span(&h.name),
+                format!("host.name `{name}` is used twice"),
+                "duplicate name",
+                format!("host names must be unique; the first `{name}` is on line {line}"),
+            );
             ok = false;
         }
         let address = parse_ip(r, "host.address", &h.address);
-        if let Some(ip) = address {
-            if let Some(first) = addresses.insert(ip, span(&h.address)) {
-                let line = r.line(first.start);
-                r.error(span(&h.address), format!("host.address {ip} is used twice"), "duplicate address", format!("every host needs its own address; {ip} is first used on line {line}"));
-                ok = false;
-            }
+        if let Some(ip) = address
+            && let Some(first) = addresses.insert(ip, span(&h.address))
+        {
+            let line = r.line(first.start);
+            r.error(
+                span(&h.address),
+                format!("host.address {ip} is used twice"),
+                "duplicate address",
+                format!("every host needs its own address; {ip} is first used on line {line}"),
+            );
+            ok = false;
         }
         let roles = match &h.roles {
             Some(roles) if roles.get_ref().is_empty() => {
@@ -358,16 +456,28 @@ fn hosts(r: &mut Reporter, base: &Path, raw: &RawInventory, defaults: &Option<Ss
 }
 
 fn data_dirs(r: &mut Reporter, h: &RawHost) -> Option<Vec<PathBuf>> {
-    let Some(dirs) = &h.etcd_data_dirs else { return Some(Vec::new()) };
+    let Some(dirs) = &h.etcd_data_dirs else {
+        return Some(Vec::new());
+    };
     let mut ok = true;
     let mut seen = Vec::new();
     for d in dirs.get_ref() {
         let p = d.get_ref();
         if !p.starts_with('/') {
-            r.error(span(d), format!("host.etcd_data_dirs entry `{p}` is not an absolute path"), "not absolute", "write an absolute path on the host, e.g. \"/disk1/etcd\"");
+            r.error(
+                span(d),
+                format!("host.etcd_data_dirs entry `{p}` is not an absolute path"),
+                "not absolute",
+                "write an absolute path on the host, e.g. \"/disk1/etcd\"",
+            );
             ok = false;
         } else if seen.contains(p) {
-            r.error(span(d), format!("host.etcd_data_dirs lists `{p}` twice"), "duplicate", "each etcd member needs its own data directory");
+            r.error(
+                span(d),
+                format!("host.etcd_data_dirs lists `{p}` twice"),
+                "duplicate",
+                "each etcd member needs its own data directory",
+            );
             ok = false;
         }
         seen.push(p.clone());
@@ -382,7 +492,9 @@ fn host_key(r: &mut Reporter, k: &Spanned<String>) -> Option<Option<String>> {
         (Some(alg), Some(b64))
             if (alg.starts_with("ssh-") || alg.starts_with("ecdsa-"))
                 && b64.len() > 16
-                && b64.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=')) =>
+                && b64
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=')) =>
         {
             Some(Some(format!("{alg} {b64}")))
         }
@@ -398,13 +510,20 @@ fn endpoint(r: &mut Reporter, e: &RawEndpoint, hosts: &[HostEntry]) -> Option<En
     let text = e.address.get_ref();
     let address = match (text.parse::<IpAddr>(), mode) {
         (Ok(ip), _) => Some(HostName::Ip(ip)),
-        (Err(_), EndpointMode::Dns | EndpointMode::External) if is_dns_name(text) => Some(HostName::Dns(text.clone())),
+        (Err(_), EndpointMode::Dns | EndpointMode::External) if is_dns_name(text) => {
+            Some(HostName::Dns(text.clone()))
+        }
         (Err(_), EndpointMode::Vip | EndpointMode::KubeVip) => {
             r.error(span(&e.address), format!("endpoint.address `{text}` is not an IP address"), "not an IP address", format!("mode \"{}\" announces a virtual IP: write a free IP address in the hosts' subnet, e.g. \"192.0.2.100\"", mode.as_str()));
             None
         }
         (Err(_), _) => {
-            r.error(span(&e.address), format!("endpoint.address `{text}` is neither an IP address nor a DNS name"), "not an address", "write the load balancer's IP address or DNS name, e.g. \"api.example.com\"");
+            r.error(
+                span(&e.address),
+                format!("endpoint.address `{text}` is neither an IP address nor a DNS name"),
+                "not an address",
+                "write the load balancer's IP address or DNS name, e.g. \"api.example.com\"",
+            );
             None
         }
     };
@@ -413,10 +532,10 @@ fn endpoint(r: &mut Reporter, e: &RawEndpoint, hosts: &[HostEntry]) -> Option<En
             r.error(span(&e.address), format!("endpoint.address {ip} is an IP address, but mode \"dns\" needs a DNS name"), "not a DNS name", "write the name whose records list the control planes, e.g. \"api.edge-1.example.com\", or use mode \"external\" for a load balancer's IP");
         }
         for (h, _) in hosts.iter() {
-            if let Some(h) = h {
-                if h.address == ip {
-                    r.error(span(&e.address), format!("endpoint.address {ip} is the address of host `{}`", h.name), "a host's own address", "the endpoint must be an address of its own (a free VIP or the load balancer), so that it survives the loss of any one host");
-                }
+            if let Some(h) = h
+                && h.address == ip
+            {
+                r.error(span(&e.address), format!("endpoint.address {ip} is the address of host `{}`", h.name), "a host's own address", "the endpoint must be an address of its own (a free VIP or the load balancer), so that it survives the loss of any one host");
             }
         }
     }
@@ -428,23 +547,36 @@ fn endpoint(r: &mut Reporter, e: &RawEndpoint, hosts: &[HostEntry]) -> Option<En
         // Without a balancer, clients reach an API server directly on the endpoint's port.
         EndpointMode::KubeVip | EndpointMode::Dns => port,
     };
-    let apiserver_port = e.apiserver_port.as_ref().map_or(default_api_port, |p| *p.get_ref());
-    if let (EndpointMode::KubeVip | EndpointMode::Dns, Some(p)) = (mode, &e.apiserver_port) {
-        if *p.get_ref() != port {
-            r.error(span(p), format!("endpoint.apiserver_port {} differs from endpoint.port {port}", p.get_ref()), "differs from endpoint.port", format!("mode \"{}\" has no balancer to translate ports: remove apiserver_port or make it equal to port", mode.as_str()));
-        }
+    let apiserver_port = e
+        .apiserver_port
+        .as_ref()
+        .map_or(default_api_port, |p| *p.get_ref());
+    if let (EndpointMode::KubeVip | EndpointMode::Dns, Some(p)) = (mode, &e.apiserver_port)
+        && *p.get_ref() != port
+    {
+        r.error(span(p), format!("endpoint.apiserver_port {} differs from endpoint.port {port}", p.get_ref()), "differs from endpoint.port", format!("mode \"{}\" has no balancer to translate ports: remove apiserver_port or make it equal to port", mode.as_str()));
     }
     if port == 0 || apiserver_port == 0 {
-        r.error(e.port.as_ref().map_or(span(&e.mode), span), "endpoint ports must not be 0", "port 0", "use a TCP port such as 6443");
+        r.error(
+            e.port.as_ref().map_or(span(&e.mode), span),
+            "endpoint ports must not be 0",
+            "port 0",
+            "use a TCP port such as 6443",
+        );
     }
-    if let (EndpointMode::Vip, Some(p)) = (mode, &e.apiserver_port) {
-        if *p.get_ref() == port {
-            r.error(span(p), format!("endpoint.apiserver_port {port} clashes with haproxy on endpoint.port {port}"), "same port as the endpoint", "in mode \"vip\" haproxy listens on endpoint.port on every control plane; give the API servers another port (e.g. 6443 with endpoint.port = 8443)");
-        }
+    if let (EndpointMode::Vip, Some(p)) = (mode, &e.apiserver_port)
+        && *p.get_ref() == port
+    {
+        r.error(span(p), format!("endpoint.apiserver_port {port} clashes with haproxy on endpoint.port {port}"), "same port as the endpoint", "in mode \"vip\" haproxy listens on endpoint.port on every control plane; give the API servers another port (e.g. 6443 with endpoint.port = 8443)");
     }
     let vrid = e.virtual_router_id.as_ref().map_or(51, |v| *v.get_ref());
     if vrid == 0 {
-        r.error(e.virtual_router_id.as_ref().map_or(0..0, span), "endpoint.virtual_router_id must be 1 to 255", "0", "pick a VRRP router id unique on this network segment, e.g. 51");
+        r.error(
+            e.virtual_router_id.as_ref().map_or(0..0, span),
+            "endpoint.virtual_router_id must be 1 to 255",
+            "0",
+            "pick a VRRP router id unique on this network segment, e.g. 51",
+        );
     }
     Some(Endpoint {
         mode,
@@ -460,7 +592,10 @@ fn check_addresses_outside_subnets(r: &mut Reporter, c: &Cluster, raw: &RawInven
     for h in &raw.hosts {
         let a = &h.get_ref().address;
         if let Ok(ip) = a.get_ref().parse::<IpAddr>() {
-            for (field, net) in [("cluster.pod_subnet", c.pod_subnet), ("cluster.service_subnet", c.service_subnet)] {
+            for (field, net) in [
+                ("cluster.pod_subnet", c.pod_subnet),
+                ("cluster.service_subnet", c.service_subnet),
+            ] {
                 if net.contains(&ip) {
                     r.error(span(a), format!("host.address {ip} lies inside {field} {net}"), "inside a cluster subnet", format!("the pod and service subnets must not contain host addresses; move {field} to an unused range"));
                 }
@@ -473,7 +608,12 @@ fn pki(r: &mut Reporter, base: &Path, raw: &RawInventory) -> PkiSettings {
     let p = &raw.pki;
     let days = |v: &Option<Spanned<u32>>, default: u32, field: &str, r: &mut Reporter| match v {
         Some(d) if *d.get_ref() == 0 => {
-            r.error(span(d), format!("pki.{field} must be at least 1"), "0 days", "give a lifetime in days, e.g. 365");
+            r.error(
+                span(d),
+                format!("pki.{field} must be at least 1"),
+                "0 days",
+                "give a lifetime in days, e.g. 365",
+            );
             default
         }
         Some(d) => *d.get_ref(),
@@ -483,16 +623,32 @@ fn pki(r: &mut Reporter, base: &Path, raw: &RawInventory) -> PkiSettings {
     let cert_validity_days = days(&p.cert_validity_days, 365, "cert_validity_days", r);
     if cert_validity_days > ca_validity_days {
         let at = p.cert_validity_days.as_ref().map_or(0..0, span);
-        r.error(at, "pki.cert_validity_days is longer than pki.ca_validity_days", "outlives the CA", "a certificate cannot be valid longer than the CA that signs it");
+        r.error(
+            at,
+            "pki.cert_validity_days is longer than pki.ca_validity_days",
+            "outlives the CA",
+            "a certificate cannot be valid longer than the CA that signs it",
+        );
     }
     let mut extra_sans = Vec::new();
     for s in &p.extra_sans {
         match s.get_ref().parse::<IpAddr>() {
             Ok(ip) => extra_sans.push(HostName::Ip(ip)),
-            Err(_) if is_dns_name(s.get_ref()) || s.get_ref().strip_prefix("*.").is_some_and(is_dns_name) => {
+            Err(_)
+                if is_dns_name(s.get_ref())
+                    || s.get_ref().strip_prefix("*.").is_some_and(is_dns_name) =>
+            {
                 extra_sans.push(HostName::Dns(s.get_ref().clone()))
             }
-            Err(_) => r.error(span(s), format!("pki.extra_sans entry `{}` is neither an IP address nor a DNS name", s.get_ref()), "not a SAN", "write an IP address or a DNS name such as \"api.example.com\""),
+            Err(_) => r.error(
+                span(s),
+                format!(
+                    "pki.extra_sans entry `{}` is neither an IP address nor a DNS name",
+                    s.get_ref()
+                ),
+                "not a SAN",
+                "write an IP address or a DNS name such as \"api.example.com\"",
+            ),
         }
     }
     PkiSettings {
@@ -525,19 +681,38 @@ fn etcd(r: &mut Reporter, raw: &RawInventory, hosts: &[HostEntry]) -> EtcdSettin
     let members = asked.map(|m| *m.get_ref() as usize);
     // The placement checks need every host; earlier errors were already reported.
     let typed: Option<Vec<Host>> = hosts.iter().map(|(h, _)| h.clone()).collect();
-    let Some(typed) = typed.filter(|t| !t.is_empty()) else { return EtcdSettings { members } };
+    let Some(typed) = typed.filter(|t| !t.is_empty()) else {
+        return EtcdSettings { members };
+    };
     let layout = etcd_layout(&typed, members);
     let at = asked.map(span).or_else(|| {
-        typed.iter().zip(hosts).find(|(h, _)| h.roles.as_ref().is_some_and(|r| r.contains(&Role::Etcd))).map(|(_, (_, s))| s.clone())
+        typed
+            .iter()
+            .zip(hosts)
+            .find(|(h, _)| h.roles.as_ref().is_some_and(|r| r.contains(&Role::Etcd)))
+            .map(|(_, (_, s))| s.clone())
     });
     if layout.etcd_hosts == 0 {
         r.error(at.unwrap_or(0..0), "no host carries etcd", "no etcd host", "give at least one host the \"etcd\" role, or remove `roles` everywhere to let kbs choose");
-    } else if !typed.iter().any(|h| h.roles.as_ref().is_none_or(|r| r.contains(&Role::ControlPlane))) {
-        r.error(hosts.first().map_or(0..0, |(_, s)| s.clone()), "no host is a control plane", "no control-plane host", "give at least one host the \"control-plane\" role (three for high availability)");
+    } else if !typed.iter().any(|h| {
+        h.roles
+            .as_ref()
+            .is_none_or(|r| r.contains(&Role::ControlPlane))
+    }) {
+        r.error(
+            hosts.first().map_or(0..0, |(_, s)| s.clone()),
+            "no host is a control plane",
+            "no control-plane host",
+            "give at least one host the \"control-plane\" role (three for high availability)",
+        );
     } else if layout.idle_etcd_hosts > 0 {
         r.error(
             at.unwrap_or(0..0),
-            format!("{} members are asked for, but {} hosts have the etcd role", layout.wanted, layout.etcd_hosts + layout.idle_etcd_hosts),
+            format!(
+                "{} members are asked for, but {} hosts have the etcd role",
+                layout.wanted,
+                layout.etcd_hosts + layout.idle_etcd_hosts
+            ),
             "fewer members than etcd hosts",
             "give the etcd role to as many hosts as there are members, or remove etcd.members",
         );
@@ -548,10 +723,18 @@ fn etcd(r: &mut Reporter, raw: &RawInventory, hosts: &[HostEntry]) -> EtcdSettin
             "too many members",
             "each etcd host holds one member, or one per entry in its etcd_data_dirs: lower etcd.members, add etcd hosts, or list more data dirs",
         );
-    } else if layout.wanted % 2 == 0 || layout.wanted > MAX_ETCD_MEMBERS {
+    } else if layout.wanted.is_multiple_of(2) || layout.wanted > MAX_ETCD_MEMBERS {
         r.error(
             at.unwrap_or(0..0),
-            format!("the etcd hosts give {} members, which is {}", layout.wanted, if layout.wanted % 2 == 0 { "even" } else { "more than 7" }),
+            format!(
+                "the etcd hosts give {} members, which is {}",
+                layout.wanted,
+                if layout.wanted.is_multiple_of(2) {
+                    "even"
+                } else {
+                    "more than 7"
+                }
+            ),
             "member count",
             "set etcd.members to 1, 3, 5 or 7, or change which hosts have the \"etcd\" role",
         );

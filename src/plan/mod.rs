@@ -85,7 +85,11 @@ pub struct EtcdMember {
 
 impl EtcdMember {
     pub fn client_url(&self) -> String {
-        format!("https://{}:{}", HostName::Ip(self.address), self.client_port)
+        format!(
+            "https://{}:{}",
+            HostName::Ip(self.address),
+            self.client_port
+        )
     }
 
     pub fn peer_url(&self) -> String {
@@ -142,7 +146,12 @@ pub fn etcd_layout(hosts: &[Host], members: Option<usize>) -> EtcdLayout {
     // (host index, how many members it can hold), in the order members are dealt out.
     let (candidates, default_count): (Vec<(usize, usize)>, usize) = if explicit_roles(hosts) {
         let c: Vec<_> = (0..hosts.len())
-            .filter(|&i| hosts[i].roles.as_ref().is_some_and(|r| r.contains(&Role::Etcd)))
+            .filter(|&i| {
+                hosts[i]
+                    .roles
+                    .as_ref()
+                    .is_some_and(|r| r.contains(&Role::Etcd))
+            })
             .map(|i| (i, slots(&hosts[i])))
             .collect();
         let total = c.iter().map(|(_, s)| s).sum();
@@ -154,10 +163,20 @@ pub fn etcd_layout(hosts: &[Host], members: Option<usize>) -> EtcdLayout {
                 // All members on the more reliable host: a 2+1 split gains nothing, as losing the
                 // majority host is fatal either way, while 3+0 keeps the other host harmless.
                 let i = by_reliability(hosts)[0];
-                let cap = if hosts[i].etcd_data_dirs.is_empty() { GENERATED_DIR_SLOTS } else { hosts[i].etcd_data_dirs.len() };
+                let cap = if hosts[i].etcd_data_dirs.is_empty() {
+                    GENERATED_DIR_SLOTS
+                } else {
+                    hosts[i].etcd_data_dirs.len()
+                };
                 (vec![(i, cap)], 3)
             }
-            Topology::MultiHost => (by_reliability(hosts).into_iter().map(|i| (i, slots(&hosts[i]))).collect(), 3),
+            Topology::MultiHost => (
+                by_reliability(hosts)
+                    .into_iter()
+                    .map(|i| (i, slots(&hosts[i])))
+                    .collect(),
+                3,
+            ),
         }
     };
     let wanted = members.unwrap_or(default_count);
@@ -174,8 +193,18 @@ pub fn etcd_layout(hosts: &[Host], members: Option<usize>) -> EtcdLayout {
         }
     }
     let etcd_hosts = per_host.iter().filter(|&&n| n > 0).count();
-    let idle_etcd_hosts = if explicit_roles(hosts) { candidates.len() - etcd_hosts } else { 0 };
-    EtcdLayout { wanted, capacity, etcd_hosts, idle_etcd_hosts, per_host }
+    let idle_etcd_hosts = if explicit_roles(hosts) {
+        candidates.len() - etcd_hosts
+    } else {
+        0
+    };
+    EtcdLayout {
+        wanted,
+        capacity,
+        etcd_hosts,
+        idle_etcd_hosts,
+        per_host,
+    }
 }
 
 impl ClusterPlan {
@@ -188,7 +217,16 @@ impl ClusterPlan {
         let etcd = place_members(hosts_in, &layout);
         let front = front(&inventory, &hosts);
         let tolerance = FailureTolerance::compute(&hosts, &layout.per_host, &front);
-        let mut plan = Self { inventory, topology, hosts, etcd, front, tolerance, rationale: Vec::new(), warnings: Vec::new() };
+        let mut plan = Self {
+            inventory,
+            topology,
+            hosts,
+            etcd,
+            front,
+            tolerance,
+            rationale: Vec::new(),
+            warnings: Vec::new(),
+        };
         plan.rationale = rationale(&plan);
         plan.warnings = warnings(&plan, &layout);
         plan
@@ -205,13 +243,22 @@ impl ClusterPlan {
 
     /// Hosts that only run workloads.
     pub fn workers(&self) -> impl Iterator<Item = &PlannedHost> {
-        self.hosts.iter().filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane))
+        self.hosts
+            .iter()
+            .filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane))
     }
 }
 
 fn plan_roles(hosts: &[Host], topology: Topology, layout: &EtcdLayout) -> Vec<PlannedHost> {
     let control_planes: Vec<bool> = if explicit_roles(hosts) {
-        hosts.iter().map(|h| h.roles.as_ref().is_some_and(|r| r.contains(&Role::ControlPlane))).collect()
+        hosts
+            .iter()
+            .map(|h| {
+                h.roles
+                    .as_ref()
+                    .is_some_and(|r| r.contains(&Role::ControlPlane))
+            })
+            .collect()
     } else {
         let mut cp = vec![topology != Topology::MultiHost; hosts.len()];
         for &i in by_reliability(hosts).iter().take(3) {
@@ -243,7 +290,11 @@ fn plan_roles(hosts: &[Host], topology: Topology, layout: &EtcdLayout) -> Vec<Pl
                 }
             };
             roles.sort();
-            PlannedHost { name: h.name.clone(), address: h.address, roles }
+            PlannedHost {
+                name: h.name.clone(),
+                address: h.address,
+                roles,
+            }
         })
         .collect()
 }
@@ -252,7 +303,11 @@ fn place_members(hosts: &[Host], layout: &EtcdLayout) -> Vec<EtcdMember> {
     let mut members = Vec::with_capacity(layout.wanted);
     for (h, &count) in hosts.iter().zip(&layout.per_host) {
         for k in 0..count {
-            let name = if count == 1 { h.name.clone() } else { format!("{}-etcd-{}", h.name, k + 1) };
+            let name = if count == 1 {
+                h.name.clone()
+            } else {
+                format!("{}-etcd-{}", h.name, k + 1)
+            };
             let data_dir = match h.etcd_data_dirs.get(k) {
                 Some(d) => d.clone(),
                 None if count == 1 => PathBuf::from("/var/lib/etcd"),
@@ -277,7 +332,12 @@ fn front(inv: &Inventory, hosts: &[PlannedHost]) -> Front {
     let e = &inv.endpoint;
     let endpoint = format!("{}:{}", e.address, e.port);
     let cps: Vec<&PlannedHost> = hosts.iter().filter(|h| h.has(Role::ControlPlane)).collect();
-    let backends = || cps.iter().map(|h| format!("{}:{}", HostName::Ip(h.address), e.apiserver_port)).collect::<Vec<_>>().join(", ");
+    let backends = || {
+        cps.iter()
+            .map(|h| format!("{}:{}", HostName::Ip(h.address), e.apiserver_port))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let (front_hosts, operator_actions) = match e.mode {
         EndpointMode::Vip | EndpointMode::KubeVip => (cps.iter().map(|h| h.name.clone()).collect(), Vec::new()),
         EndpointMode::External => (
@@ -299,7 +359,13 @@ fn front(inv: &Inventory, hosts: &[PlannedHost]) -> Front {
             ],
         ),
     };
-    Front { mode: e.mode, endpoint, apiserver_port: e.apiserver_port, hosts: front_hosts, operator_actions }
+    Front {
+        mode: e.mode,
+        endpoint,
+        apiserver_port: e.apiserver_port,
+        hosts: front_hosts,
+        operator_actions,
+    }
 }
 
 fn rationale(plan: &ClusterPlan) -> Vec<String> {
@@ -313,9 +379,10 @@ fn rationale(plan: &ClusterPlan) -> Vec<String> {
         )];
     }
     match plan.topology {
-        Topology::SingleHost => vec![
-            format!("1 host: {m} etcd member(s), the control plane and workloads all run on {}.", plan.hosts[0].name),
-        ],
+        Topology::SingleHost => vec![format!(
+            "1 host: {m} etcd member(s), the control plane and workloads all run on {}.",
+            plan.hosts[0].name
+        )],
         Topology::TwoHost => {
             let etcd_host = &plan.etcd[0].host;
             vec![
@@ -328,7 +395,11 @@ fn rationale(plan: &ClusterPlan) -> Vec<String> {
             format!("{n} hosts: {m} etcd members, one per host, on the most reliable hosts."),
             format!(
                 "{cps} control planes{}.",
-                if n <= 3 { " that also run workloads (there are no other hosts)" } else { "; every other host is a worker" }
+                if n <= 3 {
+                    " that also run workloads (there are no other hosts)"
+                } else {
+                    "; every other host is a worker"
+                }
             ),
         ],
     }
@@ -359,7 +430,10 @@ fn warnings(plan: &ClusterPlan, layout: &EtcdLayout) -> Vec<String> {
         }
     }
     if plan.topology == Topology::MultiHost && plan.etcd.len() == 1 {
-        w.push(format!("Only one etcd member: losing {} stops the cluster. Use 3 members.", plan.etcd[0].host));
+        w.push(format!(
+            "Only one etcd member: losing {} stops the cluster. Use 3 members.",
+            plan.etcd[0].host
+        ));
     }
     let cps = plan.control_planes().count();
     if plan.topology == Topology::MultiHost && cps < 2 {

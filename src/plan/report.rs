@@ -10,7 +10,9 @@ use crate::inventory::{EndpointMode, Role};
 
 /// The ordered steps `kbs apply` will take for this plan.
 pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
-    let names = |it: &mut dyn Iterator<Item = &PlannedHost>| it.map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
+    let names = |it: &mut dyn Iterator<Item = &PlannedHost>| {
+        it.map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ")
+    };
     let all = names(&mut plan.hosts.iter());
     let etcd_hosts = names(&mut plan.hosts.iter().filter(|h| h.has(Role::Etcd)));
     let cps = names(&mut plan.control_planes());
@@ -26,8 +28,14 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
         format!("etcd: start all {} member(s) together on {etcd_hosts}, then check health over mTLS", plan.etcd.len()),
     ];
     match plan.front.mode {
-        EndpointMode::Vip => steps.push(format!("front: keepalived + haproxy on {cps} for {}", plan.front.endpoint)),
-        EndpointMode::KubeVip => steps.push(format!("front: kube-vip static pods on {cps} for {}", plan.front.endpoint)),
+        EndpointMode::Vip => steps.push(format!(
+            "front: keepalived + haproxy on {cps} for {}",
+            plan.front.endpoint
+        )),
+        EndpointMode::KubeVip => steps.push(format!(
+            "front: kube-vip static pods on {cps} for {}",
+            plan.front.endpoint
+        )),
         EndpointMode::External | EndpointMode::Dns => {}
     }
     steps.push(format!("kubeadm init on {first}"));
@@ -82,7 +90,9 @@ pub fn render_json(plan: &ClusterPlan) -> String {
         kubernetes_version: plan.inventory.cluster.kubernetes_version.to_string(),
         topology: plan.topology.as_str(),
         hosts: &plan.hosts,
-        etcd: JsonEtcd { members: members.collect() },
+        etcd: JsonEtcd {
+            members: members.collect(),
+        },
         front: &plan.front,
         failure_tolerance: &plan.tolerance,
         rationale: &plan.rationale,
@@ -96,20 +106,37 @@ pub fn render_json(plan: &ClusterPlan) -> String {
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     // A fixed width keeps the output the same on every terminal and in snapshots.
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(110).set_header(header.to_vec());
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(110)
+        .set_header(header.to_vec());
     t
 }
 
 fn roles(h: &PlannedHost) -> String {
-    h.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+    h.roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn render_human(plan: &ClusterPlan) -> String {
     let inv = &plan.inventory;
     let mut out = String::new();
     let c = &inv.cluster;
-    let _ = writeln!(out, "Cluster {} — Kubernetes {}, topology {}", c.name, c.kubernetes_version, plan.topology.as_str());
-    let _ = writeln!(out, "Pods {}, services {}, DNS domain {}\n", c.pod_subnet, c.service_subnet, c.dns_domain);
+    let _ = writeln!(
+        out,
+        "Cluster {} — Kubernetes {}, topology {}",
+        c.name,
+        c.kubernetes_version,
+        plan.topology.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "Pods {}, services {}, DNS domain {}\n",
+        c.pod_subnet, c.service_subnet, c.dns_domain
+    );
     for r in &plan.rationale {
         let _ = writeln!(out, "  {r}");
     }
@@ -133,19 +160,39 @@ pub fn render_human(plan: &ClusterPlan) -> String {
         if h.has(Role::Worker) {
             runs.push("workloads".into());
         }
-        hosts.add_row(vec![h.name.clone(), h.address.to_string(), roles(h), runs.join("; ")]);
+        hosts.add_row(vec![
+            h.name.clone(),
+            h.address.to_string(),
+            roles(h),
+            runs.join("; "),
+        ]);
     }
     let _ = writeln!(out, "\nHosts\n{hosts}");
 
     let mut etcd = table(&["member", "host", "client URL", "peer URL", "data dir"]);
     for m in &plan.etcd {
-        etcd.add_row(vec![m.name.clone(), m.host.clone(), m.client_url(), m.peer_url(), m.data_dir.display().to_string()]);
+        etcd.add_row(vec![
+            m.name.clone(),
+            m.host.clone(),
+            m.client_url(),
+            m.peer_url(),
+            m.data_dir.display().to_string(),
+        ]);
     }
     let quorum = plan.etcd.len() / 2 + 1;
-    let _ = writeln!(out, "\netcd: {} member(s), quorum {quorum}\n{etcd}", plan.etcd.len());
+    let _ = writeln!(
+        out,
+        "\netcd: {} member(s), quorum {quorum}\n{etcd}",
+        plan.etcd.len()
+    );
 
     let f = &plan.front;
-    let _ = writeln!(out, "\nFront ({}): clients use https://{}", f.mode.as_str(), f.endpoint);
+    let _ = writeln!(
+        out,
+        "\nFront ({}): clients use https://{}",
+        f.mode.as_str(),
+        f.endpoint
+    );
     match f.mode {
         EndpointMode::Vip => {
             let _ = writeln!(
@@ -156,7 +203,12 @@ pub fn render_human(plan: &ClusterPlan) -> String {
             );
         }
         EndpointMode::KubeVip => {
-            let _ = writeln!(out, "  kube-vip on {} holds the VIP by leader election; the API servers listen on port {}.", f.hosts.join(", "), f.apiserver_port);
+            let _ = writeln!(
+                out,
+                "  kube-vip on {} holds the VIP by leader election; the API servers listen on port {}.",
+                f.hosts.join(", "),
+                f.apiserver_port
+            );
         }
         EndpointMode::External | EndpointMode::Dns => {
             let _ = writeln!(out, "  kbs installs no front. You must:");
@@ -167,7 +219,11 @@ pub fn render_human(plan: &ClusterPlan) -> String {
     }
 
     let t = &plan.tolerance;
-    let _ = writeln!(out, "\nFailure tolerance: survives the loss of {} host(s) at once", t.host_failures_tolerated);
+    let _ = writeln!(
+        out,
+        "\nFailure tolerance: survives the loss of {} host(s) at once",
+        t.host_failures_tolerated
+    );
     let mut losses = table(&["if this host is lost", "effect"]);
     for l in &t.per_host {
         losses.add_row(vec![l.host.clone(), l.effect.clone()]);
@@ -189,25 +245,54 @@ pub fn render_human(plan: &ClusterPlan) -> String {
 
 pub fn render_dot(plan: &ClusterPlan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];", plan.inventory.cluster.name);
-    let _ = writeln!(out, "  front [label=\"{}\\n{}\", shape=ellipse];", plan.front.mode.as_str(), plan.front.endpoint);
+    let _ = writeln!(
+        out,
+        "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];",
+        plan.inventory.cluster.name
+    );
+    let _ = writeln!(
+        out,
+        "  front [label=\"{}\\n{}\", shape=ellipse];",
+        plan.front.mode.as_str(),
+        plan.front.endpoint
+    );
     for h in &plan.hosts {
-        let _ = writeln!(out, "  subgraph \"cluster_{0}\" {{\n    label=\"{0}\\n{1}\";", h.name, h.address);
+        let _ = writeln!(
+            out,
+            "  subgraph \"cluster_{0}\" {{\n    label=\"{0}\\n{1}\";",
+            h.name, h.address
+        );
         if h.has(Role::ControlPlane) {
-            let _ = writeln!(out, "    \"{0}/apiserver\" [label=\"kube-apiserver\\nscheduler\\ncontroller-manager\"];", h.name);
+            let _ = writeln!(
+                out,
+                "    \"{0}/apiserver\" [label=\"kube-apiserver\\nscheduler\\ncontroller-manager\"];",
+                h.name
+            );
         }
         for m in plan.etcd.iter().filter(|m| m.host == h.name) {
-            let _ = writeln!(out, "    \"etcd/{0}\" [label=\"etcd {0}\\n:{1}\", shape=cylinder];", m.name, m.client_port);
+            let _ = writeln!(
+                out,
+                "    \"etcd/{0}\" [label=\"etcd {0}\\n:{1}\", shape=cylinder];",
+                m.name, m.client_port
+            );
         }
         if h.has(Role::Worker) {
-            let _ = writeln!(out, "    \"{}/workloads\" [label=\"workloads\", style=dashed];", h.name);
+            let _ = writeln!(
+                out,
+                "    \"{}/workloads\" [label=\"workloads\", style=dashed];",
+                h.name
+            );
         }
         let _ = writeln!(out, "  }}");
     }
     for h in plan.control_planes() {
         let _ = writeln!(out, "  front -> \"{}/apiserver\";", h.name);
         for m in &plan.etcd {
-            let _ = writeln!(out, "  \"{}/apiserver\" -> \"etcd/{}\" [style=dotted];", h.name, m.name);
+            let _ = writeln!(
+                out,
+                "  \"{}/apiserver\" -> \"etcd/{}\" [style=dotted];",
+                h.name, m.name
+            );
         }
     }
     out.push_str("}\n");

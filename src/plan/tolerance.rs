@@ -46,6 +46,7 @@ impl FailureTolerance {
             tolerated = k + 1;
         }
 
+        let worker_count = hosts.iter().filter(|h| h.has(Role::Worker)).count();
         let mut fatal = Vec::new();
         let per_host = hosts
             .iter()
@@ -62,33 +63,66 @@ impl FailureTolerance {
                 let mut parts = Vec::new();
                 if m > 0 {
                     parts.push(if etcd_dies {
-                        format!("etcd loses quorum ({left} of {total} members left, {quorum} needed)")
+                        format!(
+                            "etcd loses quorum ({left} of {total} members left, {quorum} needed)"
+                        )
                     } else {
                         format!("etcd keeps quorum ({left} of {total} members left)")
                     });
                 }
-                if cp {
-                    let others: Vec<&str> =
-                        hosts.iter().zip(&cps).filter(|(o, c)| **c && o.name != h.name).map(|(o, _)| o.name.as_str()).collect();
+                if etcd_dies {
+                    if cp_count > usize::from(cp) {
+                        parts.push("the other API servers cannot serve without etcd".into());
+                    }
+                } else if cp {
+                    let others: Vec<&str> = hosts
+                        .iter()
+                        .zip(&cps)
+                        .filter(|(o, c)| **c && o.name != h.name)
+                        .map(|(o, _)| o.name.as_str())
+                        .collect();
                     parts.push(if others.is_empty() {
                         "the API goes down (no other control plane)".to_string()
                     } else {
                         let moves = match front.mode {
-                            EndpointMode::Vip | EndpointMode::KubeVip => ", the VIP moves if it was here",
-                            EndpointMode::External => ", once the load balancer's health check drops it",
+                            EndpointMode::Vip | EndpointMode::KubeVip => {
+                                ", the VIP moves if it was here"
+                            }
+                            EndpointMode::External => {
+                                ", once the load balancer's health check drops it"
+                            }
                             EndpointMode::Dns => ", for clients that retry another DNS record",
                         };
                         format!("the API is served by {}{moves}", others.join(", "))
                     });
                 }
                 if h.has(Role::Worker) {
-                    let others = hosts.iter().any(|o| o.name != h.name && o.has(Role::Worker));
-                    parts.push(if others { "its pods are rescheduled on the other nodes" } else { "its workloads stop (no other node runs them)" }.into());
+                    let others = worker_count > 1;
+                    parts.push(
+                        if others {
+                            "its pods are rescheduled on the other nodes"
+                        } else {
+                            "its workloads stop (no other node runs them)"
+                        }
+                        .into(),
+                    );
                 }
-                let effect = if fatal_here { format!("cluster stops: {}", parts.join("; ")) } else { parts.join("; ") };
-                HostLoss { host: h.name.clone(), fatal: fatal_here, effect }
+                let effect = if fatal_here {
+                    format!("cluster stops: {}", parts.join("; "))
+                } else {
+                    parts.join("; ")
+                };
+                HostLoss {
+                    host: h.name.clone(),
+                    fatal: fatal_here,
+                    effect,
+                }
             })
             .collect();
-        Self { host_failures_tolerated: tolerated, fatal_host_losses: fatal, per_host }
+        Self {
+            host_failures_tolerated: tolerated,
+            fatal_host_losses: fatal,
+            per_host,
+        }
     }
 }

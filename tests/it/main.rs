@@ -1,7 +1,13 @@
-//! One integration-test binary (one link). Each module checks kbs's output with the real tool
-//! that will consume it: openssl, an etcd cluster, the kbs binary itself.
+//! kbs's integration tests: one binary, one module per area (matklad's "one test binary").
+//! The pki modules check kbs's output with the real tools that consume it: openssl, etcd.
 
-mod pki_common;
+mod common;
 mod etcd;
+mod inventory_errors;
+mod kubeadm_fields;
 mod pki;
+mod pki_common;
+mod plan;
+mod real_tools;
+mod render;
 mod tls;

@@ -12,7 +12,9 @@ use kbs::plan::ClusterPlan;
 use kbs::state::StateDir;
 use time::{Duration, OffsetDateTime};
 
-use crate::pki_common::{Cluster, ext, kbs, kubeconfig_field, openssl, subject, verifies, x509_text};
+use crate::pki_common::{
+    Cluster, ext, kbs, kubeconfig_field, openssl, subject, verifies, x509_text,
+};
 
 const HOSTS: [(&str, &str); 3] = [
     ("n1", "10.0.0.11"),

@@ -1,0 +1,286 @@
+//! What templates see: plain serialisable values computed from the plan, one context per host.
+//! Every derived string (URLs, `host:port`, taints) is computed here so templates stay dumb.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::inventory::{EndpointMode, HostName, Role};
+use crate::plan::{ClusterPlan, EtcdMember, PlannedHost};
+
+use super::RenderInputs;
+
+/// Shown where a value is only known at apply time and none was given.
+pub const VIP_INTERFACE_PLACEHOLDER: &str = "${KBS_VIP_INTERFACE}";
+
+const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane";
+const KUBE_VIP_IMAGE: &str = "ghcr.io/kube-vip/kube-vip:v1.0.3";
+
+#[derive(Serialize)]
+pub struct HostContext<'a> {
+    cluster: ClusterCtx,
+    endpoint: EndpointCtx,
+    etcd: EtcdCtx,
+    control_planes: Vec<ControlPlaneCtx>,
+    host: HostCtx,
+    join: &'a super::JoinSecrets,
+    /// Only for hosts in a vip or kube-vip front.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vip: Option<VipCtx>,
+    containerd: ContainerdCtx,
+}
+
+#[derive(Serialize)]
+struct ClusterCtx {
+    name: String,
+    kubernetes_version: String,
+    pod_subnet: String,
+    service_subnet: String,
+    dns_domain: String,
+    encryption_algorithm: &'static str,
+    /// Extra API server SANs: the endpoint's address and the inventory's extra_sans.
+    cert_sans: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct EndpointCtx {
+    mode: &'static str,
+    /// `address:port`, kubeadm's controlPlaneEndpoint.
+    control_plane_endpoint: String,
+    port: u16,
+    apiserver_port: u16,
+}
+
+#[derive(Serialize)]
+struct EtcdCtx {
+    /// Every member's client URL.
+    endpoints: Vec<String>,
+    /// `name=peerURL,...` for every founding member.
+    initial_cluster: String,
+    initial_cluster_token: String,
+}
+
+#[derive(Serialize)]
+pub struct MemberCtx {
+    name: String,
+    data_dir: String,
+    client_url: String,
+    local_client_url: String,
+    peer_url: String,
+    metrics_url: String,
+}
+
+#[derive(Serialize)]
+struct ControlPlaneCtx {
+    name: String,
+    /// `addr:apiserver_port`, an haproxy backend.
+    apiserver: String,
+}
+
+#[derive(Serialize)]
+struct HostCtx {
+    name: String,
+    address: String,
+    control_plane: bool,
+    /// Runs keepalived + haproxy or kube-vip.
+    front: bool,
+    /// kubeadm `nodeRegistration.taints`, always written: an absent list means kubeadm's default.
+    taints: Vec<Taint>,
+    ignore_preflight_errors: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Taint {
+    key: &'static str,
+    effect: &'static str,
+}
+
+#[derive(Serialize)]
+struct VipCtx {
+    address: String,
+    /// The VIP as it appears in a URL (IPv6 in brackets).
+    url_host: String,
+    prefix_len: u8,
+    interface: String,
+    /// keepalived's VRRP instance name.
+    instance: String,
+    state: &'static str,
+    priority: u8,
+    virtual_router_id: u8,
+    /// The other front hosts' addresses (unicast VRRP).
+    peers: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ContainerdCtx {
+    sandbox_image: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct KubeVipCtx {
+    pub image: &'static str,
+    /// Host path mounted as kube-vip's kubeconfig.
+    pub kubeconfig: &'static str,
+}
+
+impl KubeVipCtx {
+    pub fn new(kubeconfig: &'static str) -> Self {
+        Self {
+            image: KUBE_VIP_IMAGE,
+            kubeconfig,
+        }
+    }
+}
+
+impl<'a> HostContext<'a> {
+    pub fn new(plan: &ClusterPlan, host: &PlannedHost, inputs: &'a RenderInputs) -> Self {
+        let inv = &plan.inventory;
+        let e = &inv.endpoint;
+        let front = plan.front.hosts.contains(&host.name);
+        let control_plane = host.has(Role::ControlPlane);
+        let mut cert_sans = vec![bare(&e.address)];
+        for san in inv.pki.extra_sans.iter().map(bare) {
+            if !cert_sans.contains(&san) {
+                cert_sans.push(san);
+            }
+        }
+        let vip = (front && matches!(e.mode, EndpointMode::Vip | EndpointMode::KubeVip))
+            .then(|| vip(plan, host, inputs));
+        Self {
+            cluster: ClusterCtx {
+                name: inv.cluster.name.clone(),
+                kubernetes_version: inv.cluster.kubernetes_version.to_string(),
+                pod_subnet: inv.cluster.pod_subnet.to_string(),
+                service_subnet: inv.cluster.service_subnet.to_string(),
+                dns_domain: inv.cluster.dns_domain.clone(),
+                encryption_algorithm: inv.pki.algorithm.kubeadm_name(),
+                cert_sans,
+            },
+            endpoint: EndpointCtx {
+                mode: e.mode.as_str(),
+                control_plane_endpoint: plan.front.endpoint.clone(),
+                port: e.port,
+                apiserver_port: plan.front.apiserver_port,
+            },
+            etcd: EtcdCtx {
+                endpoints: plan.etcd.iter().map(EtcdMember::client_url).collect(),
+                initial_cluster: plan
+                    .etcd
+                    .iter()
+                    .map(|m| format!("{}={}", m.name, m.peer_url()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                initial_cluster_token: format!("kbs-{}", inv.cluster.name),
+            },
+            control_planes: plan
+                .control_planes()
+                .map(|h| ControlPlaneCtx {
+                    name: h.name.clone(),
+                    apiserver: host_port(h.address, plan.front.apiserver_port),
+                })
+                .collect(),
+            host: HostCtx {
+                name: host.name.clone(),
+                address: host.address.to_string(),
+                control_plane,
+                front,
+                taints: if control_plane && !host.has(Role::Worker) {
+                    vec![Taint {
+                        key: CONTROL_PLANE_TAINT,
+                        effect: "NoSchedule",
+                    }]
+                } else {
+                    Vec::new()
+                },
+                ignore_preflight_errors: ignore_preflight_errors(plan, control_plane),
+            },
+            join: &inputs.join,
+            vip,
+            containerd: ContainerdCtx {
+                sandbox_image: sandbox_image(inv.cluster.kubernetes_version.minor),
+            },
+        }
+    }
+}
+
+impl MemberCtx {
+    pub fn new(m: &EtcdMember) -> Self {
+        Self {
+            name: m.name.clone(),
+            data_dir: m.data_dir.display().to_string(),
+            client_url: m.client_url(),
+            local_client_url: format!("https://127.0.0.1:{}", m.client_port),
+            peer_url: m.peer_url(),
+            metrics_url: format!("http://127.0.0.1:{}", m.metrics_port),
+        }
+    }
+}
+
+/// A SAN as kubeadm takes it: no brackets around IPv6.
+fn bare(name: &HostName) -> String {
+    match name {
+        HostName::Ip(ip) => ip.to_string(),
+        HostName::Dns(n) => n.clone(),
+    }
+}
+
+fn host_port(ip: IpAddr, port: u16) -> String {
+    format!("{}:{port}", HostName::Ip(ip))
+}
+
+/// kubeadm preflight checks that kbs's layout trips on purpose.
+fn ignore_preflight_errors(plan: &ClusterPlan, control_plane: bool) -> Vec<&'static str> {
+    let mut checks = Vec::new();
+    if control_plane {
+        // Debian's etcd 3.4 is older than kubeadm's minimum; kbs checks etcd health itself.
+        checks.push("ExternalEtcdVersion");
+        // A control-plane join refuses a non-empty manifests dir; kube-vip's pod is already there.
+        if plan.front.mode == EndpointMode::KubeVip {
+            checks.push("DirAvailable--etc-kubernetes-manifests");
+        }
+    }
+    checks
+}
+
+fn vip(plan: &ClusterPlan, host: &PlannedHost, inputs: &RenderInputs) -> VipCtx {
+    let e = &plan.inventory.endpoint;
+    let first = plan
+        .first_control_plane()
+        .is_some_and(|f| f.name == host.name);
+    let prefix_len = if matches!(e.address, HostName::Ip(IpAddr::V6(_))) {
+        128
+    } else {
+        32
+    };
+    let interface = e
+        .interface
+        .clone()
+        .or_else(|| inputs.vip_interfaces.get(&host.name).cloned())
+        .unwrap_or_else(|| VIP_INTERFACE_PLACEHOLDER.to_string());
+    VipCtx {
+        address: bare(&e.address),
+        url_host: e.address.to_string(),
+        prefix_len,
+        interface,
+        instance: format!("{}_api", plan.inventory.cluster.name.replace('-', "_")),
+        state: if first { "MASTER" } else { "BACKUP" },
+        priority: if first { 101 } else { 100 },
+        virtual_router_id: e.virtual_router_id,
+        peers: plan
+            .hosts
+            .iter()
+            .filter(|h| h.name != host.name && plan.front.hosts.contains(&h.name))
+            .map(|h| h.address.to_string())
+            .collect(),
+    }
+}
+
+/// The pause image kubeadm expects for a Kubernetes minor; a mismatch makes kubeadm warn and
+/// the kubelet pull a second image.
+fn sandbox_image(minor: u32) -> &'static str {
+    if minor >= 34 {
+        "registry.k8s.io/pause:3.10.1"
+    } else {
+        "registry.k8s.io/pause:3.10"
+    }
+}

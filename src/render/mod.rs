@@ -1,0 +1,244 @@
+//! The rendering layer: a pure function from a `ClusterPlan` to the files `kbs apply` places on
+//! each host (kubeadm configs, etcd units, the front, host settings). Certificates are not part
+//! of it; the configs reference kubeadm's standard paths under /etc/kubernetes/pki.
+//!
+//! Same plan, same inputs → byte-identical output: apply compares hashes of these files with
+//! what the hosts hold to decide what to change. See docs/render.md.
+
+mod check;
+mod context;
+mod templates;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::inventory::{EndpointMode, Role};
+use crate::plan::{ClusterPlan, PlannedHost};
+
+pub use context::VIP_INTERFACE_PLACEHOLDER;
+use context::{HostContext, KubeVipCtx, MemberCtx};
+pub use templates::Templates;
+
+/// Where kbs keeps the kube-vip manifest for the `kubeadm init` node's first start; apply copies
+/// it over /etc/kubernetes/manifests/kube-vip.yaml before `kubeadm init` and restores the
+/// rendered one afterwards.
+pub const KUBE_VIP_BOOTSTRAP_PATH: &str = "/etc/kbs/kube-vip/bootstrap.yaml";
+
+/// Placeholders written when a value is only known at apply time (see `RenderInputs::default`).
+pub const JOIN_TOKEN_PLACEHOLDER: &str = "${KBS_JOIN_TOKEN}";
+pub const CA_CERT_HASH_PLACEHOLDER: &str = "${KBS_CA_CERT_HASH}";
+
+/// One file as it must exist on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    /// Absolute path on the host.
+    pub path: PathBuf,
+    pub mode: u32,
+    pub content: Vec<u8>,
+}
+
+impl RenderedFile {
+    /// True when the file still holds an apply-time placeholder (`${KBS_...}`); apply must never
+    /// upload such a file.
+    pub fn has_placeholder(&self) -> bool {
+        self.content.windows(6).any(|w| w == b"${KBS_")
+    }
+}
+
+/// The kubeadm join discovery, known only once the bootstrap token exists and the cluster CA is
+/// made. Files holding it are mode 0600.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JoinSecrets {
+    /// `[a-z0-9]{6}.[a-z0-9]{16}`; also pre-set in the init node's `bootstrapTokens`.
+    pub token: String,
+    /// `sha256:<hex>` of the cluster CA's SubjectPublicKeyInfo.
+    pub ca_cert_hashes: Vec<String>,
+}
+
+/// What only apply knows. `Default` gives placeholders, which `kbs render` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderInputs {
+    pub join: JoinSecrets,
+    /// Host name → the NIC carrying the VIP, found from facts; used when the inventory sets no
+    /// `endpoint.interface`.
+    pub vip_interfaces: BTreeMap<String, String>,
+}
+
+impl Default for RenderInputs {
+    fn default() -> Self {
+        Self {
+            join: JoinSecrets {
+                token: JOIN_TOKEN_PLACEHOLDER.into(),
+                ca_cert_hashes: vec![CA_CERT_HASH_PLACEHOLDER.into()],
+            },
+            vip_interfaces: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum RenderError {
+    #[error("template {name}: {message}")]
+    #[diagnostic(help("every variable a template uses must exist; docs/render.md lists them"))]
+    Template { name: String, message: String },
+    #[error("template {template} rendered an invalid {path}: {message}")]
+    #[diagnostic(help("check the override of {template} in --templates"))]
+    Invalid {
+        template: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{} overrides no built-in template", path.display())]
+    #[diagnostic(help("name override files like the built-in templates: {known}"))]
+    UnknownOverride { path: PathBuf, known: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("built-in template {0} is missing or not UTF-8")]
+    Builtin(String),
+}
+
+impl RenderError {
+    fn template(name: &str, e: tera::Error) -> Self {
+        // tera's report is in Display; causes (e.g. a filter's error) hang off source().
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        Self::Template {
+            name: name.trim_start_matches("builtin/").to_string(),
+            message,
+        }
+    }
+}
+
+/// Every host's files, keyed by host name; each list sorted by path.
+pub fn render_host_files(
+    plan: &ClusterPlan,
+    templates: &Templates,
+    inputs: &RenderInputs,
+) -> Result<BTreeMap<String, Vec<RenderedFile>>, RenderError> {
+    let mut out = BTreeMap::new();
+    for host in &plan.hosts {
+        let mut files = host_files(plan, host, templates, inputs)?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        out.insert(host.name.clone(), files);
+    }
+    Ok(out)
+}
+
+fn host_files(
+    plan: &ClusterPlan,
+    host: &PlannedHost,
+    templates: &Templates,
+    inputs: &RenderInputs,
+) -> Result<Vec<RenderedFile>, RenderError> {
+    let ctx = tera::Context::from_serialize(&HostContext::new(plan, host, inputs))
+        .map_err(|e| RenderError::template("(context)", e))?;
+    let mut r = Renderer {
+        templates,
+        ctx,
+        files: Vec::new(),
+    };
+    let first = plan
+        .first_control_plane()
+        .is_some_and(|f| f.name == host.name);
+    let kube_node = host.has(Role::ControlPlane) || host.has(Role::Worker);
+
+    if kube_node {
+        r.file("modules-load.conf", "/etc/modules-load.d/kbs.conf", 0o644)?;
+        r.file("sysctl.conf", "/etc/sysctl.d/90-kbs.conf", 0o644)?;
+        r.file(
+            "containerd-config.toml",
+            "/etc/containerd/config.toml",
+            0o644,
+        )?;
+        r.file(
+            "10-kubeadm.conf",
+            "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+            0o644,
+        )?;
+        // Both hold the bootstrap token.
+        let kubeadm = if first {
+            "kubeadm-init.yaml"
+        } else {
+            "kubeadm-join.yaml"
+        };
+        let name = if first { "init.yaml" } else { "join.yaml" };
+        r.file(kubeadm, &format!("/etc/kubernetes/kubeadm/{name}"), 0o600)?;
+    }
+
+    let members: Vec<_> = plan.etcd.iter().filter(|m| m.host == host.name).collect();
+    if !members.is_empty() {
+        r.file(
+            "kbs-etcd@.service",
+            "/etc/systemd/system/kbs-etcd@.service",
+            0o644,
+        )?;
+        for m in members {
+            r.ctx.insert("member", &MemberCtx::new(m));
+            r.file(
+                "etcd-member.env",
+                &format!("/etc/kbs/etcd/{}.env", m.name),
+                0o600,
+            )?;
+        }
+        r.ctx.remove("member");
+    }
+
+    if plan.front.hosts.contains(&host.name) {
+        match plan.front.mode {
+            EndpointMode::Vip => {
+                r.file("keepalived.conf", "/etc/keepalived/keepalived.conf", 0o644)?;
+                r.file(
+                    "check_apiserver.sh",
+                    "/etc/keepalived/check_apiserver.sh",
+                    0o755,
+                )?;
+                r.file("haproxy.cfg", "/etc/haproxy/haproxy.cfg", 0o644)?;
+            }
+            EndpointMode::KubeVip => {
+                r.ctx
+                    .insert("kube_vip", &KubeVipCtx::new("/etc/kubernetes/admin.conf"));
+                r.file(
+                    "kube-vip.yaml",
+                    "/etc/kubernetes/manifests/kube-vip.yaml",
+                    0o600,
+                )?;
+                if first {
+                    r.ctx.insert(
+                        "kube_vip",
+                        &KubeVipCtx::new("/etc/kubernetes/super-admin.conf"),
+                    );
+                    r.file("kube-vip.yaml", KUBE_VIP_BOOTSTRAP_PATH, 0o600)?;
+                }
+            }
+            EndpointMode::External | EndpointMode::Dns => {}
+        }
+    }
+    Ok(r.files)
+}
+
+struct Renderer<'a> {
+    templates: &'a Templates,
+    ctx: tera::Context,
+    files: Vec<RenderedFile>,
+}
+
+impl Renderer<'_> {
+    fn file(&mut self, template: &str, path: &str, mode: u32) -> Result<(), RenderError> {
+        let text = self.templates.render(template, &self.ctx)?;
+        let path = Path::new(path);
+        check::parses(template, path, &text)?;
+        self.files.push(RenderedFile {
+            path: path.to_path_buf(),
+            mode,
+            content: text.into_bytes(),
+        });
+        Ok(())
+    }
+}

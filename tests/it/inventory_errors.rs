@@ -1,0 +1,382 @@
+//! Every rejected inventory gets an error naming the file, line, column and field, with what
+//! would be valid, and a non-zero exit.
+
+use crate::common::{kbs, write_inventory};
+
+const VALID: &str = r#"[cluster]
+name = "edge-1"
+kubernetes_version = "1.31.4"
+pod_subnet = "10.244.0.0/16"
+service_subnet = "10.96.0.0/12"
+
+[endpoint]
+mode = "vip"
+address = "192.0.2.100"
+port = 8443
+
+[[host]]
+name = "node-1"
+address = "192.0.2.11"
+
+[[host]]
+name = "node-2"
+address = "192.0.2.12"
+
+[[host]]
+name = "node-3"
+address = "192.0.2.13"
+"#;
+
+/// Replaces the first occurrence of `from` in the valid inventory, runs `kbs plan` and returns
+/// stderr after checking the exit code and that stdout is empty.
+fn plan_error(from: &str, to: &str) -> String {
+    assert!(
+        VALID.contains(from),
+        "test bug: `{from}` not in the base inventory"
+    );
+    plan_error_text(&VALID.replacen(from, to, 1))
+}
+
+fn plan_error_text(text: &str) -> String {
+    let (_dir, path) = write_inventory(text);
+    let out = kbs().arg("plan").arg(&path).output().expect("run kbs");
+    let stderr = String::from_utf8(out.stderr).expect("utf-8");
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout when the inventory is bad"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn assert_has(stderr: &str, expected: &[&str]) {
+    for e in expected {
+        assert!(stderr.contains(e), "expected `{e}` in:\n{stderr}");
+    }
+}
+
+#[test]
+fn the_base_inventory_is_valid() {
+    let (_dir, path) = write_inventory(VALID);
+    kbs().arg("plan").arg(&path).assert().success();
+}
+
+#[test]
+fn toml_syntax_error() {
+    let e = plan_error("name = \"edge-1\"", "name = \"edge-1");
+    assert_has(&e, &["inventory.toml:2:", "fix the TOML syntax"]);
+}
+
+#[test]
+fn unknown_or_misspelt_keys() {
+    let e = plan_error("pod_subnet", "pod_subnett");
+    assert_has(
+        &e,
+        &[
+            "unknown field `pod_subnett`",
+            "inventory.toml:4:1",
+            "did you mean `pod_subnet`?",
+        ],
+    );
+    let e = plan_error(
+        "address = \"192.0.2.12\"",
+        "address = \"192.0.2.12\"\nrole = [\"worker\"]",
+    );
+    assert_has(
+        &e,
+        &[
+            "unknown field `role`",
+            "inventory.toml:19:1",
+            "did you mean `roles`?",
+        ],
+    );
+    let e = plan_error("[endpoint]", "[endpoint]\nvip = true");
+    assert_has(&e, &["unknown field `vip`", "inventory.toml:8:1"]);
+}
+
+#[test]
+fn missing_section() {
+    let text = VALID.replace(
+        "[endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\nport = 8443\n",
+        "",
+    );
+    let e = plan_error_text(&text);
+    assert_has(&e, &["missing field `endpoint`", "inventory.toml:1:1"]);
+}
+
+#[test]
+fn duplicate_host_names() {
+    let e = plan_error("name = \"node-2\"", "name = \"node-1\"");
+    assert_has(
+        &e,
+        &[
+            "host.name `node-1` is used twice",
+            "inventory.toml:17:8",
+            "first `node-1` is on line 13",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_host_addresses() {
+    let e = plan_error("address = \"192.0.2.13\"", "address = \"192.0.2.11\"");
+    assert_has(
+        &e,
+        &[
+            "host.address 192.0.2.11 is used twice",
+            "inventory.toml:22:11",
+            "first used on line 14",
+        ],
+    );
+}
+
+#[test]
+fn address_that_is_not_an_ip() {
+    let e = plan_error(
+        "address = \"192.0.2.12\"",
+        "address = \"node-2.example.com\"",
+    );
+    assert_has(
+        &e,
+        &[
+            "host.address `node-2.example.com` is not an IP address",
+            "inventory.toml:18:11",
+            "host names are not accepted",
+        ],
+    );
+}
+
+#[test]
+fn bad_cidr() {
+    let e = plan_error("10.244.0.0/16", "10.244.0.0/33");
+    assert_has(
+        &e,
+        &[
+            "cluster.pod_subnet `10.244.0.0/33` is not a CIDR",
+            "inventory.toml:4:14",
+        ],
+    );
+    let e = plan_error("10.244.0.0/16", "10.244.1.0/16");
+    assert_has(&e, &["has host bits set", "\"10.244.0.0/16\""]);
+    let e = plan_error("10.96.0.0/12", "10.0.0.0/8");
+    assert_has(&e, &["larger than the API server accepts", "/12 or longer"]);
+}
+
+#[test]
+fn overlapping_cidrs() {
+    let e = plan_error("10.96.0.0/12", "10.244.128.0/17");
+    assert_has(
+        &e,
+        &[
+            "cluster.service_subnet 10.244.128.0/17 overlaps cluster.pod_subnet 10.244.0.0/16",
+            "inventory.toml:5:18",
+            "disjoint",
+        ],
+    );
+}
+
+#[test]
+fn host_inside_a_cluster_subnet() {
+    let e = plan_error("192.0.2.13", "10.96.0.13");
+    assert_has(
+        &e,
+        &[
+            "host.address 10.96.0.13 lies inside cluster.service_subnet 10.96.0.0/12",
+            "inventory.toml:22:11",
+        ],
+    );
+}
+
+#[test]
+fn unknown_endpoint_mode() {
+    let e = plan_error("mode = \"vip\"", "mode = \"keepalived\"");
+    assert_has(
+        &e,
+        &[
+            "unknown variant `keepalived`",
+            "`vip`, `kube-vip`, `external`",
+            "inventory.toml:8:8",
+            "remove the value or use one",
+        ],
+    );
+}
+
+#[test]
+fn unknown_role() {
+    let e = plan_error(
+        "address = \"192.0.2.13\"",
+        "address = \"192.0.2.13\"\nroles = [\"master\"]",
+    );
+    assert_has(
+        &e,
+        &[
+            "unknown variant `master`",
+            "`control-plane`, `etcd`",
+            "inventory.toml:23:10",
+        ],
+    );
+    let e = plan_error(
+        "address = \"192.0.2.13\"",
+        "address = \"192.0.2.13\"\nroles = [\"worke\"]",
+    );
+    assert_has(&e, &["did you mean `worker`?"]);
+}
+
+#[test]
+fn cluster_name_not_a_dns_label() {
+    let e = plan_error("name = \"edge-1\"", "name = \"Edge_1\"");
+    assert_has(
+        &e,
+        &[
+            "cluster.name `Edge_1` is not a DNS label",
+            "inventory.toml:2:8",
+            "lower-case letters",
+        ],
+    );
+}
+
+#[test]
+fn not_a_kubernetes_version() {
+    let e = plan_error("1.31.4", "1.31");
+    assert_has(
+        &e,
+        &[
+            "cluster.kubernetes_version `1.31` is not a Kubernetes version",
+            "inventory.toml:3:22",
+            "\"1.31.4\"",
+        ],
+    );
+    let e = plan_error("1.31.4", "1.28.2");
+    assert_has(&e, &["v1.28.2 is not supported", "1.31.x"]);
+}
+
+#[test]
+fn even_etcd_member_count() {
+    let e = plan_error("[[host]]", "[etcd]\nmembers = 2\n\n[[host]]");
+    assert_has(
+        &e,
+        &[
+            "etcd.members = 2 must be odd",
+            "inventory.toml:13:11",
+            "1, 3, 5 or 7",
+        ],
+    );
+}
+
+#[test]
+fn more_than_seven_etcd_members() {
+    let e = plan_error("[[host]]", "[etcd]\nmembers = 9\n\n[[host]]");
+    assert_has(
+        &e,
+        &["etcd.members = 9 must be at most 7", "inventory.toml:13:11"],
+    );
+}
+
+#[test]
+fn more_members_than_hosts_and_dirs_hold() {
+    let e = plan_error("[[host]]", "[etcd]\nmembers = 5\n\n[[host]]");
+    assert_has(
+        &e,
+        &[
+            "5 etcd members do not fit: the etcd hosts and data dirs hold 3",
+            "inventory.toml:13:11",
+            "etcd_data_dirs",
+        ],
+    );
+    // The same five fit once one host lists more data dirs.
+    let text = VALID
+        .replacen("[[host]]", "[etcd]\nmembers = 5\n\n[[host]]", 1)
+        .replace(
+            "address = \"192.0.2.13\"",
+            "address = \"192.0.2.13\"\netcd_data_dirs = [\"/d1/etcd\", \"/d2/etcd\", \"/d3/etcd\"]",
+        );
+    let (_dir, path) = write_inventory(&text);
+    kbs().arg("plan").arg(&path).assert().success();
+}
+
+#[test]
+fn explicit_roles_with_an_even_member_count() {
+    let text = VALID
+        .replace(
+            "address = \"192.0.2.11\"",
+            "address = \"192.0.2.11\"\nroles = [\"control-plane\", \"etcd\"]",
+        )
+        .replace(
+            "address = \"192.0.2.12\"",
+            "address = \"192.0.2.12\"\nroles = [\"etcd\"]",
+        );
+    let e = plan_error_text(&text);
+    assert_has(
+        &e,
+        &[
+            "the etcd hosts give 2 members, which is even",
+            "inventory.toml:12:1",
+        ],
+    );
+}
+
+#[test]
+fn endpoint_address_equal_to_a_host_address() {
+    let e = plan_error("address = \"192.0.2.100\"", "address = \"192.0.2.12\"");
+    assert_has(
+        &e,
+        &[
+            "endpoint.address 192.0.2.12 is the address of host `node-2`",
+            "inventory.toml:9:11",
+            "survives the loss of any one host",
+        ],
+    );
+}
+
+#[test]
+fn vip_that_is_not_an_ip() {
+    let e = plan_error("address = \"192.0.2.100\"", "address = \"api.example.com\"");
+    assert_has(
+        &e,
+        &[
+            "endpoint.address `api.example.com` is not an IP address",
+            "mode \"vip\" announces a virtual IP",
+        ],
+    );
+}
+
+#[test]
+fn empty_host_list() {
+    let text = &VALID[..VALID.find("[[host]]").expect("hosts")];
+    let e = plan_error_text(text);
+    assert_has(
+        &e,
+        &[
+            "the inventory lists no hosts",
+            "inventory.toml:1:1",
+            "add at least one [[host]]",
+        ],
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = VALID
+        .replace("\"edge-1\"", "\"Edge\"")
+        .replace("192.0.2.12", "192.0.2.300");
+    let e = plan_error_text(&text);
+    assert_has(
+        &e,
+        &["2 errors in", "inventory.toml:2:8", "inventory.toml:18:11"],
+    );
+}
+
+#[test]
+fn missing_inventory_file() {
+    let out = kbs()
+        .args(["plan", "/nonexistent/inventory.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read inventory /nonexistent/inventory.toml"),
+        "{stderr}"
+    );
+}

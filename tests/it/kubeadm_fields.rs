@@ -1,0 +1,169 @@
+//! Every field kbs writes into a kubeadm document exists in kubeadm's v1beta4 types, as
+//! `kubeadm config validate` (strict decoding) would insist; component configs against the
+//! fields kbs sets, with their upstream sources (tests/fixtures/README.md).
+
+use serde_json::Value;
+
+use kbs::render::RenderInputs;
+
+use crate::common::{files_ending, root, text};
+
+fn fixture(name: &str) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(root().join(format!("tests/fixtures/{name}"))).unwrap(),
+    )
+    .unwrap()
+}
+
+const SCALARS: [&str; 7] = [
+    "string", "bool", "int", "int32", "duration", "time", "quantity",
+];
+
+/// Checks `value` against the type named `ty` in the field list; returns the bad field paths.
+fn check(fields: &Value, ty: &str, value: &Value, path: &str, bad: &mut Vec<String>) {
+    let ty = ty.trim_start_matches('*');
+    if let Some(elem) = ty.strip_prefix("[]") {
+        match value.as_array() {
+            Some(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| check(fields, elem, v, &format!("{path}[{i}]"), bad)),
+            None => bad.push(format!("{path}: expected a list")),
+        }
+        return;
+    }
+    if ty.starts_with("map[") || SCALARS.contains(&ty) {
+        return;
+    }
+    if let Some(e) = fields["enums"].get(ty) {
+        if !e["values"].as_array().unwrap().contains(value) {
+            bad.push(format!("{path}: {value} is not one of {}", e["values"]));
+        }
+        return;
+    }
+    let def = fields["structs"]
+        .get(ty)
+        .or_else(|| fields["externalStructs"].get(ty));
+    let Some(def) = def else {
+        // Go enum-ish strings the list types only by Go name (TaintEffect, HostPathType...).
+        assert!(value.is_string(), "{path}: unknown type {ty}");
+        return;
+    };
+    let Some(map) = value.as_object() else {
+        bad.push(format!("{path}: expected a mapping for {ty}"));
+        return;
+    };
+    for (k, v) in map {
+        match def["fields"].get(k) {
+            Some(f) => check(
+                fields,
+                f["type"].as_str().unwrap(),
+                v,
+                &format!("{path}.{k}"),
+                bad,
+            ),
+            None => bad.push(format!("{path}.{k}: no such field in {ty}")),
+        }
+    }
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple(yaml).unwrap()
+}
+
+#[test]
+fn every_kubeadm_field_exists_in_v1beta4() {
+    let fields = fixture("kubeadm-v1beta4-fields.json");
+    let components = fixture("component-config-fields.json");
+    let mut files = files_ending(&RenderInputs::default(), "/init.yaml");
+    files.extend(files_ending(&RenderInputs::default(), "/join.yaml"));
+    let mut kinds_seen = std::collections::BTreeSet::new();
+    for (case, host, f) in files {
+        for doc in documents(text(&f)) {
+            let api = doc["apiVersion"].as_str().unwrap();
+            let kind = doc["kind"].as_str().unwrap();
+            kinds_seen.insert(kind.to_string());
+            let at = format!("{case}/{host}:{}:{kind}", f.path.display());
+            let mut bad = Vec::new();
+            if api == "kubeadm.k8s.io/v1beta4" {
+                assert!(
+                    fields["kinds"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|k| k == kind),
+                    "{at}: unknown kind"
+                );
+                check(&fields, kind, &doc, "", &mut bad);
+            } else {
+                let allowed = components["kinds"]
+                    .get(format!("{api}/{kind}"))
+                    .unwrap_or_else(|| panic!("{at}: unknown {api}"));
+                let allowed = allowed.as_array().unwrap();
+                bad.extend(
+                    doc.as_object()
+                        .unwrap()
+                        .keys()
+                        .filter(|k| !allowed.iter().any(|a| a == *k))
+                        .cloned(),
+                );
+            }
+            assert!(bad.is_empty(), "{at}: {bad:?}");
+        }
+    }
+    let expected = [
+        "ClusterConfiguration",
+        "InitConfiguration",
+        "JoinConfiguration",
+        "KubeProxyConfiguration",
+        "KubeletConfiguration",
+    ];
+    assert_eq!(kinds_seen.into_iter().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn the_field_check_catches_a_misspelt_field() {
+    let fields = fixture("kubeadm-v1beta4-fields.json");
+    let doc = &documents(
+        "kind: ClusterConfiguration\ncontrolPlaneEndPoint: x\nnetworking: {podSubnets: y}\nencryptionAlgorithm: RSA-1024\n",
+    )[0];
+    let mut bad = Vec::new();
+    check(&fields, "ClusterConfiguration", doc, "", &mut bad);
+    assert_eq!(bad.len(), 3, "{bad:?}");
+}
+
+#[test]
+fn kubeadm_documents_hold_what_the_plan_says() {
+    for (case, _, f) in files_ending(&RenderInputs::default(), "/init.yaml") {
+        let docs = documents(text(&f));
+        let cluster = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterConfiguration")
+            .unwrap();
+        for key in [
+            "kubernetesVersion",
+            "controlPlaneEndpoint",
+            "clusterName",
+            "encryptionAlgorithm",
+        ] {
+            assert!(
+                cluster[key].as_str().is_some_and(|s| !s.is_empty()),
+                "{case}: {key}"
+            );
+        }
+        assert!(cluster["etcd"].get("local").is_none(), "{case}");
+        let kubelet = docs
+            .iter()
+            .find(|d| d["kind"] == "KubeletConfiguration")
+            .unwrap();
+        assert_eq!(kubelet["cgroupDriver"], "systemd", "{case}");
+        let init = docs
+            .iter()
+            .find(|d| d["kind"] == "InitConfiguration")
+            .unwrap();
+        assert!(
+            init["nodeRegistration"]["taints"].is_array(),
+            "{case}: taints must always be written"
+        );
+    }
+}
