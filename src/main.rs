@@ -3,6 +3,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Like other Unix tools, stop quietly when stdout is a closed pipe (`kbs plan ... | head`)
+    // instead of panicking in println!.
+    // SAFETY: called first, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = kbs::cli::Cli::parse();
     // Honour COLUMNS so error reports wrap where the caller wants (and not at all in tests).
     if let Some(width) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
