@@ -10,6 +10,7 @@ pub mod render;
 pub mod state;
 
 pub mod facts;
+pub mod phases;
 
 pub mod cli;
 pub mod commands;
