@@ -8,6 +8,7 @@ openssl.  Only the Python standard library and PyYAML are used.
 """
 
 import base64
+import concurrent.futures
 import datetime as dt
 import hashlib
 import hmac
@@ -61,10 +62,11 @@ ROOT = os.environ.get("KUBEADM_STANDIN_ROOT", "").rstrip("/")
 
 
 def rooted(path):
-    """Fixed host paths (/etc/kubernetes, /etc/systemd/system, /var/lib/kubelet, /run)
-    live under KUBEADM_STANDIN_ROOT so the self-test never touches the real /etc.
-    Paths taken from a config file are used as they are."""
-    return ROOT + path
+    """KUBEADM_STANDIN_ROOT works like a chroot for files: every absolute host path the
+    stand-ins read or write (fixed ones like /etc/kubernetes and /etc/systemd/system, and
+    those from config files like certificatesDir or etcd.external.caFile) lives under it.
+    So the self-test runs several "hosts" on one machine with production-like configs."""
+    return ROOT + path if path and path.startswith("/") and ROOT else path
 
 
 KUBE_DIR = rooted("/etc/kubernetes")
@@ -665,10 +667,10 @@ class Etcd:
     def __init__(self, endpoints, cacert, cert, key):
         self.endpoints, self.tls = list(endpoints), ["--cacert=" + cacert, "--cert=" + cert, "--key=" + key]
 
-    def _ctl(self, *args, input=None, endpoints=None, timeout=15):
+    def _ctl(self, *args, input=None, endpoints=None, timeout=15, command_timeout="8s"):
         env = dict(os.environ, ETCDCTL_API="3")
         cmd = ["etcdctl", "--endpoints=" + ",".join(endpoints or self.endpoints), *self.tls,
-               "--dial-timeout=3s", "--command-timeout=8s", *args]
+               "--dial-timeout=2s", "--command-timeout=" + command_timeout, *args]
         rc, out, err = run(cmd, input=input, timeout=timeout, env=env)
         if rc != 0:
             raise StandinError("etcdctl %s: %s" % (args[0], (err or out).decode(errors="replace").strip()))
@@ -698,16 +700,17 @@ class Etcd:
 
     def health(self):
         """(healthy?, per-endpoint text).  Healthy when at least one endpoint can
-        commit a proposal, i.e. the cluster has quorum (what an apiserver needs)."""
-        lines, ok = [], False
-        for ep in self.endpoints:
+        commit a proposal, i.e. the cluster has quorum (what an apiserver needs).
+        Endpoints are probed in parallel with short timeouts so /readyz answers fast."""
+        def probe(ep):
             try:
-                self._ctl("endpoint", "health", endpoints=[ep], timeout=10)
-                lines.append("%s is healthy" % ep)
-                ok = True
+                self._ctl("endpoint", "health", endpoints=[ep], timeout=6, command_timeout="2s")
+                return True, "%s is healthy" % ep
             except StandinError as e:
-                lines.append("%s is unhealthy: %s" % (ep, e))
-        return ok, "\n".join(lines)
+                return False, "%s is unhealthy: %s" % (ep, e)
+        with concurrent.futures.ThreadPoolExecutor(len(self.endpoints)) as pool:
+            results = list(pool.map(probe, self.endpoints))
+        return any(ok for ok, _ in results), "\n".join(text for _, text in results)
 
 
 # ---------------------------------------------------------------- API objects
