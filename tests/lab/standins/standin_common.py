@@ -652,12 +652,6 @@ class ApiClient:
             raise ApiError(resp.status, "%s %s: %d %s" % (method, path, resp.status, obj.get("message", "")))
         return obj
 
-    def server_cert_pem(self):
-        """The PEM certificate the server presented (used by discovery)."""
-        with socket.create_connection((self.host, self.port), timeout=self.timeout) as s:
-            with self.ctx.wrap_socket(s, server_hostname=self.host) as t:
-                return ssl.DER_cert_to_PEM_cert(t.getpeercert(True)).encode()
-
 
 # ---------------------------------------------------------------- etcd (real, via etcdctl)
 
