@@ -1,0 +1,783 @@
+"""Shared code of the kbs lab STAND-INS for kubeadm / kube-apiserver / kubelet.
+
+These are NOT Kubernetes.  They exist because the lab hosts cannot obtain the
+real binaries; they reproduce the parts of kubeadm's behaviour that kbs relies
+on (strict config decoding, preflight and certificate checks, token discovery)
+and talk to the REAL etcd (via etcdctl) and check certificates with the REAL
+openssl.  Only the Python standard library and PyYAML are used.
+"""
+
+import base64
+import concurrent.futures
+import datetime as dt
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import json
+import os
+import re
+import secrets
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+FIELDS_FILE = os.path.join(HERE, "kubeadm-v1beta4-fields.json")
+
+KUBEADM_GROUP = "kubeadm.k8s.io"
+KUBEADM_V1BETA4 = KUBEADM_GROUP + "/v1beta4"
+COMPONENT_CONFIGS = {
+    "kubelet.config.k8s.io/v1beta1": "KubeletConfiguration",
+    "kubeproxy.config.k8s.io/v1alpha1": "KubeProxyConfiguration",
+}
+# kubeadm's own table (util/config/common.go): versions it knows but no longer reads.
+OLD_KUBEADM_APIS = {
+    "kubeadm.k8s.io/v1alpha1": "v1.11", "kubeadm.k8s.io/v1alpha2": "v1.12",
+    "kubeadm.k8s.io/v1alpha3": "v1.14", "kubeadm.k8s.io/v1beta1": "v1.15",
+    "kubeadm.k8s.io/v1beta2": "v1.22",
+    # Real kubeadm 1.31-1.36 still reads v1beta3 with a deprecation warning.
+    # kbs targets v1beta4 only, so the stand-in refuses it (as kubeadm 1.37 does).
+    "kubeadm.k8s.io/v1beta3": "v1.36",
+}
+TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
+DEFAULT_TOKEN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
+
+
+class StandinError(Exception):
+    """An error that ends the command with exit status 1 and this message."""
+
+
+def log(*parts):
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- paths, version
+
+ROOT = os.environ.get("KUBEADM_STANDIN_ROOT", "").rstrip("/")
+
+
+def rooted(path):
+    """KUBEADM_STANDIN_ROOT works like a chroot for files: every absolute host path the
+    stand-ins read or write (fixed ones like /etc/kubernetes and /etc/systemd/system, and
+    those from config files like certificatesDir or etcd.external.caFile) lives under it.
+    So the self-test runs several "hosts" on one machine with production-like configs."""
+    return ROOT + path if path and path.startswith("/") and ROOT else path
+
+
+KUBE_DIR = rooted("/etc/kubernetes")
+MANIFESTS_DIR = rooted("/etc/kubernetes/manifests")
+DEFAULT_CERT_DIR = rooted("/etc/kubernetes/pki")
+SYSTEMD_DIR = rooted("/etc/systemd/system")
+KUBELET_DIR = rooted("/var/lib/kubelet")
+RUN_DIR = rooted("/run/kbs-standins")
+APISERVER_UNIT = "kube-apiserver-standin.service"
+NO_SYSTEMD = os.environ.get("KUBEADM_STANDIN_NO_SYSTEMD") == "1"
+
+
+def standin_version():
+    """The Kubernetes version the bundle was built for: env, else the VERSION file."""
+    v = os.environ.get("KUBEADM_STANDIN_VERSION")
+    if not v:
+        with open(os.path.join(HERE, "VERSION")) as f:
+            v = f.read().strip()
+    if not re.match(r"^v\d+\.\d+\.\d+$", v):
+        raise StandinError("stand-in VERSION %r is not of the form vMAJOR.MINOR.PATCH" % v)
+    return v
+
+
+def minor_of(version):
+    m = re.match(r"^v?(\d+)\.(\d+)", version or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def write_file(path, data, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w" if isinstance(data, str) else "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def now():
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def rfc3339(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(s):
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+GO_DURATION_RE = re.compile(r"^[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+$")
+
+
+def parse_duration(s):
+    """Go time.ParseDuration, seconds as float."""
+    if s in ("0", "-0", "+0"):
+        return 0.0
+    if not isinstance(s, str) or not GO_DURATION_RE.match(s):
+        raise ValueError("time: invalid duration %r" % s)
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    sign = -1 if s.startswith("-") else 1
+    return sign * sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", s))
+
+
+# ---------------------------------------------------------------- YAML loading
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML loader that behaves like sigs.k8s.io/yaml for our purposes:
+    timestamps stay strings and duplicate keys are errors (strict decoding)."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise StandinError('strict decoding error: yaml: unmarshal errors:\n  line %d: key "%s" already set in map'
+                               % (key_node.start_mark.line + 1, key))
+        seen[key] = True
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml_documents(text):
+    try:
+        return [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
+    except yaml.YAMLError as e:
+        raise StandinError("error converting YAML to JSON: %s" % e)
+
+
+# ---------------------------------------------------------------- strict decoding
+
+_FIELDS = None
+
+
+def field_spec():
+    global _FIELDS
+    if _FIELDS is None:
+        with open(FIELDS_FILE) as f:
+            _FIELDS = json.load(f)
+    return _FIELDS
+
+
+def _struct(name):
+    spec = field_spec()
+    return spec["structs"].get(name) or spec["externalStructs"].get(name)
+
+
+def _since_minor(since):
+    """'1.35' -> 35; v1beta4-era markers ('v1beta4 (1.31)', 'after 1.31 ...') -> None."""
+    m = re.match(r"^(?:k8s\.io/api )?1\.(\d+)", since or "")
+    return int(m.group(1)) if m else None
+
+
+def _gvk(api_version, kind):
+    group, _, version = api_version.rpartition("/")
+    return 'schema.GroupVersionKind{Group:"%s", Version:"%s", Kind:"%s"}' % (group, version, kind)
+
+
+def _check_value(value, typ, gopath, unknown, type_errors, kube_minor):
+    """Walk value against the field-list type `typ`, collecting unknown fields
+    (by JSON path) and type errors (json.Unmarshal wording)."""
+    if value is None:  # JSON null decodes to the zero value: never an error
+        return
+    base = typ.lstrip("*")
+
+    def bad(got):
+        type_errors.append("json: cannot unmarshal %s into Go struct field %s of type %s" % (got, ".".join(map(str, gopath)), base))
+
+    def json_kind(v):
+        if isinstance(v, bool):
+            return "bool"
+        if isinstance(v, (int, float)):
+            return "number"
+        if isinstance(v, str):
+            return "string"
+        if isinstance(v, list):
+            return "array"
+        return "object"
+
+    if base.startswith("[]"):
+        if not isinstance(value, list):
+            return bad(json_kind(value))
+        for item in value:
+            _check_value(item, base[2:], gopath, unknown, type_errors, kube_minor)
+        return
+    if base.startswith("map[string]"):
+        if not isinstance(value, dict):
+            return bad(json_kind(value))
+        for v in value.values():
+            _check_value(v, base[len("map[string]"):], gopath, unknown, type_errors, kube_minor)
+        return
+    struct = _struct(base)
+    if struct is not None:
+        if not isinstance(value, dict):
+            return bad(json_kind(value))
+        fields = struct["fields"]
+        for k, v in value.items():
+            spec = fields.get(k)
+            since = _since_minor(spec.get("since")) if spec else None
+            if spec is None or (since is not None and kube_minor < since):
+                unknown.append(".".join(gopath[1:] + [str(k)]))
+                continue
+            _check_value(v, spec["type"], gopath + [k], unknown, type_errors, kube_minor)
+        return
+    if base in ("bool",):
+        if not isinstance(value, bool):
+            bad(json_kind(value))
+    elif base in ("int", "int32"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad(json_kind(value) if not isinstance(value, float) else "number %s" % value)
+        elif base == "int32" and not -2**31 <= value < 2**31:
+            bad("number %d" % value)
+    elif base == "quantity":
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            bad(json_kind(value))
+    elif base == "duration":
+        if not isinstance(value, str):
+            bad(json_kind(value))
+        else:
+            try:
+                parse_duration(value)
+            except ValueError as e:
+                type_errors.append(str(e))
+    elif base == "time":
+        if not isinstance(value, str):
+            bad(json_kind(value))
+        else:
+            try:
+                parse_rfc3339(value)
+            except ValueError:
+                type_errors.append('parsing time "%s" as "2006-01-02T15:04:05Z07:00": cannot parse' % value)
+    else:  # string and string-based enum types (validated later, like kubeadm does)
+        if not isinstance(value, str):
+            bad(json_kind(value))
+
+
+def decode_documents(text, kube_version=None):
+    """Parse a multi-document kubeadm config like kubeadm's strict decoder.
+    Returns {kind: document}.  Raises StandinError on the first broken document."""
+    kube_minor = minor_of(kube_version or standin_version())[1]
+    docs = {}
+    for doc in load_yaml_documents(text):
+        if not isinstance(doc, dict):
+            raise StandinError("error unmarshaling configuration: document is not a YAML mapping")
+        api, kind = doc.get("apiVersion"), doc.get("kind")
+        if not api or not kind:
+            raise StandinError("invalid configuration for GroupVersionKind %s: kind and apiVersion is mandatory information that must be specified"
+                               % _gvk(api or "", kind or ""))
+        if api in OLD_KUBEADM_APIS:
+            raise StandinError("your configuration file uses an old API spec: \"%s\" (kind: \"%s\"). Please use kubeadm %s instead and run "
+                               "'kubeadm config migrate --old-config old.yaml --new-config new.yaml', which will write the new, "
+                               "similar spec using a newer API version." % (api, kind, OLD_KUBEADM_APIS[api]))
+        if api == KUBEADM_V1BETA4 and kind in field_spec()["kinds"]:
+            unknown, type_errors = [], []
+            _check_value(doc, kind, [kind], unknown, type_errors, kube_minor)
+            if type_errors:
+                raise StandinError("error unmarshaling configuration %s: %s" % (_gvk(api, kind), type_errors[0]))
+            if unknown:
+                raise StandinError("error unmarshaling configuration %s: strict decoding error: %s"
+                                   % (_gvk(api, kind), ", ".join('unknown field "%s"' % u for u in unknown)))
+        elif COMPONENT_CONFIGS.get(api) != kind:
+            raise StandinError('no kind "%s" is registered for version "%s" in scheme '
+                               '"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/scheme/scheme.go:31"' % (kind, api))
+        if kind in docs:
+            raise StandinError("invalid configuration: kind \"%s\" is specified twice in YAML file" % kind)
+        docs[kind] = doc
+    return docs
+
+
+def dig(d, *path, default=None):
+    for p in path:
+        if not isinstance(d, dict) or d.get(p) is None:
+            return default
+        d = d[p]
+    return d
+
+
+def first_service_ip(service_subnet):
+    cidr = service_subnet.split(",")[0].strip()
+    net = ipaddress.ip_network(cidr, strict=False)
+    return str(net.network_address + 1)
+
+
+def split_host_port(endpoint, default_port=6443):
+    m = re.match(r"^\[([^\]]+)\](?::(\d+))?$", endpoint) or re.match(r"^([^:]+)(?::(\d+))?$", endpoint)
+    if not m:
+        raise StandinError("invalid endpoint \"%s\": want host[:port]" % endpoint)
+    return m.group(1), int(m.group(2) or default_port)
+
+
+def is_ip(s):
+    try:
+        ipaddress.ip_address(s)
+        return True
+    except ValueError:
+        return False
+
+
+def default_node_name():
+    return socket.gethostname().lower()
+
+
+def detect_advertise_address():
+    """kubeadm picks the address of the default-route interface; a connected
+    UDP socket tells us which source address the kernel would use."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))
+        return s.getsockname()[0]
+    except OSError:
+        raise StandinError("unable to select an IP from default routes; set localAPIEndpoint.advertiseAddress")
+    finally:
+        s.close()
+
+
+def validation_errors_cluster(cc, kube_version):
+    """The subset of kubeadm's ValidateClusterConfiguration that matters here."""
+    errs = []
+    want = minor_of(kube_version)
+    kv = cc.get("kubernetesVersion")
+    if not kv:
+        errs.append("kubernetesVersion: Required value: the stand-in never resolves 'stable-1' (no Internet); pin it, e.g. %s" % kube_version)
+    elif not re.match(r"^v?\d+\.\d+\.\d+", kv) or minor_of(kv) != want:
+        errs.append("kubernetesVersion: Invalid value: \"%s\": this stand-in kubeadm %s deploys only v%d.%d.x control planes"
+                    % (kv, kube_version, want[0], want[1]))
+    cpe = cc.get("controlPlaneEndpoint")
+    if not cpe:
+        errs.append("controlPlaneEndpoint: Required value: an HA cluster needs a stable controlPlaneEndpoint")
+    else:
+        try:
+            split_host_port(cpe)
+        except StandinError as e:
+            errs.append("controlPlaneEndpoint: Invalid value: %s" % e)
+    ext, local = dig(cc, "etcd", "external"), dig(cc, "etcd", "local")
+    if ext and local:
+        errs.append("etcd: Invalid value: \"\": either local or external etcd can be used, not both")
+    if not ext:
+        errs.append("etcd.external: Required value: the stand-in only supports external etcd")
+    else:
+        eps = ext.get("endpoints") or []
+        if not eps:
+            errs.append("etcd.external.endpoints: Required value: not specified")
+        for f in ("caFile", "certFile", "keyFile"):
+            p = ext.get(f)
+            if p and not os.path.isabs(p):
+                errs.append("etcd.external.%s: Invalid value: \"%s\": path is not absolute" % (f, p))
+        if bool(ext.get("certFile")) != bool(ext.get("keyFile")):
+            errs.append("etcd.external.certFile/keyFile: Invalid value: both or neither must be set")
+        if ext.get("certFile") and not ext.get("caFile"):
+            errs.append("etcd.external.caFile: Required value: caFile is required when certFile is set")
+        if ext.get("certFile"):
+            for e in eps:
+                if not str(e).startswith("https://"):
+                    errs.append("etcd.external.endpoints: Invalid value: \"%s\": URL scheme must be https when certificates are used" % e)
+    enum = field_spec()["enums"]["EncryptionAlgorithmType"]["values"]
+    if cc.get("encryptionAlgorithm") and cc["encryptionAlgorithm"] not in enum:
+        errs.append("encryptionAlgorithm: Unsupported value: \"%s\": supported values: %s" % (cc["encryptionAlgorithm"], ", ".join(enum)))
+    try:
+        first_service_ip(dig(cc, "networking", "serviceSubnet", default="10.96.0.0/12"))
+    except ValueError as e:
+        errs.append("networking.serviceSubnet: Invalid value: %s" % e)
+    return errs
+
+
+def validation_errors_tokens(tokens):
+    errs = []
+    for i, t in enumerate(tokens or []):
+        if t.get("token") and not TOKEN_RE.match(t["token"]):
+            errs.append("bootstrapTokens[%d].token: Invalid value: the bootstrap token is invalid" % i)
+        if t.get("ttl") and t.get("expires"):
+            errs.append("bootstrapTokens[%d]: Invalid value: ttl and expires are mutually exclusive" % i)
+    return errs
+
+
+def validation_errors_join(jc):
+    errs = []
+    disc = jc.get("discovery") or {}
+    bt, fd = disc.get("bootstrapToken"), disc.get("file")
+    if bt and fd:
+        errs.append("discovery: Invalid value: bootstrapToken and file cannot both be set")
+    if fd:
+        errs.append("discovery.file: Invalid value: the stand-in supports only bootstrap token discovery")
+    if not bt and not fd:
+        errs.append("discovery: Invalid value: bootstrapToken or file must be set")
+    if bt:
+        if not TOKEN_RE.match(bt.get("token") or ""):
+            errs.append("discovery.bootstrapToken.token: Invalid value: the bootstrap token is invalid")
+        if not bt.get("apiServerEndpoint"):
+            errs.append("discovery.bootstrapToken.apiServerEndpoint: Required value: apiServerEndpoint is required for token discovery")
+        if not bt.get("caCertHashes") and not bt.get("unsafeSkipCAVerification"):
+            errs.append('discovery.bootstrapToken.caCertHashes: Invalid value: "": using token-based discovery without caCertHashes can be '
+                        "unsafe. Set unsafeSkipCAVerification as true in your kubeadm config file or pass "
+                        "--discovery-token-unsafe-skip-ca-verification flag to continue")
+        for h in bt.get("caCertHashes") or []:
+            if not re.match(r"^sha256:[0-9a-f]{64}$", h):
+                errs.append("discovery.bootstrapToken.caCertHashes: Invalid value: \"%s\": want sha256:<64 hex>" % h)
+    adv = dig(jc, "controlPlane", "localAPIEndpoint", "advertiseAddress")
+    if adv and not is_ip(adv):
+        errs.append("controlPlane.localAPIEndpoint.advertiseAddress: Invalid value: \"%s\": must be a valid IP address" % adv)
+    return errs
+
+
+def raise_validation(errs):
+    if errs:
+        raise StandinError("validation failed: [%s]" % ", ".join(errs))
+
+
+# ---------------------------------------------------------------- openssl
+
+def run(cmd, input=None, timeout=30, env=None):
+    try:
+        p = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise StandinError("%s timed out after %ss" % (cmd[0], timeout))
+    return p.returncode, p.stdout, p.stderr
+
+
+def openssl(*args, input=None):
+    rc, out, err = run(["openssl", *args], input=input)
+    if rc != 0:
+        raise StandinError("openssl %s failed: %s" % (args[0], err.decode(errors="replace").strip()))
+    return out
+
+
+def cert_sans(cert_file):
+    """(set of DNS names, set of IPs) from the certificate's subjectAltName."""
+    out = openssl("x509", "-in", cert_file, "-noout", "-ext", "subjectAltName").decode()
+    dns, ips = set(), set()
+    for item in re.split(r",\s*|\n\s*", out):
+        item = item.strip()
+        if item.startswith("DNS:"):
+            dns.add(item[4:].lower())
+        elif item.startswith("IP Address:"):
+            ips.add(str(ipaddress.ip_address(item[len("IP Address:"):])))
+    return dns, ips
+
+
+def cert_subject(cert_file, req=False):
+    """(CN, [O...]) of a certificate or CSR."""
+    out = openssl("req" if req else "x509", "-in", cert_file, "-noout", "-subject", "-nameopt", "RFC2253").decode().strip()
+    rdns = out.split("=", 1)[1] if out.startswith("subject=") else out
+    cn, orgs = None, []
+    for part in re.split(r"(?<!\\),", rdns):
+        k, _, v = part.partition("=")
+        if k == "CN":
+            cn = v
+        elif k == "O":
+            orgs.append(v)
+    return cn, orgs
+
+
+def verify_chain(ca_file, cert_file):
+    """None if cert_file chains to ca_file (intermediates in cert_file allowed), else the reason."""
+    rc, out, err = run(["openssl", "verify", "-CAfile", ca_file, "-untrusted", cert_file, cert_file])
+    if rc == 0:
+        return None
+    text = (out + err).decode(errors="replace")
+    m = re.search(r"error \d+ at \d+ depth lookup: (.*)", text)
+    return "x509: " + (m.group(1) if m else text.strip().splitlines()[-1]) + " (openssl verify)"
+
+
+def host_covered(name, dns, ips):
+    """Go's VerifyHostname: IPs must be IP SANs; names match DNS SANs (one-label wildcard)."""
+    if is_ip(name):
+        return str(ipaddress.ip_address(name)) in ips
+    name = name.lower()
+    if name in dns:
+        return True
+    return any(d.startswith("*.") and name.split(".", 1)[-1] == d[2:] and "." in name for d in dns)
+
+
+def spki_hash_pem(cert_pem):
+    """kubeadm's discovery hash: sha256 over the DER SubjectPublicKeyInfo."""
+    pub = openssl("x509", "-noout", "-pubkey", input=cert_pem)
+    der = openssl("pkey", "-pubin", "-outform", "DER", input=pub)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def gen_key(path, algorithm="RSA-2048"):
+    if algorithm.startswith("ECDSA"):
+        curve = "prime256v1" if algorithm == "ECDSA-P256" else "secp384r1"
+        pem = openssl("ecparam", "-name", curve, "-genkey", "-noout")
+    else:
+        pem = openssl("genrsa", "-traditional", algorithm.split("-")[1])
+    write_file(path, pem, 0o600)
+
+
+def sign_csr(ca_crt, ca_key, csr_pem, cn=None, orgs=(), sans=(), eku="clientAuth", days=365):
+    """Sign a CSR with the CA like kubeadm/kube-controller-manager would: leaf KU
+    digitalSignature+keyEncipherment, the given EKU, given SANs; subject from cn/orgs
+    (or from the CSR if cn is None).  Returns the PEM certificate."""
+    with tempfile.TemporaryDirectory() as tmp:
+        csr = os.path.join(tmp, "req.csr")
+        ext = os.path.join(tmp, "ext.cnf")
+        write_file(csr, csr_pem)
+        lines = ["[v3]", "basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment",
+                 "extendedKeyUsage=" + eku]
+        if sans:
+            lines.append("subjectAltName=" + ",".join(("IP:" if is_ip(s) else "DNS:") + s for s in sans))
+        write_file(ext, "\n".join(lines) + "\n")
+        args = ["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-days", str(days), "-sha256",
+                "-set_serial", "0x" + secrets.token_hex(8), "-extfile", ext, "-extensions", "v3"]
+        if cn is not None:
+            args += ["-subj", make_subject(cn, orgs)]
+        return openssl(*args)
+
+
+def make_subject(cn, orgs=()):
+    return "".join("/O=" + o for o in orgs) + "/CN=" + cn
+
+
+def make_csr(key_file, cn, orgs=()):
+    return openssl("req", "-new", "-key", key_file, "-subj", make_subject(cn, orgs))
+
+
+def mint_cert(ca_crt, ca_key, out_base, cn, orgs=(), sans=(), eku="clientAuth", algorithm="RSA-2048"):
+    """Create <out_base>.key and <out_base>.crt signed by the CA (kubeadm's leaf profile)."""
+    gen_key(out_base + ".key", algorithm)
+    csr = make_csr(out_base + ".key", cn, orgs)
+    write_file(out_base + ".crt", sign_csr(ca_crt, ca_key, csr, cn, orgs, sans, eku))
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------- kubeconfig
+
+def make_kubeconfig(cluster, server, ca_pem, user=None, cert_pem=None, key_pem=None, token=None):
+    b64 = lambda b: base64.b64encode(b).decode()
+    cfg = {"apiVersion": "v1", "kind": "Config",
+           "clusters": [{"name": cluster, "cluster": {"certificate-authority-data": b64(ca_pem), "server": server}}],
+           "contexts": None, "current-context": "", "preferences": {}, "users": None}
+    if user:
+        creds = {"token": token} if token else {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}
+        ctx = "%s@%s" % (user, cluster)
+        cfg.update(contexts=[{"name": ctx, "context": {"cluster": cluster, "user": user}}],
+                   **{"current-context": ctx}, users=[{"name": user, "user": creds}])
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def parse_kubeconfig(text):
+    """{server, ca_pem, cert_pem, key_pem, token} of the current context (or the first cluster)."""
+    cfg = yaml.safe_load(text) or {}
+    clusters = {c["name"]: c["cluster"] for c in cfg.get("clusters") or []}
+    users = {u["name"]: u.get("user") or {} for u in cfg.get("users") or []}
+    ctxs = {c["name"]: c["context"] for c in cfg.get("contexts") or []}
+    ctx = ctxs.get(cfg.get("current-context") or "", {})
+    cluster = clusters.get(ctx.get("cluster")) or (next(iter(clusters.values())) if clusters else None)
+    if not cluster:
+        raise StandinError("kubeconfig has no cluster")
+    user = users.get(ctx.get("user"), {})
+    d = lambda k: base64.b64decode(user[k]) if user.get(k) else None
+    ca = cluster.get("certificate-authority-data")
+    return {"server": cluster.get("server"), "ca_pem": base64.b64decode(ca) if ca else None,
+            "cert_pem": d("client-certificate-data"), "key_pem": d("client-key-data"), "token": user.get("token")}
+
+
+# ---------------------------------------------------------------- HTTPS client
+
+class ApiError(StandinError):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class ApiClient:
+    """Minimal Kubernetes-style HTTPS client.  ca_pem None = no server verification
+    (only used for the first, insecure cluster-info fetch of token discovery)."""
+
+    def __init__(self, server, ca_pem=None, cert_pem=None, key_pem=None, token=None, timeout=10):
+        m = re.match(r"^https://(.+?)/*$", server or "")
+        if not m:
+            raise StandinError("invalid API server URL %r" % server)
+        self.host, self.port = split_host_port(m.group(1), 443)
+        self.token, self.timeout = token, timeout
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if ca_pem is None:
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        else:
+            ctx.load_verify_locations(cadata=ca_pem.decode())
+        if cert_pem:
+            with tempfile.NamedTemporaryFile("wb") as f:  # ssl only loads key material from files
+                os.fchmod(f.fileno(), 0o600)
+                f.write(cert_pem + b"\n" + key_pem)
+                f.flush()
+                ctx.load_cert_chain(f.name)
+        self.ctx = ctx
+
+    def request(self, method, path, body=None):
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=self.timeout)
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(body)
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except ssl.SSLCertVerificationError as e:
+            raise StandinError("tls: failed to verify certificate: %s" % e.verify_message)
+        except (OSError, http.client.HTTPException) as e:
+            raise StandinError("%s https://%s:%d%s: %s" % (method, self.host, self.port, path, e))
+        finally:
+            conn.close()
+        try:
+            obj = json.loads(data) if data else {}
+        except ValueError:
+            obj = {"message": data.decode(errors="replace")}
+        if resp.status >= 400:
+            raise ApiError(resp.status, "%s %s: %d %s" % (method, path, resp.status, obj.get("message", "")))
+        return obj
+
+
+# ---------------------------------------------------------------- etcd (real, via etcdctl)
+
+class Etcd:
+    """etcd v3 access through the real etcdctl over mTLS."""
+
+    def __init__(self, endpoints, cacert, cert, key):
+        self.endpoints, self.tls = list(endpoints), ["--cacert=" + cacert, "--cert=" + cert, "--key=" + key]
+
+    def _ctl(self, *args, input=None, endpoints=None, timeout=15, command_timeout="8s"):
+        env = dict(os.environ, ETCDCTL_API="3")
+        cmd = ["etcdctl", "--endpoints=" + ",".join(endpoints or self.endpoints), *self.tls,
+               "--dial-timeout=2s", "--command-timeout=" + command_timeout, *args]
+        rc, out, err = run(cmd, input=input, timeout=timeout, env=env)
+        if rc != 0:
+            raise StandinError("etcdctl %s: %s" % (args[0], (err or out).decode(errors="replace").strip()))
+        return out
+
+    def get_prefix(self, prefix):
+        """[(key, value bytes, mod_revision)] under prefix."""
+        out = json.loads(self._ctl("get", prefix, "--prefix", "-w", "json"))
+        return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")), kv["mod_revision"])
+                for kv in out.get("kvs") or []]
+
+    def get(self, key):
+        """(value bytes, mod_revision) or (None, None)."""
+        out = json.loads(self._ctl("get", key, "-w", "json"))
+        kvs = out.get("kvs") or []
+        if not kvs:
+            return None, None
+        return base64.b64decode(kvs[0].get("value", "")), kvs[0]["mod_revision"]
+
+    def put(self, key, value):
+        """Stores value (read by etcdctl from stdin, so any bytes are fine); returns the revision."""
+        out = json.loads(self._ctl("put", key, "-w", "json", input=value))
+        return out["header"]["revision"]
+
+    def delete(self, key):
+        return json.loads(self._ctl("del", key, "-w", "json")).get("deleted", 0)
+
+    def health(self):
+        """(healthy?, per-endpoint text).  Healthy when at least one endpoint can
+        commit a proposal, i.e. the cluster has quorum (what an apiserver needs).
+        Endpoints are probed in parallel with short timeouts so /readyz answers fast."""
+        def probe(ep):
+            try:
+                self._ctl("endpoint", "health", endpoints=[ep], timeout=6, command_timeout="2s")
+                return True, "%s is healthy" % ep
+            except StandinError as e:
+                return False, "%s is unhealthy: %s" % (ep, e)
+        with concurrent.futures.ThreadPoolExecutor(len(self.endpoints)) as pool:
+            results = list(pool.map(probe, self.endpoints))
+        return any(ok for ok, _ in results), "\n".join(text for _, text in results)
+
+
+# ---------------------------------------------------------------- API objects
+
+def registry_key(resource, namespace, name):
+    """Where the stand-in API server keeps objects in etcd (same prefixes as Kubernetes,
+    but JSON instead of protobuf)."""
+    if resource == "nodes":
+        return "/registry/minions/%s" % name
+    return "/registry/%s/%s/%s" % (resource, namespace, name)
+
+
+def bootstrap_token_secret(token, ttl=None, expires=None, usages=None, groups=None, description=None):
+    """A kube-system Secret of type bootstrap.kubernetes.io/token, as kubeadm creates it."""
+    m = TOKEN_RE.match(token)
+    if not m:
+        raise StandinError("the bootstrap token \"%s\" was not of the form \"%s\"" % (token, r"\A([a-z0-9]{6})\.([a-z0-9]{16})\z"))
+    tid, tsecret = m.groups()
+    b = lambda s: base64.b64encode(s.encode()).decode()
+    data = {"token-id": b(tid), "token-secret": b(tsecret)}
+    if expires is None and ttl is None:
+        ttl = "24h"
+    if expires is None and parse_duration(ttl) > 0:
+        expires = rfc3339(now() + dt.timedelta(seconds=parse_duration(ttl)))
+    if expires:
+        data["expiration"] = b(expires)
+    for u in usages if usages is not None else ["signing", "authentication"]:
+        data["usage-bootstrap-" + u] = b("true")
+    data["auth-extra-groups"] = b(",".join(groups if groups is not None else [DEFAULT_TOKEN_GROUP]))
+    if description:
+        data["description"] = b(description)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+            "metadata": {"name": "bootstrap-token-" + tid, "namespace": "kube-system"}, "data": data}
+
+
+def decode_token_secret(obj):
+    """{id, secret, expiration (datetime|None), usages, groups, description} from a Secret object."""
+    data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+    exp = data.get("expiration")
+    return {"id": data.get("token-id"), "secret": data.get("token-secret"),
+            "expiration": parse_rfc3339(exp) if exp else None,
+            "usages": sorted(k[len("usage-bootstrap-"):] for k, v in data.items() if k.startswith("usage-bootstrap-") and v == "true"),
+            "groups": [g for g in data.get("auth-extra-groups", "").split(",") if g],
+            "description": data.get("description", "")}
+
+
+def token_valid(tok, usage):
+    return usage in tok["usages"] and (tok["expiration"] is None or tok["expiration"] > now())
+
+
+def generate_token():
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    pick = lambda n: "".join(secrets.choice(alphabet) for _ in range(n))
+    return pick(6) + "." + pick(16)
+
+
+def _b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def jws_detached(token_id, token_secret, payload):
+    """The detached HS256 JWS the bootstrap signer puts into cluster-info as
+    jws-kubeconfig-<id> (header..signature, payload left out)."""
+    header = _b64url(json.dumps({"alg": "HS256", "kid": token_id}, separators=(",", ":")).encode())
+    signing_input = (header + "." + _b64url(payload.encode())).encode()
+    sig = hmac.new(token_secret.encode(), signing_input, hashlib.sha256).digest()
+    return header + ".." + _b64url(sig)
+
+
+def jws_verify(detached, token_id, token_secret, payload):
+    return hmac.compare_digest(detached, jws_detached(token_id, token_secret, payload))
+
+
+def status_object(code, reason, message):
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
