@@ -12,6 +12,11 @@ use crate::state::{PUBLIC_MODE, SECRET_MODE, StateDir};
 pub const REMOTE_PKI_DIR: &str = "/etc/kubernetes/pki";
 /// Where kubeadm keeps admin.conf, controller-manager.conf, ...
 pub const REMOTE_KUBECONFIG_DIR: &str = "/etc/kubernetes";
+/// etcd's own certificates. Not under /etc/kubernetes/pki: `kubeadm reset` empties that
+/// directory, and etcd must outlive a reset of the control plane on its host.
+pub const REMOTE_ETCD_PKI_DIR: &str = "/etc/kbs/etcd/pki";
+/// The user etcd runs as (kbs-etcd@.service).
+pub const ETCD_USER: &str = "etcd";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFile {
@@ -20,6 +25,8 @@ pub struct HostFile {
     /// Absolute path on the host.
     pub remote: PathBuf,
     pub mode: u32,
+    /// The owning user on the host when not root (etcd reads its own keys).
+    pub owner: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,11 +42,22 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn push(&mut self, local: PathBuf, remote: PathBuf, mode: u32) {
+        self.push_owned(local, remote, mode, None);
+    }
+
+    fn push_owned(
+        &mut self,
+        local: PathBuf,
+        remote: PathBuf,
+        mode: u32,
+        owner: Option<&'static str>,
+    ) {
         if !self.files.iter().any(|f| f.remote == remote) {
             self.files.push(HostFile {
                 local,
                 remote,
                 mode,
+                owner,
             });
         }
     }
@@ -68,6 +86,25 @@ impl Builder<'_> {
             &format!("{remote_base}.key"),
             SECRET_MODE,
         );
+    }
+
+    /// A certificate (and key, if `key`) of etcd's own, below /etc/kbs/etcd/pki.
+    fn etcd(&mut self, local_base: &str, remote_base: &str, key: bool) {
+        let dir = PathBuf::from(REMOTE_ETCD_PKI_DIR);
+        self.push_owned(
+            self.state.pki_dir().join(format!("{local_base}.crt")),
+            dir.join(format!("{remote_base}.crt")),
+            PUBLIC_MODE,
+            Some(ETCD_USER),
+        );
+        if key {
+            self.push_owned(
+                self.state.pki_dir().join(format!("{local_base}.key")),
+                dir.join(format!("{remote_base}.key")),
+                SECRET_MODE,
+                Some(ETCD_USER),
+            );
+        }
     }
 
     fn kubeconfig(&mut self, rel: &str, name: &str) {
@@ -115,14 +152,14 @@ pub fn host_files(plan: &ClusterPlan, state: &StateDir) -> Vec<HostFiles> {
                     "controller-manager.conf",
                 );
                 b.kubeconfig(&spec::scheduler_conf(&h.name), "scheduler.conf");
-            } else if h.has(Role::Worker) {
-                b.cert(CaKind::Cluster.base(), "ca");
             }
+            // Workers get nothing: `kubeadm join` refuses a pre-placed ca.crt
+            // (FileAvailable--etc-kubernetes-pki-ca.crt) and writes it from discovery.
             if plan.etcd.iter().any(|m| m.host == h.name) {
-                b.cert(CaKind::Etcd.base(), "etcd/ca");
-                b.cert_and_key(&spec::etcd_server_base(&h.name), "etcd/server");
-                b.cert_and_key(&spec::etcd_peer_base(&h.name), "etcd/peer");
-                b.cert_and_key(spec::ETCD_HEALTHCHECK_CLIENT, spec::ETCD_HEALTHCHECK_CLIENT);
+                b.etcd(CaKind::Etcd.base(), "ca", false);
+                b.etcd(&spec::etcd_server_base(&h.name), "server", true);
+                b.etcd(&spec::etcd_peer_base(&h.name), "peer", true);
+                b.etcd(spec::ETCD_HEALTHCHECK_CLIENT, "healthcheck-client", true);
             }
             HostFiles {
                 host: h.name.clone(),
@@ -144,10 +181,10 @@ mod tests {
             .files
             .iter()
             .map(|f| {
-                f.remote
-                    .strip_prefix("/etc/kubernetes/")
+                let p = f.remote.display().to_string();
+                p.strip_prefix("/etc/kubernetes/")
+                    .or_else(|| p.strip_prefix("/etc/kbs/"))
                     .unwrap()
-                    .display()
                     .to_string()
             })
             .collect()
@@ -163,19 +200,20 @@ mod tests {
         let all = host_files(&plan, &state);
         let of = |h: &str| all.iter().find(|f| f.host == h).unwrap();
 
-        assert_eq!(remote(of("worker-1")), ["pki/ca.crt"]);
+        assert!(remote(of("worker-1")).is_empty());
         assert_eq!(
             remote(of("etcd-2")),
             [
-                "pki/etcd/ca.crt",
-                "pki/etcd/server.crt",
-                "pki/etcd/server.key",
-                "pki/etcd/peer.crt",
-                "pki/etcd/peer.key",
-                "pki/etcd/healthcheck-client.crt",
-                "pki/etcd/healthcheck-client.key",
+                "etcd/pki/ca.crt",
+                "etcd/pki/server.crt",
+                "etcd/pki/server.key",
+                "etcd/pki/peer.crt",
+                "etcd/pki/peer.key",
+                "etcd/pki/healthcheck-client.crt",
+                "etcd/pki/healthcheck-client.key",
             ]
         );
+        assert!(of("etcd-2").files.iter().all(|f| f.owner == Some(ETCD_USER)));
         let cp1 = remote(of("cp-1"));
         for want in [
             "pki/ca.crt",
