@@ -9,6 +9,7 @@ pub mod plan;
 pub mod render;
 pub mod state;
 
+pub mod artifacts;
 pub mod facts;
 pub mod phases;
 

@@ -27,7 +27,18 @@ pub struct Inventory {
     pub ssh: SshSettings,
     pub etcd: EtcdSettings,
     pub pki: PkiSettings,
+    pub artifacts: Artifacts,
     pub hosts: Vec<Host>,
+}
+
+/// Where kubeadm, kubelet, etcd and the rest come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Artifacts {
+    /// The distribution's and upstream's package repositories, reached by each host.
+    Online,
+    /// An offline bundle directory on this machine (air-gapped sites), checked against its
+    /// manifest of SHA-256 sums before anything is copied.
+    Bundle(PathBuf),
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,8 @@ pub(super) struct RawInventory {
     pub etcd: RawEtcd,
     #[serde(default)]
     pub pki: RawPki,
+    #[serde(default)]
+    pub artifacts: RawArtifacts,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Spanned<RawHost>>,
 }
@@ -68,6 +70,12 @@ pub(super) struct RawPki {
     pub cert_validity_days: Option<Spanned<u32>>,
     #[serde(default)]
     pub extra_sans: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawArtifacts {
+    pub bundle: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::error::{InventoryErrors, Reporter};
 use super::raw::{RawEndpoint, RawHost, RawInventory, RawSsh};
 use super::{
-    Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName, Inventory, JumpHost,
+    Artifacts, Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName, Inventory, JumpHost,
     KubeVersion, PkiSettings, Role, SshSettings,
 };
 use crate::plan::etcd_layout;
@@ -86,6 +86,10 @@ fn build(r: &mut Reporter, base: &Path, path: &Path, raw: RawInventory) -> Optio
         ssh: defaults?,
         etcd,
         pki,
+        artifacts: match &raw.artifacts.bundle {
+            Some(b) => Artifacts::Bundle(resolve_path(base, b.get_ref())),
+            None => Artifacts::Online,
+        },
         hosts: hosts.into_iter().map(|(h, _)| h).collect::<Option<_>>()?,
     })
 }

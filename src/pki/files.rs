@@ -213,7 +213,12 @@ mod tests {
                 "etcd/pki/healthcheck-client.key",
             ]
         );
-        assert!(of("etcd-2").files.iter().all(|f| f.owner == Some(ETCD_USER)));
+        assert!(
+            of("etcd-2")
+                .files
+                .iter()
+                .all(|f| f.owner == Some(ETCD_USER))
+        );
         let cp1 = remote(of("cp-1"));
         for want in [
             "pki/ca.crt",
