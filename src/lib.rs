@@ -2,3 +2,5 @@
 //!
 //! Data flows through the modules in this order:
 //! inventory → plan (topology) → pki → render → ssh/exec → phases → cli.
+
+pub mod ssh;
