@@ -35,14 +35,13 @@ pub enum SshError {
     },
 
     #[error(
-        "{host}: unknown host key {fingerprint} ({algorithm}) at {addr}.\n  \
+        "{host}: unknown {short} host key {fingerprint} at {addr}.\n  \
          Check it on the host with `ssh-keygen -lf /etc/ssh/ssh_host_{short}_key.pub`, then re-run \
          with --accept-new-host-keys to record it in {kbs_file}, or pin it in the inventory."
     )]
     HostKeyUnknown {
         host: String,
         addr: String,
-        algorithm: String,
         short: String,
         fingerprint: String,
         kbs_file: PathBuf,

@@ -13,11 +13,11 @@ pub struct Exec<'a> {
     pub(crate) sudo: bool,
     pub(crate) stdin: Option<&'a [u8]>,
     pub(crate) timeout: Option<Duration>,
-    pub(crate) on_line: Option<&'a LineFn>,
+    pub(crate) on_line: Option<&'a LineFn<'a>>,
 }
 
 /// Called for every complete output line, in arrival order.
-pub type LineFn = dyn Fn(Stream, &str) + Send + Sync;
+pub type LineFn<'a> = dyn Fn(Stream, &str) + Send + Sync + 'a;
 
 impl<'a> Exec<'a> {
     /// A shell command line, run by the login shell of the target user.
@@ -48,7 +48,7 @@ impl<'a> Exec<'a> {
         self
     }
 
-    pub fn on_line(mut self, f: &'a LineFn) -> Self {
+    pub fn on_line(mut self, f: &'a LineFn<'a>) -> Self {
         self.on_line = Some(f);
         self
     }
@@ -109,11 +109,11 @@ pub(crate) struct Collector<'a> {
     /// Index in stdout/stderr up to which lines were emitted.
     emitted: [usize; 2],
     tail: VecDeque<String>,
-    on_line: Option<&'a LineFn>,
+    on_line: Option<&'a LineFn<'a>>,
 }
 
 impl<'a> Collector<'a> {
-    pub fn new(on_line: Option<&'a LineFn>) -> Self {
+    pub fn new(on_line: Option<&'a LineFn<'a>>) -> Self {
         Self {
             status: ExitStatus::Unknown,
             stdout: Vec::new(),
@@ -150,7 +150,12 @@ impl<'a> Collector<'a> {
         }
     }
 
-    fn emit(tail: &mut VecDeque<String>, on_line: Option<&LineFn>, stream: Stream, line: String) {
+    fn emit(
+        tail: &mut VecDeque<String>,
+        on_line: Option<&LineFn<'_>>,
+        stream: Stream,
+        line: String,
+    ) {
         let line = line.trim_end_matches('\r');
         if let Some(f) = on_line {
             f(stream, line);

@@ -91,7 +91,6 @@ impl KnownHosts {
             return Err(SshError::HostKeyUnknown {
                 host: host.into(),
                 addr: known_name,
-                algorithm: key.algorithm().as_str().into(),
                 short: short_algorithm(key),
                 fingerprint: presented,
                 kbs_file: self.kbs_file.clone(),

@@ -35,10 +35,12 @@ impl ConnectOptions {
 
 type JumpCell = Arc<OnceCell<Result<Session, Arc<SshError>>>>;
 
-/// Opens sessions; shares one connection per jump host among all its targets
-/// (the bastion's sshd would otherwise throttle parallel handshakes, MaxStartups).
+/// Opens sessions and keeps one per host for the whole run. Targets behind the same
+/// jump host share one bastion connection (its sshd would otherwise throttle parallel
+/// handshakes, MaxStartups).
 pub struct Connector {
     opts: ConnectOptions,
+    sessions: tokio::sync::Mutex<HashMap<String, Session>>,
     jumps: tokio::sync::Mutex<HashMap<String, JumpCell>>,
 }
 
@@ -46,10 +48,33 @@ impl Connector {
     pub fn new(opts: ConnectOptions) -> Self {
         Self {
             opts,
+            sessions: Default::default(),
             jumps: Default::default(),
         }
     }
 
+    /// The run's session for `target` (by name), connecting if there is none or it died.
+    pub async fn session(&self, target: &Target) -> Result<Session, SshError> {
+        if let Some(s) = self.sessions.lock().await.get(&target.name)
+            && !s.is_closed()
+        {
+            return Ok(s.clone());
+        }
+        let s = self.connect(target).await?;
+        self.sessions
+            .lock()
+            .await
+            .insert(target.name.clone(), s.clone());
+        Ok(s)
+    }
+
+    /// Closes every cached session.
+    pub async fn disconnect_all(&self) {
+        let sessions: Vec<Session> = self.sessions.lock().await.drain().map(|(_, s)| s).collect();
+        futures::future::join_all(sessions.iter().map(Session::disconnect)).await;
+    }
+
+    /// A new connection, not cached.
     pub async fn connect(&self, target: &Target) -> Result<Session, SshError> {
         let jump = match &target.jump {
             Some(j) => Some(self.jump(j).await.map_err(|source| SshError::Jump {
