@@ -17,7 +17,7 @@ const DEFAULT_KEYS: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
 pub(crate) async fn authenticate(
     h: &mut Handle<Verifier>,
     target: &Target,
-    use_agent: bool,
+    agent: Option<&Path>,
 ) -> Result<(), SshError> {
     let mut tried = Vec::new();
     let preferred = target
@@ -32,9 +32,8 @@ pub(crate) async fn authenticate(
     {
         return Ok(());
     }
-    if use_agent
-        && std::env::var_os("SSH_AUTH_SOCK").is_some()
-        && try_agent(h, target, preferred.as_ref(), &mut tried).await?
+    if let Some(sock) = agent
+        && try_agent(h, target, sock, preferred.as_ref(), &mut tried).await?
     {
         return Ok(());
     }
@@ -124,10 +123,11 @@ async fn try_key(
 async fn try_agent(
     h: &mut Handle<Verifier>,
     target: &Target,
+    sock: &Path,
     preferred: Option<&PublicKey>,
     tried: &mut Vec<String>,
 ) -> Result<bool, SshError> {
-    let mut agent = match AgentClient::connect_env().await {
+    let mut agent = match AgentClient::connect_uds(sock).await {
         Ok(a) => a,
         Err(e) => {
             tried.push(format!("ssh-agent (cannot connect: {e})"));

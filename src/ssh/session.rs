@@ -1,6 +1,7 @@
 //! One SSH connection per host, reused for every command of a run.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use russh::ChannelMsg;
@@ -20,15 +21,15 @@ pub const MAX_CHANNELS: usize = 8;
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     pub known_hosts: KnownHosts,
-    /// Try keys held by the agent at `SSH_AUTH_SOCK`.
-    pub use_agent: bool,
+    /// ssh-agent socket whose keys are tried; `new` takes it from `SSH_AUTH_SOCK`.
+    pub agent: Option<PathBuf>,
 }
 
 impl ConnectOptions {
     pub fn new(known_hosts: KnownHosts) -> Self {
         Self {
             known_hosts,
-            use_agent: true,
+            agent: std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
         }
     }
 }
@@ -156,7 +157,7 @@ impl Connector {
             HandlerError::HostKey(e) => e,
             HandlerError::Ssh(source) => ssh_err(source),
         })?;
-        authenticate(&mut handle, target, self.opts.use_agent).await?;
+        authenticate(&mut handle, target, self.opts.agent.as_deref()).await?;
         tracing::debug!(host = %target.name, %addr, "connected");
         Ok(Session {
             target: Arc::new(target.clone()),

@@ -1,0 +1,1 @@
+//! Tests against the Docker lab (tests/lab), added once the lab exists.
