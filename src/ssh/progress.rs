@@ -82,6 +82,44 @@ impl Progress {
     }
 }
 
+/// `tracing_subscriber::fmt().with_writer(progress.clone())`: log lines go to stderr
+/// above the bars instead of through them.
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Progress {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine {
+            progress: self.clone(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// One formatted log event, written out in one piece when dropped.
+pub struct LogLine {
+    progress: Progress,
+    buf: Vec<u8>,
+}
+
+impl Write for LogLine {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.progress
+            .suspend(|| std::io::stderr().lock().write_all(&buf).ok());
+    }
+}
+
 fn bars() -> MultiProgress {
     MultiProgress::with_draw_target(ProgressDrawTarget::stderr())
 }
