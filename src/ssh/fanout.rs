@@ -37,25 +37,39 @@ where
     F: Fn(Session, Arc<HostProgress>) -> Fut,
     Fut: Future<Output = Result<T, SshError>>,
 {
-    let f = &f;
-    futures::stream::iter(targets)
-        .map(|t| async move {
-            let started = Instant::now();
-            let hp = Arc::new(progress.host(&t.name, "connect"));
-            let result = match connector.session(t).await {
-                Ok(s) => f(s, hp.clone()).await,
-                Err(e) => Err(e),
-            };
-            hp.finish(result.as_ref().err().map(ToString::to_string).as_deref());
-            HostResult {
-                host: t.name.clone(),
-                result,
-                duration: started.elapsed(),
-            }
-        })
+    // Futures built up front by a named fn (not an async closure in `map`) stay `Send`.
+    let hosts: Vec<_> = targets
+        .iter()
+        .map(|t| one_host(connector, t, progress, &f))
+        .collect();
+    futures::stream::iter(hosts)
         .buffered(concurrency.max(1))
         .collect()
         .await
+}
+
+async fn one_host<T, F, Fut>(
+    connector: &Connector,
+    t: &Target,
+    progress: &Progress,
+    f: &F,
+) -> HostResult<T>
+where
+    F: Fn(Session, Arc<HostProgress>) -> Fut,
+    Fut: Future<Output = Result<T, SshError>>,
+{
+    let started = Instant::now();
+    let hp = Arc::new(progress.host(&t.name, "connect"));
+    let result = match connector.session(t).await {
+        Ok(s) => f(s, hp.clone()).await,
+        Err(e) => Err(e),
+    };
+    hp.finish(result.as_ref().err().map(ToString::to_string).as_deref());
+    HostResult {
+        host: t.name.clone(),
+        result,
+        duration: started.elapsed(),
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kbs::ssh::{
     ConnectOptions, Connector, Exec, ExecOptions, ExitStatus, FileAttrs, KnownHosts, Progress,
-    ProgressMode, SshError, Stream, Target, exec_on_all, print_report,
+    ProgressMode, Session, SshError, Stream, Target, exec_on_all, print_report,
 };
 
 use crate::keys::{Agent, client_keys};
@@ -532,4 +532,15 @@ async fn jump_host_reaches_the_target_and_both_keys_are_verified() {
         text.starts_with("db1: cannot reach it through jump host bastion: bastion: unknown"),
         "{text}"
     );
+}
+
+/// The engine's futures can be spawned on a multi-threaded runtime.
+#[allow(dead_code)]
+fn futures_are_send(c: &Connector, s: &Session, targets: &[Target]) {
+    fn send<T: Send>(_: T) {}
+    let (opts, progress) = (ExecOptions::default(), quiet());
+    send(exec_on_all(c, targets, "true", &opts, &progress));
+    send(c.session(&targets[0]));
+    send(s.exec(Exec::new("true")));
+    send(s.upload("/x", b"", &FileAttrs::new(0o644)));
 }
