@@ -89,3 +89,4 @@ ratios:
   Ansible / kbs cold           $(ratio "$ANSIBLE" "$KBS_COLD")x   (target >= 10)
   kbs cold / OpenSSH fresh     $(ratio "$KBS_COLD" "$SSH_FRESH")x   (target <= 1.5)
   kbs warm / OpenSSH mux       $(ratio "$KBS_WARM" "$SSH_MUX")x   (target <= 1.5)
+EOF
