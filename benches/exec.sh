@@ -50,10 +50,10 @@ ssh_mux_all() {
 
 echo "hosts: $N, runs: $RUNS" >&2
 cargo build -q --release --example exec_bench --manifest-path "$ROOT/Cargo.toml"
-read -r _ KBS_COLD < <("$ROOT/target/release/examples/exec_bench" --user root --key "$KEY" \
-    --known-hosts "$KNOWN" --runs "$RUNS" "${HOSTS[@]}" | grep '^cold')
-read -r _ KBS_WARM < <("$ROOT/target/release/examples/exec_bench" --user root --key "$KEY" \
-    --known-hosts "$KNOWN" --runs "$RUNS" "${HOSTS[@]}" | grep '^warm')
+OUT=$("$ROOT/target/release/examples/exec_bench" --user root --key "$KEY" \
+    --known-hosts "$KNOWN" --runs "$RUNS" "${HOSTS[@]}")
+KBS_COLD=$(awk '$1 == "cold" { print $2 }' <<<"$OUT")
+KBS_WARM=$(awk '$1 == "warm" { print $2 }' <<<"$OUT")
 
 SSH_FRESH=$(time_runs ssh_all)
 for h in "${HOSTS[@]}"; do "${SSH[@]}" -M -S "$WORK/mux-$h" -o ControlPersist=300 -f -N "root@$h"; done
