@@ -97,7 +97,16 @@ impl Connector {
 
     async fn jump(&self, j: &Target) -> Result<Session, Arc<SshError>> {
         let key = format!("{}@{}", j.user, j.socket_addr());
-        let cell = self.jumps.lock().await.entry(key).or_default().clone();
+        let cell = {
+            let mut jumps = self.jumps.lock().await;
+            // A failure is kept for the run (no timeout per host); a dead bastion is redialled.
+            let dead =
+                matches!(jumps.get(&key).and_then(|c| c.get()), Some(Ok(s)) if s.is_closed());
+            if dead {
+                jumps.remove(&key);
+            }
+            jumps.entry(key).or_default().clone()
+        };
         cell.get_or_init(|| async { Box::pin(self.connect(j)).await.map_err(Arc::new) })
             .await
             .clone()
