@@ -4,13 +4,17 @@
 //! inventory → plan (topology) → pki → render → ssh/exec → phases → cli.
 
 pub mod inventory;
-pub mod pki;
 pub mod plan;
-pub mod render;
+
+pub mod pki;
 pub mod state;
+
+pub mod render;
 
 pub mod artifacts;
 pub mod facts;
+pub mod ssh;
+
 pub mod phases;
 
 pub mod cli;

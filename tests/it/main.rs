@@ -1,13 +1,17 @@
 //! kbs's integration tests: one binary, one module per area (matklad's "one test binary").
-//! The pki modules check kbs's output with the real tools that consume it: openssl, etcd.
+//! Everything here talks to real things: OpenSSH `sshd` on loopback (sshd.rs), the Docker lab
+//! (lab.rs), openssl, etcd, haproxy, keepalived and systemd-analyze.
 
 mod common;
-mod etcd;
 mod inventory_errors;
+mod keys;
 mod kubeadm_fields;
+mod lab;
 mod pki;
 mod pki_common;
 mod plan;
 mod real_tools;
 mod render;
+mod ssh;
+mod sshd;
 mod tls;

@@ -1,0 +1,28 @@
+//! The SSH engine: one verified, authenticated connection per host (russh), commands
+//! with streamed output, idempotent uploads, jump hosts, and bounded fan-out.
+//!
+//! ```text
+//! Target ──Connector::connect──▶ Session ──exec/run/upload──▶ Output
+//!    (hostkey: pinned → ~/.ssh/known_hosts → <state>/known_hosts; auth: key, agent)
+//! ```
+
+mod auth;
+mod error;
+mod exec;
+mod fanout;
+mod hostkey;
+mod progress;
+mod session;
+mod target;
+mod upload;
+
+pub use error::SshError;
+pub use exec::{Exec, ExitStatus, LineFn, Output, Stream, TAIL_LINES};
+pub use fanout::{
+    DEFAULT_CONCURRENCY, ExecOptions, HostResult, exec_on_all, fan_out, print_report,
+};
+pub use hostkey::{KnownHosts, fingerprint};
+pub use progress::{HostProgress, Progress, ProgressMode};
+pub use session::{ConnectOptions, Connector, MAX_CHANNELS, Session};
+pub use target::{Target, Timeouts, parse_host_key};
+pub use upload::FileAttrs;
