@@ -50,6 +50,49 @@ pub enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Build the cluster: preflight, PKI, artifacts, etcd, the front, kubeadm init and joins.
+    /// Safe to run again: it changes only what differs, and resumes a run that was cut off.
+    Apply {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Print, per host, what would change, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Override one preflight check deliberately (repeatable): os, arch, systemd, cpus,
+        /// memory, cgroup, swap, ports, clock-skew, etcd-fsync, vip-interface, reachability.
+        #[arg(long = "skip-check", value_name = "NAME")]
+        skip_checks: Vec<String>,
+        /// A directory of templates that replace the built-in ones of the same file name.
+        #[arg(long)]
+        templates: Option<PathBuf>,
+    },
+    /// Prepare and join hosts newly added to the inventory, touching no other host.
+    AddNode {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The new hosts, as named in the inventory.
+        #[arg(long = "host", value_name = "NAME", required = true, value_delimiter = ',')]
+        hosts: Vec<String>,
+        #[arg(long = "skip-check", value_name = "NAME")]
+        skip_checks: Vec<String>,
+    },
+    /// Run a shell command on the cluster's hosts over SSH; output grouped per host.
+    Exec {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Only these hosts (comma-separated names).
+        #[arg(long, value_delimiter = ',', conflicts_with = "role")]
+        hosts: Vec<String>,
+        /// Only hosts with this role.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// Run the command as root (sudo -n) when the SSH user is not root.
+        #[arg(long)]
+        sudo: bool,
+        /// The command, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Make, check and renew the cluster PKI in the local state directory.
     Certs {
         #[command(subcommand)]
@@ -90,6 +133,37 @@ pub enum CertsCommand {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+}
+
+/// What every command that talks to hosts takes.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The inventory file (TOML).
+    pub inventory: PathBuf,
+    /// The state directory [default: .kbs/<cluster name>/ next to the inventory].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Record the host keys of hosts never seen before (in the state dir's known_hosts). A
+    /// changed key is refused regardless.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// How progress is shown: bars on a terminal, plain lines, or one JSON object per event.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    ControlPlane,
+    Etcd,
+    Worker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -32,6 +32,8 @@ pub struct Facts {
     pub binaries: BTreeMap<String, String>,
     /// The host's clock minus ours, in milliseconds (within half a round trip).
     pub clock_skew_ms: i64,
+    /// p99 fsync latency per etcd data dir, from the fsync probe.
+    pub fsync_p99_ms: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,3 +1,215 @@
-//! `kbs apply`'s phases: each says what it would change, changes only that, and can run again.
+//! `kbs apply` and `kbs add-node`: the phases that take bare hosts to a running cluster.
+//!
+//! The workflow is a literal list (`apply`): connect and gather facts, preflight, PKI, prepare
+//! hosts, etcd, the front, kubeadm init and joins, verify. Each phase reads what is on the hosts,
+//! compares it with what the plan and the renderer want, and changes only the difference, so a
+//! second run changes nothing and a run cut off anywhere is finished by running it again. Every
+//! change goes through `Ctx::change`, which in `--dry-run` records what would happen instead.
 
 pub mod journal;
+
+mod connect;
+mod etcd;
+mod files;
+mod front;
+mod kubeadm;
+mod preflight;
+mod prepare;
+mod verify;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::facts::Facts;
+use crate::inventory::Inventory;
+use crate::plan::ClusterPlan;
+use crate::render::{RenderedFile, Templates};
+use crate::ssh::{Connector, Progress, Session, SshError, Target};
+use crate::state::StateDir;
+
+pub use connect::targets;
+pub use journal::{Journal, JournalError, StepStatus};
+pub use preflight::{CHECKS, Check, CheckStatus};
+
+/// The names `--skip-check` accepts.
+pub fn preflight_checks() -> &'static [&'static str] {
+    &CHECKS
+}
+
+/// What the operator asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub dry_run: bool,
+    pub accept_new_host_keys: bool,
+    /// Preflight checks to skip deliberately, by name.
+    pub skip_checks: BTreeSet<String>,
+    /// Only these hosts (add-node); `None` for the whole cluster.
+    pub only_hosts: Option<BTreeSet<String>>,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ApplyError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Render(#[from] crate::render::RenderError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Artifacts(#[from] crate::artifacts::ArtifactError),
+    #[error("{0}")]
+    Ssh(#[from] SshError),
+    #[error("{count} host(s) could not be reached or read:\n{details}")]
+    #[diagnostic(help("fix the hosts above and run kbs apply again; nothing was changed on any host"))]
+    Unreachable { count: usize, details: String },
+    #[error("preflight failed on {0}")]
+    #[diagnostic(help("fix what the table above shows, or skip a check deliberately with --skip-check NAME; nothing was changed on any host"))]
+    Preflight(String),
+    #[error("{host}: {step} failed: {message}")]
+    #[diagnostic(help("the journal records how far the run got; fix the cause and run kbs apply again to resume"))]
+    Step { host: String, step: String, message: String },
+    #[error("{0}")]
+    #[diagnostic(help("run kbs apply again once the cause is fixed"))]
+    Verify(String),
+}
+
+/// One change made (or, in a dry run, that would be made) on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub host: String,
+    pub what: String,
+}
+
+/// Everything a phase needs; built once per run and passed to each phase explicitly.
+pub struct Ctx {
+    pub plan: ClusterPlan,
+    pub state: StateDir,
+    pub opts: Options,
+    pub templates: Templates,
+    pub progress: Progress,
+    connector: Connector,
+    targets: BTreeMap<String, Target>,
+    facts: BTreeMap<String, Facts>,
+    journal: Mutex<Journal>,
+    changes: Mutex<Vec<Change>>,
+}
+
+impl Ctx {
+    pub fn facts(&self, host: &str) -> Option<&Facts> {
+        self.facts.get(host)
+    }
+
+    pub async fn session(&self, host: &str) -> Result<Session, ApplyError> {
+        let target = self.targets.get(host).ok_or_else(|| ApplyError::Step {
+            host: host.into(),
+            step: "connect".into(),
+            message: "not in the inventory".into(),
+        })?;
+        Ok(self.connector.session(target).await?)
+    }
+
+    /// Hosts this run may touch, in plan order.
+    pub fn hosts(&self) -> impl Iterator<Item = &crate::plan::PlannedHost> {
+        self.plan.hosts.iter().filter(|h| self.opts.only_hosts.as_ref().is_none_or(|o| o.contains(&h.name)))
+    }
+
+    pub fn in_scope(&self, host: &str) -> bool {
+        self.opts.only_hosts.as_ref().is_none_or(|o| o.contains(host))
+    }
+
+    /// Runs `action` as one recorded change on `host`, or only records it in a dry run. Journals
+    /// `step` as started before and done after, so a resumed run knows what was cut off.
+    pub async fn change<F, T>(&self, host: &str, step: &str, what: impl Into<String>, action: F) -> Result<Option<T>, ApplyError>
+    where
+        F: Future<Output = Result<T, ApplyError>>,
+    {
+        let what = what.into();
+        self.changes.lock().expect("change log").push(Change { host: host.into(), what: what.clone() });
+        if self.opts.dry_run {
+            return Ok(None);
+        }
+        tracing::info!(host, step, "{what}");
+        self.journal.lock().expect("journal").record(host, step, StepStatus::Started)?;
+        let value = action.await?;
+        self.journal.lock().expect("journal").record(host, step, StepStatus::Done)?;
+        Ok(Some(value))
+    }
+
+    pub fn journal_status(&self, host: &str, step: &str) -> Option<StepStatus> {
+        self.journal.lock().expect("journal").status(host, step)
+    }
+
+    pub fn changes(&self) -> Vec<Change> {
+        self.changes.lock().expect("change log").clone()
+    }
+
+    /// A failed remote command as a step error with its last lines.
+    pub fn step_error(host: &str, step: &str, out: &crate::ssh::Output) -> ApplyError {
+        ApplyError::Step { host: host.into(), step: step.into(), message: format!("{}: {}", out.status, out.last_lines.join(" | ")) }
+    }
+}
+
+/// What a run did: the changes per host (or that would be made, in a dry run) and the checks.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub changes: Vec<Change>,
+    pub checks: Vec<Check>,
+    pub warnings: Vec<String>,
+}
+
+/// Runs the whole apply. The order is the workflow; each phase skips what is already in place.
+pub async fn apply(inventory: Inventory, state: StateDir, opts: Options, templates: Templates, progress: Progress) -> Result<Report, ApplyError> {
+    let plan = ClusterPlan::new(inventory);
+    state.create()?;
+    let journal = Journal::open(&state)?;
+    let (connector, targets) = connect::connector(&plan, &state, &opts)?;
+    let mut cx = Ctx {
+        plan,
+        state,
+        opts,
+        templates,
+        progress,
+        connector,
+        targets,
+        facts: BTreeMap::new(),
+        journal: Mutex::new(journal),
+        changes: Mutex::new(Vec::new()),
+    };
+    let mut report = Report::default();
+    cx.facts = connect::gather(&cx).await?;
+    report.checks = preflight::run(&cx).await?;
+
+    // Local first: the PKI is made (or reused) before any host is touched.
+    if !cx.opts.dry_run {
+        crate::pki::ensure(&cx.plan, &cx.state)?;
+    }
+    let bundle = prepare::load_artifacts(&cx)?;
+    let secrets = kubeadm::join_secrets(&cx).await?;
+    let rendered = files::render(&cx, &secrets)?;
+
+    report.warnings.extend(prepare::run(&cx, bundle.as_ref(), &rendered).await?);
+    etcd::run(&cx, &rendered).await?;
+    front::run(&cx, &rendered).await?;
+    kubeadm::run(&cx, &rendered).await?;
+    verify::run(&cx).await?;
+    cx.connector.disconnect_all().await;
+    report.changes = cx.changes();
+    Ok(report)
+}
+
+/// How long etcd and the API get to become healthy after a start.
+pub(crate) const HEALTH_WAIT: Duration = Duration::from_secs(90);
+
+/// The rendered files of one host that belong to one part of the workflow.
+pub(crate) fn files_of<'a>(rendered: &'a BTreeMap<String, Vec<RenderedFile>>, host: &str, part: files::Part) -> Vec<&'a RenderedFile> {
+    rendered.get(host).map(|fs| fs.iter().filter(|f| files::part_of(&f.path) == part).collect()).unwrap_or_default()
+}

@@ -7,7 +7,7 @@
 mod cert;
 mod check;
 mod files;
-mod kubeconfig;
+pub mod kubeconfig;
 pub mod spec;
 
 use std::fs;
@@ -23,7 +23,9 @@ use crate::state::{StateDir, StateError, Written, read_optional};
 
 pub use cert::CertInfo;
 pub use check::{CertStatus, CheckReport, Health, check};
-pub use files::{HostFile, HostFiles, REMOTE_KUBECONFIG_DIR, REMOTE_PKI_DIR, host_files};
+pub use files::{
+    ETCD_USER, HostFile, HostFiles, REMOTE_ETCD_PKI_DIR, REMOTE_KUBECONFIG_DIR, REMOTE_PKI_DIR, host_files,
+};
 
 use cert::Identity;
 use kubeconfig::Kubeconfig;

@@ -1,0 +1,86 @@
+//! `kbs apply` and `kbs add-node`: one engine, the second limited to the new hosts.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use miette::{IntoDiagnostic, miette};
+
+use crate::cli::{LogFormat, RunArgs};
+use crate::inventory::Inventory;
+use crate::phases::{self, Options, preflight_checks};
+use crate::render::Templates;
+use crate::ssh::{Progress, ProgressMode};
+use crate::state::StateDir;
+
+pub enum Scope {
+    Cluster { dry_run: bool, templates: Option<PathBuf> },
+    Hosts(Vec<String>),
+}
+
+/// The progress display and, with -v, tracing lines printed above it.
+pub fn progress(format: LogFormat, verbose: u8) -> Progress {
+    let progress = Progress::new(match format {
+        LogFormat::Auto => ProgressMode::Auto,
+        LogFormat::Plain => ProgressMode::Plain,
+        LogFormat::Json => ProgressMode::Json,
+    });
+    let level = match verbose {
+        0 => "warn",
+        1 => "kbs=info",
+        _ => "kbs=debug",
+    };
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into())).with_writer(progress.clone()).try_init();
+    progress
+}
+
+pub fn run(args: &RunArgs, verbose: u8, scope: Scope, skip_checks: Vec<String>) -> miette::Result<ExitCode> {
+    let inventory = Inventory::load(&args.inventory)?;
+    for name in &skip_checks {
+        if !preflight_checks().contains(&name.as_str()) {
+            return Err(miette!(help = format!("the checks are: {}", preflight_checks().join(", ")), "--skip-check: there is no check `{name}`"));
+        }
+    }
+    let (dry_run, templates, only_hosts) = match scope {
+        Scope::Cluster { dry_run, templates } => (dry_run, templates, None),
+        Scope::Hosts(hosts) => {
+            for h in &hosts {
+                if inventory.host(h).is_none() {
+                    return Err(miette!(help = "add the host to the inventory first, then run add-node with its name", "--host {h}: no such host in {}", args.inventory.display()));
+                }
+            }
+            (false, None, Some(hosts.into_iter().collect::<BTreeSet<_>>()))
+        }
+    };
+    let templates = match &templates {
+        Some(dir) => Templates::with_overrides(dir)?,
+        None => Templates::builtin()?,
+    };
+    let state = StateDir::resolve(&inventory, args.state_dir.as_deref());
+    let opts = Options { dry_run, accept_new_host_keys: args.accept_new_host_keys, skip_checks: skip_checks.into_iter().collect(), only_hosts };
+    let progress = progress(args.log_format, verbose);
+    let runtime = tokio::runtime::Runtime::new().into_diagnostic()?;
+    let report = runtime.block_on(phases::apply(inventory, state.clone(), opts, templates, progress.clone()))?;
+
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if report.changes.is_empty() {
+        println!("no changes");
+    } else {
+        let verb = if dry_run { "would change" } else { "changed" };
+        let mut host = "";
+        for c in &report.changes {
+            if c.host != host {
+                println!("{}:", c.host);
+                host = &c.host;
+            }
+            println!("  {} {}", if dry_run { "would" } else { "-" }, c.what);
+        }
+        println!("{} {verb} on {} host(s)", report.changes.len(), report.changes.iter().map(|c| &c.host).collect::<BTreeSet<_>>().len());
+    }
+    if !dry_run {
+        println!("admin kubeconfig: {}", crate::pki::kubeconfig_path(&state, crate::pki::spec::ADMIN_CONF).display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

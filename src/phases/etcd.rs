@@ -1,0 +1,114 @@
+//! etcd as systemd services: certificates, one env file per member, data dirs 0700 owned by
+//! etcd. A new cluster's members are all started together (each reports ready only at quorum,
+//! so starting them one by one and waiting would hang); a member whose settings changed is
+//! restarted alone, with the cluster healthy before and after.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::files::{Desired, Part, pki_files, sync};
+use super::prepare::ensure;
+use super::{ApplyError, Ctx, HEALTH_WAIT, files_of};
+use crate::pki::REMOTE_ETCD_PKI_DIR;
+use crate::render::RenderedFile;
+use crate::ssh::Exec;
+
+/// `etcdctl` with kbs's own client certificate, against every member.
+pub(crate) fn etcdctl(cx: &Ctx, args: &str) -> String {
+    let endpoints: Vec<String> = cx.plan.etcd.iter().map(|m| m.client_url()).collect();
+    format!(
+        "ETCDCTL_API=3 etcdctl --endpoints={} --cacert={d}/ca.crt --cert={d}/healthcheck-client.crt --key={d}/healthcheck-client.key --command-timeout=5s {args}",
+        endpoints.join(","),
+        d = REMOTE_ETCD_PKI_DIR
+    )
+}
+
+pub(super) async fn run(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<(), ApplyError> {
+    let etcd_hosts: Vec<String> = cx.hosts().filter(|h| cx.plan.etcd.iter().any(|m| m.host == h.name)).map(|h| h.name.clone()).collect();
+    if etcd_hosts.is_empty() {
+        return Ok(());
+    }
+    let mut to_start = Vec::new();
+    let mut to_restart = Vec::new();
+    for host in &etcd_hosts {
+        let hp = cx.progress.host(host, "etcd");
+        let mut files = pki_files(cx, host, |p| p.starts_with(REMOTE_ETCD_PKI_DIR))?;
+        files.extend(files_of(rendered, host, Part::Etcd).into_iter().map(Desired::from));
+        let changed = sync(cx, host, "etcd/files", &files).await?;
+        if changed.iter().any(|p| p.to_string_lossy().ends_with(".service")) {
+            ensure(cx, host, "etcd/daemon-reload", "reload systemd units", "echo reload", "systemctl daemon-reload").await?;
+        }
+        let s = cx.session(host).await?;
+        for m in cx.plan.etcd.iter().filter(|m| &m.host == host) {
+            let dir = shlex::try_quote(&m.data_dir.to_string_lossy()).map(|q| q.into_owned()).unwrap_or_default();
+            ensure(
+                cx,
+                host,
+                "etcd/data-dir",
+                &format!("create {} (0700, owned by etcd)", m.data_dir.display()),
+                &format!("[ \"$(stat -c '%a %U' {dir} 2>/dev/null)\" = '700 etcd' ] || echo fix"),
+                &format!("install -d -m 0700 -o etcd -g etcd {dir}"),
+            )
+            .await?;
+            let unit = format!("kbs-etcd@{}.service", m.name);
+            let active = s.exec(Exec::new(&format!("systemctl is-active --quiet {unit}"))).await?.success();
+            let mine_changed = changed.iter().any(|p| {
+                let p = p.to_string_lossy();
+                p.ends_with(&format!("/{}.env", m.name)) || p.starts_with(REMOTE_ETCD_PKI_DIR) || p.ends_with(".service")
+            });
+            if !active {
+                to_start.push((host.clone(), unit));
+            } else if mine_changed {
+                to_restart.push((host.clone(), unit));
+            }
+        }
+        hp.finish(None);
+    }
+
+    // Founding members together: enable, then start without waiting for readiness.
+    for (host, unit) in &to_start {
+        let s = cx.session(host).await?;
+        cx.change(host, "etcd/start", format!("start {unit}"), async {
+            let out = s.exec(Exec::new(&format!("systemctl enable {unit} && systemctl start --no-block {unit}")).sudo(true)).await?;
+            if out.success() { Ok(()) } else { Err(Ctx::step_error(host, "etcd/start", &out)) }
+        })
+        .await?;
+    }
+    if !to_start.is_empty() && !cx.opts.dry_run {
+        wait_healthy(cx, &etcd_hosts[0]).await?;
+    }
+    for (host, unit) in &to_restart {
+        let s = cx.session(host).await?;
+        cx.change(host, "etcd/restart", format!("restart {unit} (its settings or certificates changed)"), async {
+            let out = s.exec(Exec::new(&format!("systemctl restart {unit}")).sudo(true)).await?;
+            if out.success() { Ok(()) } else { Err(Ctx::step_error(host, "etcd/restart", &out)) }
+        })
+        .await?;
+        if !cx.opts.dry_run {
+            wait_healthy(cx, &etcd_hosts[0]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every member answers healthy over mTLS, asking from `host`.
+pub(crate) async fn wait_healthy(cx: &Ctx, host: &str) -> Result<(), ApplyError> {
+    let s = cx.session(host).await?;
+    let hp = cx.progress.host(host, "etcd health");
+    let started = Instant::now();
+    let cmd = etcdctl(cx, "endpoint health");
+    loop {
+        let out = s.exec(Exec::new(&cmd).sudo(true).timeout(Duration::from_secs(30))).await?;
+        if out.success() {
+            hp.finish(None);
+            return Ok(());
+        }
+        if started.elapsed() > HEALTH_WAIT {
+            let message = format!("etcd is not healthy after {} s: {}", HEALTH_WAIT.as_secs(), out.last_lines.join(" | "));
+            hp.finish(Some(&message));
+            return Err(ApplyError::Step { host: host.into(), step: "etcd/health".into(), message });
+        }
+        hp.line(out.last_lines.last().map_or("waiting", String::as_str));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
