@@ -19,7 +19,8 @@ KEY=$LAB_RUN/id_ed25519
 KNOWN=$LAB_RUN/known_hosts
 [[ -f $LAB_RUN/inventory.toml ]] || { echo "no lab: run tests/lab/lab up 20 first" >&2; exit 1; }
 
-mapfile -t HOSTS < <(sed -n 's/^address = "\(.*\)"/\1/p' "$LAB_RUN/inventory.toml")
+mapfile -t HOSTS < <(python3 -c 'import sys, tomllib
+for h in tomllib.load(open(sys.argv[1], "rb"))["host"]: print(h["address"])' "$LAB_RUN/inventory.toml")
 N=${#HOSTS[@]}
 WORK=$(mktemp -d)
 trap 'for h in "${HOSTS[@]}"; do ssh -S "$WORK/mux-$h" -O exit "root@$h" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
