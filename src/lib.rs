@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod pki;
 pub mod plan;
 pub mod render;
+pub mod secrets;
 pub mod state;
 
 pub mod facts;

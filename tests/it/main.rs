@@ -10,4 +10,5 @@ mod pki_common;
 mod plan;
 mod real_tools;
 mod render;
+mod security;
 mod tls;
