@@ -71,7 +71,12 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
         /// The new hosts, as named in the inventory.
-        #[arg(long = "host", value_name = "NAME", required = true, value_delimiter = ',')]
+        #[arg(
+            long = "host",
+            value_name = "NAME",
+            required = true,
+            value_delimiter = ','
+        )]
         hosts: Vec<String>,
         #[arg(long = "skip-check", value_name = "NAME")]
         skip_checks: Vec<String>,

@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod plan;
 
 pub mod pki;
+pub mod secrets;
 pub mod state;
 
 pub mod render;

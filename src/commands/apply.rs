@@ -14,7 +14,10 @@ use crate::ssh::{Progress, ProgressMode};
 use crate::state::StateDir;
 
 pub enum Scope {
-    Cluster { dry_run: bool, templates: Option<PathBuf> },
+    Cluster {
+        dry_run: bool,
+        templates: Option<PathBuf>,
+    },
     Hosts(Vec<String>),
 }
 
@@ -30,15 +33,28 @@ pub fn progress(format: LogFormat, verbose: u8) -> Progress {
         1 => "kbs=info",
         _ => "kbs=debug",
     };
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into())).with_writer(progress.clone()).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(progress.clone())
+        .try_init();
     progress
 }
 
-pub fn run(args: &RunArgs, verbose: u8, scope: Scope, skip_checks: Vec<String>) -> miette::Result<ExitCode> {
+pub fn run(
+    args: &RunArgs,
+    verbose: u8,
+    scope: Scope,
+    skip_checks: Vec<String>,
+) -> miette::Result<ExitCode> {
     let inventory = Inventory::load(&args.inventory)?;
     for name in &skip_checks {
         if !preflight_checks().contains(&name.as_str()) {
-            return Err(miette!(help = format!("the checks are: {}", preflight_checks().join(", ")), "--skip-check: there is no check `{name}`"));
+            return Err(miette!(
+                help = format!("the checks are: {}", preflight_checks().join(", ")),
+                "--skip-check: there is no check `{name}`"
+            ));
         }
     }
     let (dry_run, templates, only_hosts) = match scope {
@@ -46,10 +62,19 @@ pub fn run(args: &RunArgs, verbose: u8, scope: Scope, skip_checks: Vec<String>) 
         Scope::Hosts(hosts) => {
             for h in &hosts {
                 if inventory.host(h).is_none() {
-                    return Err(miette!(help = "add the host to the inventory first, then run add-node with its name", "--host {h}: no such host in {}", args.inventory.display()));
+                    return Err(miette!(
+                        help =
+                            "add the host to the inventory first, then run add-node with its name",
+                        "--host {h}: no such host in {}",
+                        args.inventory.display()
+                    ));
                 }
             }
-            (false, None, Some(hosts.into_iter().collect::<BTreeSet<_>>()))
+            (
+                false,
+                None,
+                Some(hosts.into_iter().collect::<BTreeSet<_>>()),
+            )
         }
     };
     let templates = match &templates {
@@ -57,10 +82,21 @@ pub fn run(args: &RunArgs, verbose: u8, scope: Scope, skip_checks: Vec<String>) 
         None => Templates::builtin()?,
     };
     let state = StateDir::resolve(&inventory, args.state_dir.as_deref());
-    let opts = Options { dry_run, accept_new_host_keys: args.accept_new_host_keys, skip_checks: skip_checks.into_iter().collect(), only_hosts };
+    let opts = Options {
+        dry_run,
+        accept_new_host_keys: args.accept_new_host_keys,
+        skip_checks: skip_checks.into_iter().collect(),
+        only_hosts,
+    };
     let progress = progress(args.log_format, verbose);
     let runtime = tokio::runtime::Runtime::new().into_diagnostic()?;
-    let report = runtime.block_on(phases::apply(inventory, state.clone(), opts, templates, progress.clone()))?;
+    let report = runtime.block_on(phases::apply(
+        inventory,
+        state.clone(),
+        opts,
+        templates,
+        progress.clone(),
+    ))?;
 
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -77,10 +113,22 @@ pub fn run(args: &RunArgs, verbose: u8, scope: Scope, skip_checks: Vec<String>) 
             }
             println!("  {} {}", if dry_run { "would" } else { "-" }, c.what);
         }
-        println!("{} {verb} on {} host(s)", report.changes.len(), report.changes.iter().map(|c| &c.host).collect::<BTreeSet<_>>().len());
+        println!(
+            "{} {verb} on {} host(s)",
+            report.changes.len(),
+            report
+                .changes
+                .iter()
+                .map(|c| &c.host)
+                .collect::<BTreeSet<_>>()
+                .len()
+        );
     }
     if !dry_run {
-        println!("admin kubeconfig: {}", crate::pki::kubeconfig_path(&state, crate::pki::spec::ADMIN_CONF).display());
+        println!(
+            "admin kubeconfig: {}",
+            crate::pki::kubeconfig_path(&state, crate::pki::spec::ADMIN_CONF).display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -21,10 +21,28 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         } => render::run(&inventory, &out, templates.as_deref()),
         Command::Init { hosts, name, out } => init::run(&hosts, &name, out.as_deref()),
         Command::Certs { command } => certs::run(command),
-        Command::Apply { run, dry_run, skip_checks, templates } => {
-            apply::run(&run, cli.verbose, apply::Scope::Cluster { dry_run, templates }, skip_checks)
-        }
-        Command::AddNode { run, hosts, skip_checks } => apply::run(&run, cli.verbose, apply::Scope::Hosts(hosts), skip_checks),
-        Command::Exec { run, hosts, role, sudo, command } => exec::run(&run, cli.verbose, &hosts, role, sudo, &command.join(" ")),
+        Command::Apply {
+            run,
+            dry_run,
+            skip_checks,
+            templates,
+        } => apply::run(
+            &run,
+            cli.verbose,
+            apply::Scope::Cluster { dry_run, templates },
+            skip_checks,
+        ),
+        Command::AddNode {
+            run,
+            hosts,
+            skip_checks,
+        } => apply::run(&run, cli.verbose, apply::Scope::Hosts(hosts), skip_checks),
+        Command::Exec {
+            run,
+            hosts,
+            role,
+            sudo,
+            command,
+        } => exec::run(&run, cli.verbose, &hosts, role, sudo, &command.join(" ")),
     }
 }

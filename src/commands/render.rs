@@ -62,7 +62,7 @@ pub fn run(inventory: &Path, out: &Path, templates: Option<&Path>) -> miette::Re
     }
     if placeholders > 0 {
         eprintln!(
-            "{placeholders} files hold ${{KBS_...}} placeholders (join token, CA hash, VIP interface) that kbs apply fills in"
+            "{placeholders} files hold ${{KBS_...}} placeholders (join token, CA hash, VIP interface, encryption key) that kbs apply fills in"
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -28,6 +28,7 @@ pub struct Inventory {
     pub etcd: EtcdSettings,
     pub pki: PkiSettings,
     pub artifacts: Artifacts,
+    pub security: SecuritySettings,
     pub hosts: Vec<Host>,
 }
 
@@ -162,6 +163,130 @@ pub struct PkiSettings {
     pub cert_validity_days: u32,
     /// Extra API server SANs.
     pub extra_sans: Vec<HostName>,
+}
+
+/// Pod Security Admission levels, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    Privileged,
+    Baseline,
+    Restricted,
+}
+
+impl PodSecurityLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Privileged => "privileged",
+            Self::Baseline => "baseline",
+            Self::Restricted => "restricted",
+        }
+    }
+}
+
+/// `[security]`: every default is the hardened choice; each `false` (or a weaker level) relaxes
+/// one and makes `kbs plan` warn. docs/security.md explains each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecuritySettings {
+    /// Anonymous requests to every API path (RBAC still applies), instead of health checks only.
+    pub anonymous_auth: bool,
+    pub profiling: bool,
+    pub audit_log: bool,
+    pub audit_log_max_age_days: u32,
+    pub audit_log_max_backups: u32,
+    pub audit_log_max_size_mb: u32,
+    /// Secrets encrypted at rest in etcd with a key kbs keeps in the state directory.
+    pub encrypt_secrets: bool,
+    /// Cluster-wide Pod Security Admission `enforce` level; warn and audit are always `restricted`.
+    pub pod_security: PodSecurityLevel,
+    pub protect_kernel_defaults: bool,
+    /// Kubelet serving certificates from the cluster CA (`serverTLSBootstrap`).
+    pub kubelet_serving_certificates: bool,
+    /// kubeReserved / systemReserved / evictionHard sized from each host.
+    pub reserve_resources: bool,
+    /// Overrides of the size-based API request limits.
+    pub max_requests_inflight: Option<u32>,
+    pub max_mutating_requests_inflight: Option<u32>,
+    /// Namespaces kbs creates after the cluster is up, with their guard rails.
+    pub namespaces: Vec<NamespaceBaseline>,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            anonymous_auth: false,
+            profiling: false,
+            audit_log: true,
+            audit_log_max_age_days: 30,
+            audit_log_max_backups: 10,
+            audit_log_max_size_mb: 100,
+            encrypt_secrets: true,
+            pod_security: PodSecurityLevel::Baseline,
+            protect_kernel_defaults: true,
+            kubelet_serving_certificates: true,
+            reserve_resources: true,
+            max_requests_inflight: None,
+            max_mutating_requests_inflight: None,
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+impl SecuritySettings {
+    /// One sentence per default the inventory relaxed, for the plan's warnings.
+    pub fn relaxations(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let mut relaxed = |on: bool, what: &str| {
+            if on {
+                w.push(format!("security: {what}"));
+            }
+        };
+        relaxed(
+            self.anonymous_auth,
+            "anonymous_auth = true: the API server accepts anonymous requests on every path, not only health checks and join discovery.",
+        );
+        relaxed(
+            self.profiling,
+            "profiling = true: the API server serves /debug/pprof.",
+        );
+        relaxed(
+            !self.audit_log,
+            "audit_log = false: API requests are not audited.",
+        );
+        relaxed(
+            !self.encrypt_secrets,
+            "encrypt_secrets = false: Secrets are stored unencrypted in etcd.",
+        );
+        relaxed(
+            self.pod_security < PodSecurityLevel::Baseline,
+            "pod_security = \"privileged\": Pod Security Admission enforces nothing; privileged pods and host mounts are allowed.",
+        );
+        relaxed(
+            !self.protect_kernel_defaults,
+            "protect_kernel_defaults = false: the kubelet starts even when kernel tunables differ from what it expects.",
+        );
+        relaxed(
+            !self.kubelet_serving_certificates,
+            "kubelet_serving_certificates = false: kubelets serve self-signed certificates nobody can verify.",
+        );
+        relaxed(
+            !self.reserve_resources,
+            "reserve_resources = false: pods may use the memory and CPU the kubelet and system need.",
+        );
+        w
+    }
+}
+
+/// An optional namespace with quota, container defaults and a default-deny NetworkPolicy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceBaseline {
+    pub name: String,
+    /// ResourceQuota `hard`, in Kubernetes key order (`requests.cpu`, ...); empty means none.
+    pub quota: Vec<(&'static str, String)>,
+    /// LimitRange container default and default request; `None` means no LimitRange entry.
+    pub container_cpu: Option<String>,
+    pub container_memory: Option<String>,
+    pub default_deny: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

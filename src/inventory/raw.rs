@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{EndpointMode, KeyAlgorithm, Role};
+use super::{EndpointMode, KeyAlgorithm, PodSecurityLevel, Role};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +19,8 @@ pub(super) struct RawInventory {
     pub pki: RawPki,
     #[serde(default)]
     pub artifacts: RawArtifacts,
+    #[serde(default)]
+    pub security: RawSecurity,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Spanned<RawHost>>,
 }
@@ -76,6 +78,40 @@ pub(super) struct RawPki {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawArtifacts {
     pub bundle: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecurity {
+    pub anonymous_auth: Option<bool>,
+    pub profiling: Option<bool>,
+    pub audit_log: Option<bool>,
+    pub audit_log_max_age_days: Option<Spanned<u32>>,
+    pub audit_log_max_backups: Option<Spanned<u32>>,
+    pub audit_log_max_size_mb: Option<Spanned<u32>>,
+    pub encrypt_secrets: Option<bool>,
+    pub pod_security: Option<PodSecurityLevel>,
+    pub protect_kernel_defaults: Option<bool>,
+    pub kubelet_serving_certificates: Option<bool>,
+    pub reserve_resources: Option<bool>,
+    pub max_requests_inflight: Option<Spanned<u32>>,
+    pub max_mutating_requests_inflight: Option<Spanned<u32>>,
+    #[serde(default, rename = "namespace")]
+    pub namespaces: Vec<RawNamespace>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNamespace {
+    pub name: Spanned<String>,
+    pub requests_cpu: Option<Spanned<String>>,
+    pub requests_memory: Option<Spanned<String>>,
+    pub limits_cpu: Option<Spanned<String>>,
+    pub limits_memory: Option<Spanned<String>>,
+    pub pods: Option<Spanned<u32>>,
+    pub container_cpu: Option<Spanned<String>>,
+    pub container_memory: Option<Spanned<String>>,
+    pub default_deny: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

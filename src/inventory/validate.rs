@@ -9,10 +9,10 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{InventoryErrors, Reporter};
-use super::raw::{RawEndpoint, RawHost, RawInventory, RawSsh};
+use super::raw::{RawEndpoint, RawHost, RawInventory, RawNamespace, RawSecurity, RawSsh};
 use super::{
     Artifacts, Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName, Inventory, JumpHost,
-    KubeVersion, PkiSettings, Role, SshSettings,
+    KubeVersion, NamespaceBaseline, PkiSettings, Role, SecuritySettings, SshSettings,
 };
 use crate::plan::etcd_layout;
 
@@ -75,6 +75,7 @@ fn build(r: &mut Reporter, base: &Path, path: &Path, raw: RawInventory) -> Optio
     let hosts = hosts(r, base, &raw, &defaults);
     let endpoint = endpoint(r, &raw.endpoint, &hosts);
     let pki = pki(r, base, &raw);
+    let security = security(r, &raw.security);
     if let (Some(c), Some(_)) = (&cluster, &endpoint) {
         check_addresses_outside_subnets(r, c, &raw);
     }
@@ -90,6 +91,7 @@ fn build(r: &mut Reporter, base: &Path, path: &Path, raw: RawInventory) -> Optio
             Some(b) => Artifacts::Bundle(resolve_path(base, b.get_ref())),
             None => Artifacts::Online,
         },
+        security,
         hosts: hosts.into_iter().map(|(h, _)| h).collect::<Option<_>>()?,
     })
 }
@@ -744,4 +746,169 @@ fn etcd(r: &mut Reporter, raw: &RawInventory, hosts: &[HostEntry]) -> EtcdSettin
         );
     }
     EtcdSettings { members }
+}
+
+fn security(r: &mut Reporter, raw: &RawSecurity) -> SecuritySettings {
+    let d = SecuritySettings::default();
+    let at_least_one = |r: &mut Reporter, v: &Option<Spanned<u32>>, field: &str, help: &str| {
+        let n = v.as_ref()?;
+        if *n.get_ref() == 0 {
+            r.error(
+                span(n),
+                format!("security.{field} must be at least 1"),
+                "0",
+                help,
+            );
+            return None;
+        }
+        Some(*n.get_ref())
+    };
+    let audit_help = "give a positive number, or set audit_log = false to turn auditing off";
+    let inflight_help = "give a positive request count, or remove the key to size it from the cluster (docs/security.md)";
+    let mut names: HashMap<&str, Range<usize>> = HashMap::new();
+    let mut namespaces = Vec::new();
+    for ns in &raw.namespaces {
+        if let Some(n) = namespace(r, ns, &mut names) {
+            namespaces.push(n);
+        }
+    }
+    SecuritySettings {
+        anonymous_auth: raw.anonymous_auth.unwrap_or(d.anonymous_auth),
+        profiling: raw.profiling.unwrap_or(d.profiling),
+        audit_log: raw.audit_log.unwrap_or(d.audit_log),
+        audit_log_max_age_days: at_least_one(
+            r,
+            &raw.audit_log_max_age_days,
+            "audit_log_max_age_days",
+            audit_help,
+        )
+        .unwrap_or(d.audit_log_max_age_days),
+        audit_log_max_backups: at_least_one(
+            r,
+            &raw.audit_log_max_backups,
+            "audit_log_max_backups",
+            audit_help,
+        )
+        .unwrap_or(d.audit_log_max_backups),
+        audit_log_max_size_mb: at_least_one(
+            r,
+            &raw.audit_log_max_size_mb,
+            "audit_log_max_size_mb",
+            audit_help,
+        )
+        .unwrap_or(d.audit_log_max_size_mb),
+        encrypt_secrets: raw.encrypt_secrets.unwrap_or(d.encrypt_secrets),
+        pod_security: raw.pod_security.unwrap_or(d.pod_security),
+        protect_kernel_defaults: raw
+            .protect_kernel_defaults
+            .unwrap_or(d.protect_kernel_defaults),
+        kubelet_serving_certificates: raw
+            .kubelet_serving_certificates
+            .unwrap_or(d.kubelet_serving_certificates),
+        reserve_resources: raw.reserve_resources.unwrap_or(d.reserve_resources),
+        max_requests_inflight: at_least_one(
+            r,
+            &raw.max_requests_inflight,
+            "max_requests_inflight",
+            inflight_help,
+        ),
+        max_mutating_requests_inflight: at_least_one(
+            r,
+            &raw.max_mutating_requests_inflight,
+            "max_mutating_requests_inflight",
+            inflight_help,
+        ),
+        namespaces,
+    }
+}
+
+fn namespace<'a>(
+    r: &mut Reporter,
+    ns: &'a RawNamespace,
+    names: &mut HashMap<&'a str, Range<usize>>,
+) -> Option<NamespaceBaseline> {
+    let name = ns.name.get_ref();
+    let mut ok = true;
+    if !is_dns_label(name) {
+        r.error(
+            span(&ns.name),
+            format!("security.namespace name `{name}` is not a DNS label"),
+            "not a DNS label",
+            "use lower-case letters, digits and '-', e.g. \"shop-prod\"",
+        );
+        ok = false;
+    } else if name.starts_with("kube-") {
+        r.error(
+            span(&ns.name),
+            format!("security.namespace `{name}` is a system namespace"),
+            "reserved for Kubernetes",
+            "kube-* namespaces belong to the control plane; pick a name for your workloads",
+        );
+        ok = false;
+    } else if let Some(first) = names.insert(name, span(&ns.name)) {
+        let line = r.line(first.start);
+        r.error(
+            span(&ns.name),
+            format!("security.namespace `{name}` is listed twice"),
+            "duplicate",
+            format!("the first `{name}` is on line {line}; merge the two tables"),
+        );
+        ok = false;
+    }
+    let mut quantity = |v: &Option<Spanned<String>>, field: &str| -> Option<String> {
+        let q = v.as_ref()?;
+        if !is_quantity(q.get_ref()) {
+            r.error(
+                span(q),
+                format!(
+                    "security.namespace.{field} `{}` is not a Kubernetes quantity",
+                    q.get_ref()
+                ),
+                "not a quantity",
+                "write e.g. \"500m\" or \"2\" for CPU, \"512Mi\" or \"4Gi\" for memory",
+            );
+            ok = false;
+            return None;
+        }
+        Some(q.get_ref().clone())
+    };
+    let mut quota = Vec::new();
+    for (key, field, v) in [
+        ("requests.cpu", "requests_cpu", &ns.requests_cpu),
+        ("requests.memory", "requests_memory", &ns.requests_memory),
+        ("limits.cpu", "limits_cpu", &ns.limits_cpu),
+        ("limits.memory", "limits_memory", &ns.limits_memory),
+    ] {
+        if let Some(q) = quantity(v, field) {
+            quota.push((key, q));
+        }
+    }
+    let container_cpu = quantity(&ns.container_cpu, "container_cpu");
+    let container_memory = quantity(&ns.container_memory, "container_memory");
+    if let Some(p) = &ns.pods {
+        quota.push(("pods", p.get_ref().to_string()));
+    }
+    ok.then(|| NamespaceBaseline {
+        name: name.clone(),
+        quota,
+        container_cpu,
+        container_memory,
+        default_deny: ns.default_deny.unwrap_or(true),
+    })
+}
+
+/// A Kubernetes resource quantity as written by people: a decimal number with an optional
+/// SI or binary suffix ("500m", "1.5", "512Mi", "2G").
+fn is_quantity(s: &str) -> bool {
+    const SUFFIXES: [&str; 14] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E", "",
+    ];
+    let Some(num) = SUFFIXES.iter().find_map(|x| s.strip_suffix(x)) else {
+        return false;
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, "0"));
+    !int.is_empty()
+        && !frac.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
 }

@@ -15,7 +15,11 @@ use crate::state::StateDir;
 
 /// SSH targets for every host of the inventory, keyed by host name.
 pub fn targets(inventory: &Inventory) -> Result<BTreeMap<String, Target>, ApplyError> {
-    let bad_key = |host: &str, e: String| ApplyError::Step { host: host.into(), step: "connect".into(), message: format!("host_key: {e}") };
+    let bad_key = |host: &str, e: String| ApplyError::Step {
+        host: host.into(),
+        step: "connect".into(),
+        message: format!("host_key: {e}"),
+    };
     inventory
         .hosts
         .iter()
@@ -23,9 +27,16 @@ pub fn targets(inventory: &Inventory) -> Result<BTreeMap<String, Target>, ApplyE
             let mut t = Target::new(&h.name, h.address, &h.ssh.user);
             t.port = h.ssh.port;
             t.identity_file = h.ssh.identity_file.clone();
-            t.host_key = h.host_key.as_deref().map(parse_host_key).transpose().map_err(|e| bad_key(&h.name, e))?;
+            t.host_key = h
+                .host_key
+                .as_deref()
+                .map(parse_host_key)
+                .transpose()
+                .map_err(|e| bad_key(&h.name, e))?;
             t.jump = match &h.ssh.jump_host {
-                Some(j) => Some(Box::new(jump_target(j, &t).map_err(|e| bad_key(&h.name, e))?)),
+                Some(j) => Some(Box::new(
+                    jump_target(j, &t).map_err(|e| bad_key(&h.name, e))?,
+                )),
                 None => None,
             };
             Ok((h.name.clone(), t))
@@ -41,13 +52,22 @@ fn jump_target(j: &JumpHost, behind: &Target) -> Result<Target, String> {
     Ok(t)
 }
 
-pub(super) fn connector(plan: &ClusterPlan, state: &StateDir, opts: &Options) -> Result<(Connector, BTreeMap<String, Target>), ApplyError> {
+pub(super) fn connector(
+    plan: &ClusterPlan,
+    state: &StateDir,
+    opts: &Options,
+) -> Result<(Connector, BTreeMap<String, Target>), ApplyError> {
     let known = KnownHosts::new(state.root(), opts.accept_new_host_keys);
-    Ok((Connector::new(ConnectOptions::new(known)), targets(&plan.inventory)?))
+    Ok((
+        Connector::new(ConnectOptions::new(known)),
+        targets(&plan.inventory)?,
+    ))
 }
 
 fn now_ns() -> i128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// Facts of every host in scope, gathered in parallel; any host that fails stops the run here,
@@ -76,7 +96,10 @@ pub(super) async fn gather(cx: &Ctx) -> Result<BTreeMap<String, Facts>, ApplyErr
         Ok(facts)
     } else {
         errors.sort();
-        Err(ApplyError::Unreachable { count: errors.len(), details: errors.join("\n") })
+        Err(ApplyError::Unreachable {
+            count: errors.len(),
+            details: errors.join("\n"),
+        })
     }
 }
 
@@ -89,13 +112,30 @@ async fn gather_one(cx: &Ctx, host: &str) -> Result<Facts, ApplyError> {
         // sudo -n here proves passwordless sudo before any change is attempted.
         let out = s.run(Exec::new(GATHER_SCRIPT).sudo(true)).await?;
         let mid = before + (now_ns() - before) / 2;
-        let mut facts = Facts::parse(&out.stdout_lossy(), mid).map_err(|e| ApplyError::Step { host: host.into(), step: "facts".into(), message: e.to_string() })?;
+        let mut facts = Facts::parse(&out.stdout_lossy(), mid).map_err(|e| ApplyError::Step {
+            host: host.into(),
+            step: "facts".into(),
+            message: e.to_string(),
+        })?;
         hp.step("fsync probe");
         for m in cx.plan.etcd.iter().filter(|m| m.host == host) {
             let dir = m.data_dir.display().to_string();
-            let q = shlex::try_quote(&dir).map_err(|_| ApplyError::Step { host: host.into(), step: "facts".into(), message: format!("data dir {dir} cannot be quoted") })?;
-            let out = s.run(Exec::new(&format!("sh -s {q}")).sudo(true).stdin(FSYNC_SCRIPT.as_bytes()).timeout(Duration::from_secs(120))).await?;
-            facts.fsync_p99_ms.insert(dir, fsync_p99_ms(&out.stdout_lossy()).unwrap_or(f64::NAN));
+            let q = shlex::try_quote(&dir).map_err(|_| ApplyError::Step {
+                host: host.into(),
+                step: "facts".into(),
+                message: format!("data dir {dir} cannot be quoted"),
+            })?;
+            let out = s
+                .run(
+                    Exec::new(&format!("sh -s {q}"))
+                        .sudo(true)
+                        .stdin(FSYNC_SCRIPT.as_bytes())
+                        .timeout(Duration::from_secs(120)),
+                )
+                .await?;
+            facts
+                .fsync_p99_ms
+                .insert(dir, fsync_p99_ms(&out.stdout_lossy()).unwrap_or(f64::NAN));
         }
         Ok(facts)
     }

@@ -23,8 +23,15 @@ pub(crate) fn etcdctl(cx: &Ctx, args: &str) -> String {
     )
 }
 
-pub(super) async fn run(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<(), ApplyError> {
-    let etcd_hosts: Vec<String> = cx.hosts().filter(|h| cx.plan.etcd.iter().any(|m| m.host == h.name)).map(|h| h.name.clone()).collect();
+pub(super) async fn run(
+    cx: &Ctx,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+) -> Result<(), ApplyError> {
+    let etcd_hosts: Vec<String> = cx
+        .hosts()
+        .filter(|h| cx.plan.etcd.iter().any(|m| m.host == h.name))
+        .map(|h| h.name.clone())
+        .collect();
     if etcd_hosts.is_empty() {
         return Ok(());
     }
@@ -33,14 +40,31 @@ pub(super) async fn run(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>
     for host in &etcd_hosts {
         let hp = cx.progress.host(host, "etcd");
         let mut files = pki_files(cx, host, |p| p.starts_with(REMOTE_ETCD_PKI_DIR))?;
-        files.extend(files_of(rendered, host, Part::Etcd).into_iter().map(Desired::from));
+        files.extend(
+            files_of(rendered, host, Part::Etcd)
+                .into_iter()
+                .map(Desired::from),
+        );
         let changed = sync(cx, host, "etcd/files", &files).await?;
-        if changed.iter().any(|p| p.to_string_lossy().ends_with(".service")) {
-            ensure(cx, host, "etcd/daemon-reload", "reload systemd units", "echo reload", "systemctl daemon-reload").await?;
+        if changed
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".service"))
+        {
+            ensure(
+                cx,
+                host,
+                "etcd/daemon-reload",
+                "reload systemd units",
+                "echo reload",
+                "systemctl daemon-reload",
+            )
+            .await?;
         }
         let s = cx.session(host).await?;
         for m in cx.plan.etcd.iter().filter(|m| &m.host == host) {
-            let dir = shlex::try_quote(&m.data_dir.to_string_lossy()).map(|q| q.into_owned()).unwrap_or_default();
+            let dir = shlex::try_quote(&m.data_dir.to_string_lossy())
+                .map(|q| q.into_owned())
+                .unwrap_or_default();
             ensure(
                 cx,
                 host,
@@ -51,10 +75,15 @@ pub(super) async fn run(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>
             )
             .await?;
             let unit = format!("kbs-etcd@{}.service", m.name);
-            let active = s.exec(Exec::new(&format!("systemctl is-active --quiet {unit}"))).await?.success();
+            let active = s
+                .exec(Exec::new(&format!("systemctl is-active --quiet {unit}")))
+                .await?
+                .success();
             let mine_changed = changed.iter().any(|p| {
                 let p = p.to_string_lossy();
-                p.ends_with(&format!("/{}.env", m.name)) || p.starts_with(REMOTE_ETCD_PKI_DIR) || p.ends_with(".service")
+                p.ends_with(&format!("/{}.env", m.name))
+                    || p.starts_with(REMOTE_ETCD_PKI_DIR)
+                    || p.ends_with(".service")
             });
             if !active {
                 to_start.push((host.clone(), unit));
@@ -69,8 +98,19 @@ pub(super) async fn run(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>
     for (host, unit) in &to_start {
         let s = cx.session(host).await?;
         cx.change(host, "etcd/start", format!("start {unit}"), async {
-            let out = s.exec(Exec::new(&format!("systemctl enable {unit} && systemctl start --no-block {unit}")).sudo(true)).await?;
-            if out.success() { Ok(()) } else { Err(Ctx::step_error(host, "etcd/start", &out)) }
+            let out = s
+                .exec(
+                    Exec::new(&format!(
+                        "systemctl enable {unit} && systemctl start --no-block {unit}"
+                    ))
+                    .sudo(true),
+                )
+                .await?;
+            if out.success() {
+                Ok(())
+            } else {
+                Err(Ctx::step_error(host, "etcd/start", &out))
+            }
         })
         .await?;
     }
@@ -79,10 +119,21 @@ pub(super) async fn run(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>
     }
     for (host, unit) in &to_restart {
         let s = cx.session(host).await?;
-        cx.change(host, "etcd/restart", format!("restart {unit} (its settings or certificates changed)"), async {
-            let out = s.exec(Exec::new(&format!("systemctl restart {unit}")).sudo(true)).await?;
-            if out.success() { Ok(()) } else { Err(Ctx::step_error(host, "etcd/restart", &out)) }
-        })
+        cx.change(
+            host,
+            "etcd/restart",
+            format!("restart {unit} (its settings or certificates changed)"),
+            async {
+                let out = s
+                    .exec(Exec::new(&format!("systemctl restart {unit}")).sudo(true))
+                    .await?;
+                if out.success() {
+                    Ok(())
+                } else {
+                    Err(Ctx::step_error(host, "etcd/restart", &out))
+                }
+            },
+        )
         .await?;
         if !cx.opts.dry_run {
             wait_healthy(cx, &etcd_hosts[0]).await?;
@@ -98,15 +149,25 @@ pub(crate) async fn wait_healthy(cx: &Ctx, host: &str) -> Result<(), ApplyError>
     let started = Instant::now();
     let cmd = etcdctl(cx, "endpoint health");
     loop {
-        let out = s.exec(Exec::new(&cmd).sudo(true).timeout(Duration::from_secs(30))).await?;
+        let out = s
+            .exec(Exec::new(&cmd).sudo(true).timeout(Duration::from_secs(30)))
+            .await?;
         if out.success() {
             hp.finish(None);
             return Ok(());
         }
         if started.elapsed() > HEALTH_WAIT {
-            let message = format!("etcd is not healthy after {} s: {}", HEALTH_WAIT.as_secs(), out.last_lines.join(" | "));
+            let message = format!(
+                "etcd is not healthy after {} s: {}",
+                HEALTH_WAIT.as_secs(),
+                out.last_lines.join(" | ")
+            );
             hp.finish(Some(&message));
-            return Err(ApplyError::Step { host: host.into(), step: "etcd/health".into(), message });
+            return Err(ApplyError::Step {
+                host: host.into(),
+                step: "etcd/health".into(),
+                message,
+            });
         }
         hp.line(out.last_lines.last().map_or("waiting", String::as_str));
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::{ApplyError, Ctx};
 use crate::artifacts::sha256_hex;
-use crate::render::{RenderInputs, RenderedFile, render_host_files};
+use crate::render::{HostResources, RenderInputs, RenderedFile, render_host_files};
 use crate::ssh::{Exec, FileAttrs};
 
 /// Which part of the workflow a rendered file belongs to.
@@ -25,11 +25,16 @@ pub(crate) enum Part {
 
 pub(crate) fn part_of(path: &Path) -> Part {
     let p = path.to_string_lossy();
-    if p.starts_with("/etc/kubernetes/kubeadm/") {
+    if p.starts_with("/etc/kubernetes/kubeadm/")
+        && !p.starts_with("/etc/kubernetes/kubeadm/patches/")
+    {
         Part::Kubeadm
     } else if p.starts_with("/etc/kbs/etcd/") || p.contains("kbs-etcd@") {
         Part::Etcd
-    } else if p.starts_with("/etc/keepalived/") || p.starts_with("/etc/haproxy/") || p.contains("kube-vip") {
+    } else if p.starts_with("/etc/keepalived/")
+        || p.starts_with("/etc/haproxy/")
+        || p.contains("kube-vip")
+    {
         Part::Front
     } else {
         Part::Host
@@ -37,14 +42,46 @@ pub(crate) fn part_of(path: &Path) -> Part {
 }
 
 /// The renderer's tree for every host, with the secrets and facts only a run knows.
-pub(super) fn render(cx: &Ctx, join: &crate::render::JoinSecrets) -> Result<BTreeMap<String, Vec<RenderedFile>>, ApplyError> {
+pub(super) fn render(
+    cx: &Ctx,
+    join: &crate::render::JoinSecrets,
+) -> Result<BTreeMap<String, Vec<RenderedFile>>, ApplyError> {
     let vip_interfaces = cx
         .plan
         .hosts
         .iter()
-        .filter_map(|h| cx.facts(&h.name).and_then(|f| f.interface_for(h.address)).map(|(i, _)| (h.name.clone(), i.clone())))
+        .filter_map(|h| {
+            cx.facts(&h.name)
+                .and_then(|f| f.interface_for(h.address))
+                .map(|(i, _)| (h.name.clone(), i.clone()))
+        })
         .collect();
-    let inputs = RenderInputs { join: join.clone(), vip_interfaces };
+    let host_resources = cx
+        .facts
+        .iter()
+        .map(|(h, f)| {
+            (
+                h.clone(),
+                HostResources {
+                    mem_mb: f.mem_mb,
+                    cpus: f.cpus,
+                },
+            )
+        })
+        .collect();
+    // The key is made once and kept; in a dry run before the first real run it does not exist yet.
+    let encryption_key =
+        if cx.opts.dry_run && !crate::secrets::encryption_key_path(&cx.state).exists() {
+            crate::secrets::EncryptionKey::placeholder()
+        } else {
+            crate::secrets::ensure_encryption_key(&cx.state)?
+        };
+    let inputs = RenderInputs {
+        join: join.clone(),
+        vip_interfaces,
+        encryption_key,
+        host_resources,
+    };
     Ok(render_host_files(&cx.plan, &cx.templates, &inputs)?)
 }
 
@@ -59,50 +96,97 @@ pub(super) struct Desired {
 
 impl From<&RenderedFile> for Desired {
     fn from(f: &RenderedFile) -> Self {
-        Self { path: f.path.clone(), mode: f.mode, owner: None, content: f.content.clone() }
+        Self {
+            path: f.path.clone(),
+            mode: f.mode,
+            owner: None,
+            content: f.content.clone(),
+        }
     }
 }
 
 /// The state dir's PKI files that `host` needs.
-pub(super) fn pki_files(cx: &Ctx, host: &str, filter: impl Fn(&Path) -> bool) -> Result<Vec<Desired>, ApplyError> {
+pub(super) fn pki_files(
+    cx: &Ctx,
+    host: &str,
+    filter: impl Fn(&Path) -> bool,
+) -> Result<Vec<Desired>, ApplyError> {
     let all = crate::pki::host_files(&cx.plan, &cx.state);
-    let Some(mine) = all.into_iter().find(|h| h.host == host) else { return Ok(Vec::new()) };
+    let Some(mine) = all.into_iter().find(|h| h.host == host) else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     for f in mine.files.into_iter().filter(|f| filter(&f.remote)) {
         // In a dry run before the first real one, the PKI does not exist yet: it would be new.
         let content = match crate::state::read_optional(&f.local)? {
             Some(c) => c,
             None if cx.opts.dry_run => Vec::new(),
-            None => return Err(ApplyError::Step { host: host.into(), step: "pki".into(), message: format!("{} is missing from the state dir", f.local.display()) }),
+            None => {
+                return Err(ApplyError::Step {
+                    host: host.into(),
+                    step: "pki".into(),
+                    message: format!("{} is missing from the state dir", f.local.display()),
+                });
+            }
         };
-        out.push(Desired { path: f.remote, mode: f.mode, owner: f.owner.map(str::to_string), content });
+        out.push(Desired {
+            path: f.remote,
+            mode: f.mode,
+            owner: f.owner.map(str::to_string),
+            content,
+        });
     }
     Ok(out)
 }
 
 /// Writes every file that differs; returns the paths written (or that would be, in a dry run).
-pub(super) async fn sync(cx: &Ctx, host: &str, step: &str, files: &[Desired]) -> Result<Vec<PathBuf>, ApplyError> {
+pub(super) async fn sync(
+    cx: &Ctx,
+    host: &str,
+    step: &str,
+    files: &[Desired],
+) -> Result<Vec<PathBuf>, ApplyError> {
     if files.is_empty() {
         return Ok(Vec::new());
     }
     let s = cx.session(host).await?;
     let mut probe = String::new();
     for f in files {
-        let p = shlex::try_quote(&f.path.to_string_lossy()).map(|q| q.into_owned()).unwrap_or_default();
-        let _ = writeln!(probe, "if [ -f {p} ]; then echo \"$(sha256sum < {p} | cut -c1-64) $(stat -c '%a %U' {p})\"; else echo missing; fi");
+        let p = shlex::try_quote(&f.path.to_string_lossy())
+            .map(|q| q.into_owned())
+            .unwrap_or_default();
+        let _ = writeln!(
+            probe,
+            "if [ -f {p} ]; then echo \"$(sha256sum < {p} | cut -c1-64) $(stat -c '%a %U' {p})\"; else echo missing; fi"
+        );
     }
     let out = s.run(Exec::new(&probe).sudo(true)).await?;
     let text = out.stdout_lossy();
     let current: Vec<&str> = text.lines().collect();
     let mut changed = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        let want = format!("{} {:o} {}", sha256_hex(&f.content), f.mode, f.owner.as_deref().unwrap_or("root"));
+        let want = format!(
+            "{} {:o} {}",
+            sha256_hex(&f.content),
+            f.mode,
+            f.owner.as_deref().unwrap_or("root")
+        );
         let have = current.get(i).copied().unwrap_or("missing");
         if have == want {
             continue;
         }
-        let why = if have == "missing" { "create" } else if have.split(' ').next() == want.split(' ').next() { "fix mode/owner of" } else { "update" };
-        let attrs = FileAttrs { mode: f.mode, owner: f.owner.clone(), sudo: true };
+        let why = if have == "missing" {
+            "create"
+        } else if have.split(' ').next() == want.split(' ').next() {
+            "fix mode/owner of"
+        } else {
+            "update"
+        };
+        let attrs = FileAttrs {
+            mode: f.mode,
+            owner: f.owner.clone(),
+            sudo: true,
+        };
         let path = f.path.to_string_lossy().into_owned();
         cx.change(host, step, format!("{why} {path}"), async {
             s.upload(&path, &f.content, &attrs).await?;

@@ -14,10 +14,15 @@ use crate::render::{KUBE_VIP_BOOTSTRAP_PATH, RenderedFile};
 
 const KUBE_VIP_MANIFEST: &str = "/etc/kubernetes/manifests/kube-vip.yaml";
 
-pub(super) async fn run(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<(), ApplyError> {
+pub(super) async fn run(
+    cx: &Ctx,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+) -> Result<(), ApplyError> {
     match cx.plan.front.mode {
         EndpointMode::Vip => vip(cx, rendered).await,
-        EndpointMode::KubeVip => kube_vip(cx, rendered, !super::kubeadm::initialised(cx).await?).await,
+        EndpointMode::KubeVip => {
+            kube_vip(cx, rendered, !super::kubeadm::initialised(cx).await?).await
+        }
         EndpointMode::External | EndpointMode::Dns => Ok(()),
     }
 }
@@ -26,12 +31,26 @@ async fn vip(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result
     for h in cx.hosts().filter(|h| h.has(Role::ControlPlane)) {
         let host = h.name.as_str();
         let hp = cx.progress.host(host, "front");
-        let files: Vec<Desired> = files_of(rendered, host, Part::Front).into_iter().map(Desired::from).collect();
+        let files: Vec<Desired> = files_of(rendered, host, Part::Front)
+            .into_iter()
+            .map(Desired::from)
+            .collect();
         let changed = sync(cx, host, "front/files", &files).await?;
-        for (service, dir) in [("haproxy", "/etc/haproxy/"), ("keepalived", "/etc/keepalived/")] {
+        for (service, dir) in [
+            ("haproxy", "/etc/haproxy/"),
+            ("keepalived", "/etc/keepalived/"),
+        ] {
             let unit = format!("{service}.service");
             if changed.iter().any(|p| p.starts_with(dir)) {
-                ensure(cx, host, "front/restart", &format!("restart {unit} (its config changed)"), "echo restart", &format!("systemctl enable {unit} && systemctl restart {unit}")).await?;
+                ensure(
+                    cx,
+                    host,
+                    "front/restart",
+                    &format!("restart {unit} (its config changed)"),
+                    "echo restart",
+                    &format!("systemctl enable {unit} && systemctl restart {unit}"),
+                )
+                .await?;
             } else {
                 ensure(
                     cx,
@@ -52,17 +71,30 @@ async fn vip(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result
 /// Places kube-vip's static pod; `bootstrapping` puts the super-admin variant on the first
 /// control plane (kube-vip needs a working kubeconfig before `kubeadm init` grants admin.conf
 /// its rights, the 1.29+ trap).
-pub(super) async fn kube_vip(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>, bootstrapping: bool) -> Result<(), ApplyError> {
+pub(super) async fn kube_vip(
+    cx: &Ctx,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+    bootstrapping: bool,
+) -> Result<(), ApplyError> {
     let first = cx.plan.first_control_plane().map(|h| h.name.clone());
     for h in cx.hosts().filter(|h| h.has(Role::ControlPlane)) {
         let host = h.name.as_str();
         let files = files_of(rendered, host, Part::Front);
-        let bootstrap = files.iter().find(|f| f.path == Path::new(KUBE_VIP_BOOTSTRAP_PATH)).map(|f| f.content.clone());
+        let bootstrap = files
+            .iter()
+            .find(|f| f.path == Path::new(KUBE_VIP_BOOTSTRAP_PATH))
+            .map(|f| f.content.clone());
         let mut desired: Vec<Desired> = files.into_iter().map(Desired::from).collect();
-        if bootstrapping && first.as_deref() == Some(host) {
-            if let (Some(b), Some(m)) = (bootstrap, desired.iter_mut().find(|d| d.path == Path::new(KUBE_VIP_MANIFEST))) {
-                m.content = b;
-            }
+        if bootstrapping
+            && first.as_deref() == Some(host)
+            && let (Some(b), Some(m)) = (
+                bootstrap,
+                desired
+                    .iter_mut()
+                    .find(|d| d.path == Path::new(KUBE_VIP_MANIFEST)),
+            )
+        {
+            m.content = b;
         }
         sync(cx, host, "front/files", &desired).await?;
     }

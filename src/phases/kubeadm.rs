@@ -36,7 +36,11 @@ async fn done(cx: &Ctx, host: &PlannedHost, first: bool) -> Result<bool, ApplyEr
         return Ok(false);
     }
     let s = cx.session(&host.name).await?;
-    Ok(s.exec(Exec::new(&format!("test -f {KUBELET_CONF}")).sudo(true)).await?.success())
+    Ok(
+        s.exec(Exec::new(&format!("test -f {KUBELET_CONF}")).sudo(true))
+            .await?
+            .success(),
+    )
 }
 
 /// Whether `kubeadm init` has run on the first control plane.
@@ -50,7 +54,11 @@ pub(super) async fn initialised(cx: &Ctx) -> Result<bool, ApplyError> {
 fn random_token() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    let mut pick = |n: usize| (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect::<String>();
+    let mut pick = |n: usize| {
+        (0..n)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect::<String>()
+    };
     format!("{}.{}", pick(6), pick(16))
 }
 
@@ -58,31 +66,69 @@ fn random_token() -> String {
 /// registers; after init, a fresh one-hour token from `kubeadm token create` on the first control
 /// plane, only when some node still has to join. Never written to the state dir or a log.
 pub(super) async fn join_secrets(cx: &Ctx) -> Result<JoinSecrets, ApplyError> {
-    let placeholder = JoinSecrets { token: JOIN_TOKEN_PLACEHOLDER.into(), ca_cert_hashes: vec![CA_CERT_HASH_PLACEHOLDER.into()] };
+    let placeholder = JoinSecrets {
+        token: JOIN_TOKEN_PLACEHOLDER.into(),
+        ca_cert_hashes: vec![CA_CERT_HASH_PLACEHOLDER.into()],
+    };
     if cx.opts.dry_run {
         return Ok(placeholder);
     }
-    let ca = std::fs::read(crate::pki::ca_cert_path(&cx.state)).map_err(|e| ApplyError::Step { host: "local".into(), step: "pki".into(), message: format!("cannot read the cluster CA: {e}") })?;
-    let hash = crate::pki::discovery_hash(&ca).map_err(|message| ApplyError::Step { host: "local".into(), step: "pki".into(), message })?;
-    let Some(first) = cx.plan.first_control_plane() else { return Ok(placeholder) };
+    let ca = std::fs::read(crate::pki::ca_cert_path(&cx.state)).map_err(|e| ApplyError::Step {
+        host: "local".into(),
+        step: "pki".into(),
+        message: format!("cannot read the cluster CA: {e}"),
+    })?;
+    let hash = crate::pki::discovery_hash(&ca).map_err(|message| ApplyError::Step {
+        host: "local".into(),
+        step: "pki".into(),
+        message,
+    })?;
+    let Some(first) = cx.plan.first_control_plane() else {
+        return Ok(placeholder);
+    };
     if !initialised(cx).await? {
-        return Ok(JoinSecrets { token: random_token(), ca_cert_hashes: vec![hash] });
+        return Ok(JoinSecrets {
+            token: random_token(),
+            ca_cert_hashes: vec![hash],
+        });
     }
     let mut pending = false;
-    for h in cx.hosts().filter(|h| h.name != first.name && (h.has(Role::ControlPlane) || h.has(Role::Worker))) {
+    for h in cx
+        .hosts()
+        .filter(|h| h.name != first.name && (h.has(Role::ControlPlane) || h.has(Role::Worker)))
+    {
         pending |= !done(cx, h, false).await?;
     }
     if !pending {
         return Ok(placeholder);
     }
     let s = cx.session(&first.name).await?;
-    let out = s.run(Exec::new("kubeadm token create --ttl 1h --kubeconfig /etc/kubernetes/admin.conf").sudo(true)).await?;
-    let token = out.stdout_lossy().lines().last().unwrap_or_default().trim().to_string();
-    Ok(JoinSecrets { token, ca_cert_hashes: vec![hash] })
+    let out = s
+        .run(
+            Exec::new("kubeadm token create --ttl 1h --kubeconfig /etc/kubernetes/admin.conf")
+                .sudo(true),
+        )
+        .await?;
+    let token = out
+        .stdout_lossy()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Ok(JoinSecrets {
+        token,
+        ca_cert_hashes: vec![hash],
+    })
 }
 
-pub(super) async fn run(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<(), ApplyError> {
-    let Some(first) = cx.plan.first_control_plane().cloned() else { return Ok(()) };
+pub(super) async fn run(
+    cx: &Ctx,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+) -> Result<(), ApplyError> {
+    let Some(first) = cx.plan.first_control_plane().cloned() else {
+        return Ok(());
+    };
     // Every control plane's certificates and kubeconfigs, before init or any join needs them.
     for h in cx.hosts().filter(|h| h.has(Role::ControlPlane)) {
         let files = pki_files(cx, &h.name, |p| p.starts_with("/etc/kubernetes"))?;
@@ -94,14 +140,26 @@ pub(super) async fn run(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>
             super::front::kube_vip(cx, rendered, false).await?;
         }
     }
-    for h in cx.hosts().filter(|h| h.has(Role::ControlPlane) && h.name != first.name) {
+    for h in cx
+        .hosts()
+        .filter(|h| h.has(Role::ControlPlane) && h.name != first.name)
+    {
         if !done(cx, h, false).await? {
             node(cx, h, false, rendered).await?;
         }
     }
-    let workers: Vec<&PlannedHost> = cx.hosts().filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane)).collect();
+    let workers: Vec<&PlannedHost> = cx
+        .hosts()
+        .filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane))
+        .collect();
     let results: Vec<Result<(), ApplyError>> = futures::stream::iter(workers)
-        .map(|h| async move { if done(cx, h, false).await? { Ok(()) } else { node(cx, h, false, rendered).await } })
+        .map(|h| async move {
+            if done(cx, h, false).await? {
+                Ok(())
+            } else {
+                node(cx, h, false, rendered).await
+            }
+        })
         .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
         .collect()
         .await;
@@ -111,23 +169,48 @@ pub(super) async fn run(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>
 
 /// Runs kubeadm on one host: resets what a cut-off earlier attempt left, uploads the config
 /// (0600, it holds the token), runs it, removes the config, and starts the kubelet.
-async fn node(cx: &Ctx, h: &PlannedHost, first: bool, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<(), ApplyError> {
+async fn node(
+    cx: &Ctx,
+    h: &PlannedHost,
+    first: bool,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+) -> Result<(), ApplyError> {
     let host = h.name.as_str();
     let step = step_of(h, first);
     let hp = cx.progress.host(host, step);
-    let (config, verb) = if first { (INIT_CONFIG, "init") } else { (JOIN_CONFIG, "join") };
-    let Some(file) = files_of(rendered, host, Part::Kubeadm).into_iter().find(|f| f.path.to_string_lossy() == config) else {
-        return Err(ApplyError::Step { host: host.into(), step: step.into(), message: format!("the renderer made no {config}") });
+    let (config, verb) = if first {
+        (INIT_CONFIG, "init")
+    } else {
+        (JOIN_CONFIG, "join")
+    };
+    let Some(file) = files_of(rendered, host, Part::Kubeadm)
+        .into_iter()
+        .find(|f| f.path.to_string_lossy() == config)
+    else {
+        return Err(ApplyError::Step {
+            host: host.into(),
+            step: step.into(),
+            message: format!("the renderer made no {config}"),
+        });
     };
     if file.has_placeholder() && !cx.opts.dry_run {
-        return Err(ApplyError::Step { host: host.into(), step: step.into(), message: format!("{config} still holds a placeholder") });
+        return Err(ApplyError::Step {
+            host: host.into(),
+            step: step.into(),
+            message: format!("{config} still holds a placeholder"),
+        });
     }
     let s = cx.session(host).await?;
     if cx.journal_status(host, step) == Some(StepStatus::Started) {
-        cx.change(host, &format!("{step}/reset"), "reset what the cut-off kubeadm run left (kubeadm reset -f)", async {
-            s.exec(Exec::new("kubeadm reset -f").sudo(true)).await?;
-            Ok(())
-        })
+        cx.change(
+            host,
+            &format!("{step}/reset"),
+            "reset what the cut-off kubeadm run left (kubeadm reset -f)",
+            async {
+                s.exec(Exec::new("kubeadm reset -f").sudo(true)).await?;
+                Ok(())
+            },
+        )
         .await?;
         // reset empties /etc/kubernetes/pki: put the certificates back.
         if h.has(Role::ControlPlane) {
@@ -136,17 +219,45 @@ async fn node(cx: &Ctx, h: &PlannedHost, first: bool, rendered: &BTreeMap<String
         }
     }
     sync(cx, host, &format!("{step}/config"), &[Desired::from(file)]).await?;
-    cx.change(host, step, format!("kubeadm {verb}{}", if h.has(Role::ControlPlane) && !first { " --control-plane" } else { "" }), async {
-        let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
-        let out = s
-            .exec(Exec::new(&format!("kubeadm {verb} --config {config}; rc=$?; rm -f {config}; exit $rc")).sudo(true).on_line(&show).timeout(std::time::Duration::from_secs(600)))
-            .await?;
-        if !out.success() {
-            return Err(Ctx::step_error(host, step, &out));
-        }
-        let out = s.exec(Exec::new("systemctl is-active --quiet kubelet || systemctl restart kubelet").sudo(true)).await?;
-        if out.success() { Ok(()) } else { Err(Ctx::step_error(host, "kubelet/start", &out)) }
-    })
+    cx.change(
+        host,
+        step,
+        format!(
+            "kubeadm {verb}{}",
+            if h.has(Role::ControlPlane) && !first {
+                " --control-plane"
+            } else {
+                ""
+            }
+        ),
+        async {
+            let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
+            let out = s
+                .exec(
+                    Exec::new(&format!(
+                        "kubeadm {verb} --config {config}; rc=$?; rm -f {config}; exit $rc"
+                    ))
+                    .sudo(true)
+                    .on_line(&show)
+                    .timeout(std::time::Duration::from_secs(600)),
+                )
+                .await?;
+            if !out.success() {
+                return Err(Ctx::step_error(host, step, &out));
+            }
+            let out = s
+                .exec(
+                    Exec::new("systemctl is-active --quiet kubelet || systemctl restart kubelet")
+                        .sudo(true),
+                )
+                .await?;
+            if out.success() {
+                Ok(())
+            } else {
+                Err(Ctx::step_error(host, "kubelet/start", &out))
+            }
+        },
+    )
     .await?;
     hp.finish(None);
     Ok(())

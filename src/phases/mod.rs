@@ -66,20 +66,39 @@ pub enum ApplyError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Artifacts(#[from] crate::artifacts::ArtifactError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
     #[error("{0}")]
-    Ssh(#[from] SshError),
+    Ssh(Box<SshError>),
     #[error("{count} host(s) could not be reached or read:\n{details}")]
-    #[diagnostic(help("fix the hosts above and run kbs apply again; nothing was changed on any host"))]
+    #[diagnostic(help(
+        "fix the hosts above and run kbs apply again; nothing was changed on any host"
+    ))]
     Unreachable { count: usize, details: String },
     #[error("preflight failed on {0}")]
-    #[diagnostic(help("fix what the table above shows, or skip a check deliberately with --skip-check NAME; nothing was changed on any host"))]
+    #[diagnostic(help(
+        "fix what the table above shows, or skip a check deliberately with --skip-check NAME; nothing was changed on any host"
+    ))]
     Preflight(String),
     #[error("{host}: {step} failed: {message}")]
-    #[diagnostic(help("the journal records how far the run got; fix the cause and run kbs apply again to resume"))]
-    Step { host: String, step: String, message: String },
+    #[diagnostic(help(
+        "the journal records how far the run got; fix the cause and run kbs apply again to resume"
+    ))]
+    Step {
+        host: String,
+        step: String,
+        message: String,
+    },
     #[error("{0}")]
     #[diagnostic(help("run kbs apply again once the cause is fixed"))]
     Verify(String),
+}
+
+impl From<SshError> for ApplyError {
+    fn from(e: SshError) -> Self {
+        Self::Ssh(Box::new(e))
+    }
 }
 
 /// One change made (or, in a dry run, that would be made) on a host.
@@ -98,7 +117,7 @@ pub struct Ctx {
     pub progress: Progress,
     connector: Connector,
     targets: BTreeMap<String, Target>,
-    facts: BTreeMap<String, Facts>,
+    pub(crate) facts: BTreeMap<String, Facts>,
     journal: Mutex<Journal>,
     changes: Mutex<Vec<Change>>,
 }
@@ -119,28 +138,51 @@ impl Ctx {
 
     /// Hosts this run may touch, in plan order.
     pub fn hosts(&self) -> impl Iterator<Item = &crate::plan::PlannedHost> {
-        self.plan.hosts.iter().filter(|h| self.opts.only_hosts.as_ref().is_none_or(|o| o.contains(&h.name)))
+        self.plan.hosts.iter().filter(|h| {
+            self.opts
+                .only_hosts
+                .as_ref()
+                .is_none_or(|o| o.contains(&h.name))
+        })
     }
 
     pub fn in_scope(&self, host: &str) -> bool {
-        self.opts.only_hosts.as_ref().is_none_or(|o| o.contains(host))
+        self.opts
+            .only_hosts
+            .as_ref()
+            .is_none_or(|o| o.contains(host))
     }
 
     /// Runs `action` as one recorded change on `host`, or only records it in a dry run. Journals
     /// `step` as started before and done after, so a resumed run knows what was cut off.
-    pub async fn change<F, T>(&self, host: &str, step: &str, what: impl Into<String>, action: F) -> Result<Option<T>, ApplyError>
+    pub async fn change<F, T>(
+        &self,
+        host: &str,
+        step: &str,
+        what: impl Into<String>,
+        action: F,
+    ) -> Result<Option<T>, ApplyError>
     where
         F: Future<Output = Result<T, ApplyError>>,
     {
         let what = what.into();
-        self.changes.lock().expect("change log").push(Change { host: host.into(), what: what.clone() });
+        self.changes.lock().expect("change log").push(Change {
+            host: host.into(),
+            what: what.clone(),
+        });
         if self.opts.dry_run {
             return Ok(None);
         }
         tracing::info!(host, step, "{what}");
-        self.journal.lock().expect("journal").record(host, step, StepStatus::Started)?;
+        self.journal
+            .lock()
+            .expect("journal")
+            .record(host, step, StepStatus::Started)?;
         let value = action.await?;
-        self.journal.lock().expect("journal").record(host, step, StepStatus::Done)?;
+        self.journal
+            .lock()
+            .expect("journal")
+            .record(host, step, StepStatus::Done)?;
         Ok(Some(value))
     }
 
@@ -154,7 +196,11 @@ impl Ctx {
 
     /// A failed remote command as a step error with its last lines.
     pub fn step_error(host: &str, step: &str, out: &crate::ssh::Output) -> ApplyError {
-        ApplyError::Step { host: host.into(), step: step.into(), message: format!("{}: {}", out.status, out.last_lines.join(" | ")) }
+        ApplyError::Step {
+            host: host.into(),
+            step: step.into(),
+            message: format!("{}: {}", out.status, out.last_lines.join(" | ")),
+        }
     }
 }
 
@@ -167,7 +213,13 @@ pub struct Report {
 }
 
 /// Runs the whole apply. The order is the workflow; each phase skips what is already in place.
-pub async fn apply(inventory: Inventory, state: StateDir, opts: Options, templates: Templates, progress: Progress) -> Result<Report, ApplyError> {
+pub async fn apply(
+    inventory: Inventory,
+    state: StateDir,
+    opts: Options,
+    templates: Templates,
+    progress: Progress,
+) -> Result<Report, ApplyError> {
     let plan = ClusterPlan::new(inventory);
     state.create()?;
     let journal = Journal::open(&state)?;
@@ -196,7 +248,9 @@ pub async fn apply(inventory: Inventory, state: StateDir, opts: Options, templat
     let secrets = kubeadm::join_secrets(&cx).await?;
     let rendered = files::render(&cx, &secrets)?;
 
-    report.warnings.extend(prepare::run(&cx, bundle.as_ref(), &rendered).await?);
+    report
+        .warnings
+        .extend(prepare::run(&cx, bundle.as_ref(), &rendered).await?);
     etcd::run(&cx, &rendered).await?;
     front::run(&cx, &rendered).await?;
     kubeadm::run(&cx, &rendered).await?;
@@ -210,6 +264,17 @@ pub async fn apply(inventory: Inventory, state: StateDir, opts: Options, templat
 pub(crate) const HEALTH_WAIT: Duration = Duration::from_secs(90);
 
 /// The rendered files of one host that belong to one part of the workflow.
-pub(crate) fn files_of<'a>(rendered: &'a BTreeMap<String, Vec<RenderedFile>>, host: &str, part: files::Part) -> Vec<&'a RenderedFile> {
-    rendered.get(host).map(|fs| fs.iter().filter(|f| files::part_of(&f.path) == part).collect()).unwrap_or_default()
+pub(crate) fn files_of<'a>(
+    rendered: &'a BTreeMap<String, Vec<RenderedFile>>,
+    host: &str,
+    part: files::Part,
+) -> Vec<&'a RenderedFile> {
+    rendered
+        .get(host)
+        .map(|fs| {
+            fs.iter()
+                .filter(|f| files::part_of(&f.path) == part)
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -34,15 +34,31 @@ pub struct Check {
 }
 
 /// Every check name, for `--skip-check` validation and docs.
-pub const CHECKS: [&str; 12] =
-    ["os", "arch", "systemd", "cpus", "memory", "cgroup", "swap", "ports", "clock-skew", "etcd-fsync", "vip-interface", "reachability"];
+pub const CHECKS: [&str; 12] = [
+    "os",
+    "arch",
+    "systemd",
+    "cpus",
+    "memory",
+    "cgroup",
+    "swap",
+    "ports",
+    "clock-skew",
+    "etcd-fsync",
+    "vip-interface",
+    "reachability",
+];
 
 /// Ports a host's roles need free, with the process allowed to hold each already (kbs's own,
 /// from an earlier run).
 fn needed_ports(plan: &ClusterPlan, host: &PlannedHost) -> Vec<(u16, &'static str)> {
     let mut ports = Vec::new();
     for m in plan.etcd.iter().filter(|m| m.host == host.name) {
-        ports.extend([(m.client_port, "etcd"), (m.peer_port, "etcd"), (m.metrics_port, "etcd")]);
+        ports.extend([
+            (m.client_port, "etcd"),
+            (m.peer_port, "etcd"),
+            (m.metrics_port, "etcd"),
+        ]);
     }
     if host.has(Role::ControlPlane) {
         ports.push((plan.front.apiserver_port, "kube-apiserver"));
@@ -60,35 +76,134 @@ fn needed_ports(plan: &ClusterPlan, host: &PlannedHost) -> Vec<(u16, &'static st
 pub fn evaluate(plan: &ClusterPlan, host: &PlannedHost, f: &Facts) -> Vec<Check> {
     let mut out = Vec::new();
     let mut check = |name, status, found: String, fix: &str| {
-        out.push(Check { host: host.name.clone(), name, status, found, fix: if status == CheckStatus::Pass { String::new() } else { fix.to_string() } })
+        out.push(Check {
+            host: host.name.clone(),
+            name,
+            status,
+            found,
+            fix: if status == CheckStatus::Pass {
+                String::new()
+            } else {
+                fix.to_string()
+            },
+        })
     };
     let cp = host.has(Role::ControlPlane);
-    let os_ok = matches!(f.os_id.as_str(), "debian" | "ubuntu" | "rhel" | "rocky" | "almalinux" | "centos" | "fedora");
-    check("os", if os_ok { CheckStatus::Pass } else { CheckStatus::Warn }, format!("{} {}", f.os_id, f.os_version), "kbs is tested on Debian and Ubuntu; other distributions may need manual steps");
+    let os_ok = matches!(
+        f.os_id.as_str(),
+        "debian" | "ubuntu" | "rhel" | "rocky" | "almalinux" | "centos" | "fedora"
+    );
+    check(
+        "os",
+        if os_ok {
+            CheckStatus::Pass
+        } else {
+            CheckStatus::Warn
+        },
+        format!("{} {}", f.os_id, f.os_version),
+        "kbs is tested on Debian and Ubuntu; other distributions may need manual steps",
+    );
     let arch_ok = matches!(f.arch.as_str(), "x86_64" | "aarch64");
-    check("arch", if arch_ok { CheckStatus::Pass } else { CheckStatus::Fail }, f.arch.clone(), "Kubernetes binaries exist for x86_64 and aarch64 only");
-    check("systemd", if f.systemd { CheckStatus::Pass } else { CheckStatus::Fail }, if f.systemd { "running".into() } else { "not PID 1".into() }, "kbs runs etcd, the kubelet and the front as systemd services: boot the host with systemd");
+    check(
+        "arch",
+        if arch_ok {
+            CheckStatus::Pass
+        } else {
+            CheckStatus::Fail
+        },
+        f.arch.clone(),
+        "Kubernetes binaries exist for x86_64 and aarch64 only",
+    );
+    check(
+        "systemd",
+        if f.systemd {
+            CheckStatus::Pass
+        } else {
+            CheckStatus::Fail
+        },
+        if f.systemd {
+            "running".into()
+        } else {
+            "not PID 1".into()
+        },
+        "kbs runs etcd, the kubelet and the front as systemd services: boot the host with systemd",
+    );
     if cp {
-        check("cpus", if f.cpus >= 2 { CheckStatus::Pass } else { CheckStatus::Fail }, f.cpus.to_string(), "a control plane needs at least 2 CPUs (kubeadm's NumCPU check)");
+        check(
+            "cpus",
+            if f.cpus >= 2 {
+                CheckStatus::Pass
+            } else {
+                CheckStatus::Fail
+            },
+            f.cpus.to_string(),
+            "a control plane needs at least 2 CPUs (kubeadm's NumCPU check)",
+        );
     }
     let (need_mb, why) = if cp {
-        (1700, "a control plane needs at least 1700 MB (kubeadm's Mem check)")
+        (
+            1700,
+            "a control plane needs at least 1700 MB (kubeadm's Mem check)",
+        )
     } else if host.has(Role::Etcd) {
         (2048, "etcd wants at least 2 GB of memory")
     } else {
         (0, "")
     };
-    check("memory", if f.mem_mb >= need_mb { CheckStatus::Pass } else { CheckStatus::Fail }, format!("{} MB", f.mem_mb), why);
-    check("cgroup", if f.cgroup_version == 2 { CheckStatus::Pass } else { CheckStatus::Warn }, format!("v{}", f.cgroup_version), "cgroup v1 is in maintenance mode since Kubernetes 1.31: boot with systemd.unified_cgroup_hierarchy=1");
-    check("swap", if f.swap_mb == 0 { CheckStatus::Pass } else { CheckStatus::Warn }, format!("{} MB", f.swap_mb), "apply turns swap off (swapoff -a) and comments it out of /etc/fstab");
+    check(
+        "memory",
+        if f.mem_mb >= need_mb {
+            CheckStatus::Pass
+        } else {
+            CheckStatus::Fail
+        },
+        format!("{} MB", f.mem_mb),
+        why,
+    );
+    check(
+        "cgroup",
+        if f.cgroup_version == 2 {
+            CheckStatus::Pass
+        } else {
+            CheckStatus::Warn
+        },
+        format!("v{}", f.cgroup_version),
+        "cgroup v1 is in maintenance mode since Kubernetes 1.31: boot with systemd.unified_cgroup_hierarchy=1",
+    );
+    check(
+        "swap",
+        if f.swap_mb == 0 {
+            CheckStatus::Pass
+        } else {
+            CheckStatus::Warn
+        },
+        format!("{} MB", f.swap_mb),
+        "apply turns swap off (swapoff -a) and comments it out of /etc/fstab",
+    );
 
     let mut busy = Vec::new();
     for (port, ours) in needed_ports(plan, host) {
         if let Some(p) = f.listener(port).filter(|p| !p.starts_with(ours)) {
-            busy.push(format!("{port} ({})", if p.is_empty() { "unknown process" } else { p }));
+            busy.push(format!(
+                "{port} ({})",
+                if p.is_empty() { "unknown process" } else { p }
+            ));
         }
     }
-    check("ports", if busy.is_empty() { CheckStatus::Pass } else { CheckStatus::Fail }, if busy.is_empty() { "free".into() } else { busy.join(", ") }, "stop what listens there, or move it: these ports are needed by etcd, the API server, haproxy or the kubelet");
+    check(
+        "ports",
+        if busy.is_empty() {
+            CheckStatus::Pass
+        } else {
+            CheckStatus::Fail
+        },
+        if busy.is_empty() {
+            "free".into()
+        } else {
+            busy.join(", ")
+        },
+        "stop what listens there, or move it: these ports are needed by etcd, the API server, haproxy or the kubelet",
+    );
 
     let skew = f.clock_skew_ms.abs();
     let status = match skew {
@@ -96,16 +211,38 @@ pub fn evaluate(plan: &ClusterPlan, host: &PlannedHost, f: &Facts) -> Vec<Check>
         501..=5000 => CheckStatus::Warn,
         _ => CheckStatus::Fail,
     };
-    check("clock-skew", status, format!("{} ms", f.clock_skew_ms), "run time synchronisation (chrony or systemd-timesyncd) on every host: TLS and etcd leases need agreeing clocks");
+    check(
+        "clock-skew",
+        status,
+        format!("{} ms", f.clock_skew_ms),
+        "run time synchronisation (chrony or systemd-timesyncd) on every host: TLS and etcd leases need agreeing clocks",
+    );
 
     for (dir, p99) in &f.fsync_p99_ms {
-        let status = if p99.is_nan() || *p99 > 10.0 { CheckStatus::Warn } else { CheckStatus::Pass };
-        check("etcd-fsync", status, format!("p99 {p99:.1} ms in {dir}"), "etcd wants fsync under ~10 ms: put its data dir on an SSD/NVMe of its own");
+        let status = if p99.is_nan() || *p99 > 10.0 {
+            CheckStatus::Warn
+        } else {
+            CheckStatus::Pass
+        };
+        check(
+            "etcd-fsync",
+            status,
+            format!("p99 {p99:.1} ms in {dir}"),
+            "etcd wants fsync under ~10 ms: put its data dir on an SSD/NVMe of its own",
+        );
     }
 
     if host.has(Role::ControlPlane) && plan.front.mode == EndpointMode::Vip {
-        let iface = plan.inventory.endpoint.interface.clone().or_else(|| f.interface_for(host.address).map(|(i, _)| i.clone()));
-        let in_subnet = match (&plan.inventory.endpoint.address, f.interface_for(host.address)) {
+        let iface = plan
+            .inventory
+            .endpoint
+            .interface
+            .clone()
+            .or_else(|| f.interface_for(host.address).map(|(i, _)| i.clone()));
+        let in_subnet = match (
+            &plan.inventory.endpoint.address,
+            f.interface_for(host.address),
+        ) {
             (HostName::Ip(vip), Some((_, net))) => net.contains(vip),
             _ => false,
         };
@@ -132,11 +269,19 @@ async fn reachability(cx: &Ctx, host: &PlannedHost) -> Result<Check, ApplyError>
         .hosts
         .iter()
         .filter(|h| h.name != host.name)
-        .filter_map(|h| cx.plan.inventory.host(&h.name).map(|i| (h.name.as_str(), h.address, i.ssh.port)))
+        .filter_map(|h| {
+            cx.plan
+                .inventory
+                .host(&h.name)
+                .map(|i| (h.name.as_str(), h.address, i.ssh.port))
+        })
         .collect();
     let mut script = String::new();
     for (name, ip, port) in &peers {
-        let _ = writeln!(script, "timeout 3 bash -c '</dev/tcp/{ip}/{port}' 2>/dev/null || echo {name}");
+        let _ = writeln!(
+            script,
+            "timeout 3 bash -c '</dev/tcp/{ip}/{port}' 2>/dev/null || echo {name}"
+        );
     }
     let s = cx.session(&host.name).await?;
     let out = s.run(Exec::new(&script)).await?;
@@ -144,9 +289,22 @@ async fn reachability(cx: &Ctx, host: &PlannedHost) -> Result<Check, ApplyError>
     Ok(Check {
         host: host.name.clone(),
         name: "reachability",
-        status: if unreachable.is_empty() { CheckStatus::Pass } else { CheckStatus::Fail },
-        found: if unreachable.is_empty() { format!("reaches all {} other hosts", peers.len()) } else { format!("cannot reach {}", unreachable.join(", ")) },
-        fix: if unreachable.is_empty() { String::new() } else { "open the network between the hosts (SSH, etcd 2379-2381, API server, kubelet 10250)".into() },
+        status: if unreachable.is_empty() {
+            CheckStatus::Pass
+        } else {
+            CheckStatus::Fail
+        },
+        found: if unreachable.is_empty() {
+            format!("reaches all {} other hosts", peers.len())
+        } else {
+            format!("cannot reach {}", unreachable.join(", "))
+        },
+        fix: if unreachable.is_empty() {
+            String::new()
+        } else {
+            "open the network between the hosts (SSH, etcd 2379-2381, API server, kubelet 10250)"
+                .into()
+        },
     })
 }
 
@@ -158,7 +316,11 @@ pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, ApplyError> {
         }
     }
     let hosts: Vec<&PlannedHost> = cx.hosts().collect();
-    let reach: Vec<Result<Check, ApplyError>> = futures::stream::iter(hosts).map(|h| reachability(cx, h)).buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY).collect().await;
+    let reach: Vec<Result<Check, ApplyError>> = futures::stream::iter(hosts)
+        .map(|h| reachability(cx, h))
+        .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
+        .collect()
+        .await;
     for r in reach {
         checks.push(r?);
     }
@@ -167,19 +329,33 @@ pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, ApplyError> {
             c.status = CheckStatus::Skipped;
         }
     }
-    checks.sort_by(|a, b| (cx.plan.hosts.iter().position(|h| h.name == a.host), a.name).cmp(&(cx.plan.hosts.iter().position(|h| h.name == b.host), b.name)));
-    let failed: Vec<String> = checks.iter().filter(|c| c.status == CheckStatus::Fail).map(|c| format!("{}/{}", c.host, c.name)).collect();
+    checks.sort_by(|a, b| {
+        (cx.plan.hosts.iter().position(|h| h.name == a.host), a.name)
+            .cmp(&(cx.plan.hosts.iter().position(|h| h.name == b.host), b.name))
+    });
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .map(|c| format!("{}/{}", c.host, c.name))
+        .collect();
     let shown = checks.iter().any(|c| c.status != CheckStatus::Pass);
     if shown {
         cx.progress.suspend(|| eprintln!("{}", table(&checks)));
     }
-    if failed.is_empty() { Ok(checks) } else { Err(ApplyError::Preflight(failed.join(", "))) }
+    if failed.is_empty() {
+        Ok(checks)
+    } else {
+        Err(ApplyError::Preflight(failed.join(", ")))
+    }
 }
 
 /// The checks that did not pass, as a table.
 pub fn table(checks: &[Check]) -> String {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(110).set_header(vec!["host", "check", "status", "found", "fix"]);
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(110)
+        .set_header(vec!["host", "check", "status", "found", "fix"]);
     for c in checks.iter().filter(|c| c.status != CheckStatus::Pass) {
         let status = match c.status {
             CheckStatus::Pass => "pass",
@@ -187,7 +363,13 @@ pub fn table(checks: &[Check]) -> String {
             CheckStatus::Fail => "FAIL",
             CheckStatus::Skipped => "skipped",
         };
-        t.add_row(vec![c.host.clone(), c.name.to_string(), status.into(), c.found.clone(), c.fix.clone()]);
+        t.add_row(vec![
+            c.host.clone(),
+            c.name.to_string(),
+            status.into(),
+            c.found.clone(),
+            c.fix.clone(),
+        ]);
     }
     format!("Preflight\n{t}")
 }
@@ -200,7 +382,10 @@ mod tests {
     use crate::inventory::Inventory;
 
     fn plan() -> ClusterPlan {
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/three-host.toml")).expect("read");
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/three-host.toml"),
+        )
+        .expect("read");
         ClusterPlan::new(Inventory::parse(Path::new("three-host.toml"), &text).expect("valid"))
     }
 
@@ -211,14 +396,21 @@ mod tests {
     }
 
     fn status(checks: &[Check], name: &str) -> CheckStatus {
-        checks.iter().find(|c| c.name == name).map(|c| c.status).expect(name)
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.status)
+            .expect(name)
     }
 
     #[test]
     fn a_good_host_passes() {
         let p = plan();
         let checks = evaluate(&p, &p.hosts[0], &facts());
-        assert!(checks.iter().all(|c| c.status == CheckStatus::Pass), "{checks:?}");
+        assert!(
+            checks.iter().all(|c| c.status == CheckStatus::Pass),
+            "{checks:?}"
+        );
     }
 
     #[test]
@@ -240,7 +432,10 @@ mod tests {
         assert_eq!(status(&checks, "vip-interface"), CheckStatus::Fail);
         let ports = checks.iter().find(|c| c.name == "ports").expect("ports");
         // The API server port held by an API server (an earlier run) is fine; nginx on 2379 is not.
-        assert_eq!((ports.status, ports.found.as_str()), (CheckStatus::Fail, "2379 (nginx)"));
+        assert_eq!(
+            (ports.status, ports.found.as_str()),
+            (CheckStatus::Fail, "2379 (nginx)")
+        );
         assert!(ports.fix.contains("stop what listens there"));
     }
 }

@@ -17,14 +17,24 @@ use crate::ssh::Exec;
 
 pub(super) fn load_artifacts(cx: &Ctx) -> Result<Option<Bundle>, ApplyError> {
     match &cx.plan.inventory.artifacts {
-        Artifacts::Bundle(dir) => Ok(Some(Bundle::load(dir, &cx.plan.inventory.cluster.kubernetes_version)?)),
+        Artifacts::Bundle(dir) => Ok(Some(Bundle::load(
+            dir,
+            &cx.plan.inventory.cluster.kubernetes_version,
+        )?)),
         Artifacts::Online => Ok(None),
     }
 }
 
 /// Runs `probe` (read-only; prints something when work is needed) and, if it printed anything,
 /// `action` as one change. Returns whether there was work.
-pub(super) async fn ensure(cx: &Ctx, host: &str, step: &str, what: &str, probe: &str, action: &str) -> Result<bool, ApplyError> {
+pub(super) async fn ensure(
+    cx: &Ctx,
+    host: &str,
+    step: &str,
+    what: &str,
+    probe: &str,
+    action: &str,
+) -> Result<bool, ApplyError> {
     let s = cx.session(host).await?;
     let out = s.run(Exec::new(probe).sudo(true)).await?;
     if out.stdout.iter().all(u8::is_ascii_whitespace) {
@@ -32,16 +42,27 @@ pub(super) async fn ensure(cx: &Ctx, host: &str, step: &str, what: &str, probe: 
     }
     cx.change(host, step, what, async {
         let out = s.exec(Exec::new(action).sudo(true)).await?;
-        if out.success() { Ok(()) } else { Err(Ctx::step_error(host, step, &out)) }
+        if out.success() {
+            Ok(())
+        } else {
+            Err(Ctx::step_error(host, step, &out))
+        }
     })
     .await?;
     Ok(true)
 }
 
-pub(super) async fn run(cx: &Ctx, bundle: Option<&Bundle>, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<Vec<String>, ApplyError> {
+pub(super) async fn run(
+    cx: &Ctx,
+    bundle: Option<&Bundle>,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+) -> Result<Vec<String>, ApplyError> {
     let hosts: Vec<&PlannedHost> = cx.hosts().collect();
-    let results: Vec<Result<Vec<String>, ApplyError>> =
-        futures::stream::iter(hosts).map(|h| prepare_host(cx, h, bundle, rendered)).buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY).collect().await;
+    let results: Vec<Result<Vec<String>, ApplyError>> = futures::stream::iter(hosts)
+        .map(|h| prepare_host(cx, h, bundle, rendered))
+        .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
+        .collect()
+        .await;
     let mut warnings = Vec::new();
     for r in results {
         warnings.extend(r?);
@@ -49,14 +70,27 @@ pub(super) async fn run(cx: &Ctx, bundle: Option<&Bundle>, rendered: &BTreeMap<S
     Ok(warnings)
 }
 
-async fn prepare_host(cx: &Ctx, h: &PlannedHost, bundle: Option<&Bundle>, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<Vec<String>, ApplyError> {
+async fn prepare_host(
+    cx: &Ctx,
+    h: &PlannedHost,
+    bundle: Option<&Bundle>,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+) -> Result<Vec<String>, ApplyError> {
     let host = h.name.as_str();
     let hp = cx.progress.host(host, "prepare");
     let mut warnings = Vec::new();
     let node = h.has(Role::ControlPlane) || h.has(Role::Worker);
 
     if node {
-        ensure(cx, host, "prepare/swap", "turn swap off and keep it off in /etc/fstab", "awk 'NR > 1' /proc/swaps; grep -E '^[^#].*\\sswap\\s' /etc/fstab || true", "swapoff -a && sed -i -E 's/^([^#].*\\sswap\\s)/#\\1/' /etc/fstab").await?;
+        ensure(
+            cx,
+            host,
+            "prepare/swap",
+            "turn swap off and keep it off in /etc/fstab",
+            "awk 'NR > 1' /proc/swaps; grep -E '^[^#].*\\sswap\\s' /etc/fstab || true",
+            "swapoff -a && sed -i -E 's/^([^#].*\\sswap\\s)/#\\1/' /etc/fstab",
+        )
+        .await?;
     }
     if h.has(Role::Etcd) {
         ensure(cx, host, "prepare/etcd-user", "create the system user etcd", "id -u etcd >/dev/null 2>&1 || echo missing", "useradd --system --home-dir /var/lib/etcd --no-create-home --shell /usr/sbin/nologin etcd").await?;
@@ -66,11 +100,27 @@ async fn prepare_host(cx: &Ctx, h: &PlannedHost, bundle: Option<&Bundle>, render
     let mut changed = Vec::new();
     match bundle {
         Some(b) => {
-            let files: Vec<Desired> = b.files_for(h).map(|a| Desired { path: a.install.clone(), mode: a.mode, owner: None, content: a.content.clone() }).collect();
+            let files: Vec<Desired> = b
+                .files_for(h)
+                .map(|a| Desired {
+                    path: a.install.clone(),
+                    mode: a.mode,
+                    owner: None,
+                    content: a.content.clone(),
+                })
+                .collect();
             changed.extend(sync(cx, host, "prepare/artifacts", &files).await?);
             for l in b.links_for(h) {
                 let (p, t) = (quote(&l.path), quote(&l.target));
-                ensure(cx, host, "prepare/artifacts", &format!("link {} -> {}", l.path.display(), l.target.display()), &format!("[ \"$(readlink {p})\" = {t} ] || echo differs"), &format!("ln -sfn {t} {p}")).await?;
+                ensure(
+                    cx,
+                    host,
+                    "prepare/artifacts",
+                    &format!("link {} -> {}", l.path.display(), l.target.display()),
+                    &format!("[ \"$(readlink {p})\" = {t} ] || echo differs"),
+                    &format!("ln -sfn {t} {p}"),
+                )
+                .await?;
             }
         }
         None => warnings.extend(online_install(cx, h).await?),
@@ -82,30 +132,60 @@ async fn prepare_host(cx: &Ctx, h: &PlannedHost, bundle: Option<&Bundle>, render
     }
 
     hp.step("host settings");
-    let files: Vec<Desired> = files_of(rendered, host, Part::Host).into_iter().map(Desired::from).collect();
+    let files: Vec<Desired> = files_of(rendered, host, Part::Host)
+        .into_iter()
+        .map(Desired::from)
+        .collect();
     changed.extend(sync(cx, host, "prepare/files", &files).await?);
-    let touched = |suffix: &str| changed.iter().any(|p| p.to_string_lossy().ends_with(suffix) || p.to_string_lossy().contains(suffix));
+    let touched = |suffix: &str| {
+        changed
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(suffix) || p.to_string_lossy().contains(suffix))
+    };
     if touched(".service") || touched(".service.d/") {
-        ensure(cx, host, "prepare/daemon-reload", "reload systemd units", "echo reload", "systemctl daemon-reload").await?;
+        ensure(
+            cx,
+            host,
+            "prepare/daemon-reload",
+            "reload systemd units",
+            "echo reload",
+            "systemctl daemon-reload",
+        )
+        .await?;
     }
     if touched("/modules-load.d/") || touched("/sysctl.d/") {
         // Containers share the kernel of their host and cannot load modules or set every sysctl:
         // report what did not take instead of failing.
         let s = cx.session(host).await?;
         let out = s
-            .exec(Exec::new("for m in overlay br_netfilter; do [ -d /sys/module/$m ] || modprobe $m 2>&1 || echo \"module $m not loaded\"; done; sysctl --system >/dev/null 2>/tmp/kbs-sysctl.err || cat /tmp/kbs-sysctl.err; rm -f /tmp/kbs-sysctl.err").sudo(true))
+            .exec(Exec::new("for m in overlay br_netfilter; do [ -d /sys/module/$m ] || modprobe $m >/dev/null 2>&1 || echo \"module $m not loaded\"; done; sysctl --system >/dev/null 2>/tmp/kbs-sysctl.err || cat /tmp/kbs-sysctl.err; rm -f /tmp/kbs-sysctl.err").sudo(true))
             .await?;
-        warnings.extend(out.stdout_lossy().lines().filter(|l| !l.trim().is_empty()).map(|l| format!("{host}: {l}")));
+        warnings.extend(
+            out.stdout_lossy()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| format!("{host}: {l}")),
+        );
     }
     if node {
-        ensure(cx, host, "prepare/kubelet", "enable kubelet.service", "systemctl is-enabled kubelet.service 2>/dev/null | grep -qx enabled || echo disabled", "systemctl enable kubelet.service").await?;
+        ensure(
+            cx,
+            host,
+            "prepare/kubelet",
+            "enable kubelet.service",
+            "systemctl is-enabled kubelet.service 2>/dev/null | grep -qx enabled || echo disabled",
+            "systemctl enable kubelet.service",
+        )
+        .await?;
     }
     hp.finish(None);
     Ok(warnings)
 }
 
 fn quote(p: &Path) -> String {
-    shlex::try_quote(&p.to_string_lossy()).map(|q| q.into_owned()).unwrap_or_default()
+    shlex::try_quote(&p.to_string_lossy())
+        .map(|q| q.into_owned())
+        .unwrap_or_default()
 }
 
 /// The package repositories: Kubernetes' own apt repository for kubeadm and kubelet pinned to the
@@ -118,7 +198,9 @@ async fn online_install(cx: &Ctx, h: &PlannedHost) -> Result<Vec<String>, ApplyE
         return Err(ApplyError::Step {
             host: host.into(),
             step: "prepare/artifacts".into(),
-            message: format!("online installation supports Debian and Ubuntu; {os} needs an offline bundle ([artifacts] bundle = \"DIR\")"),
+            message: format!(
+                "online installation supports Debian and Ubuntu; {os} needs an offline bundle ([artifacts] bundle = \"DIR\")"
+            ),
         });
     }
     let want = format!("{}.{}.{}", v.major, v.minor, v.patch);
@@ -129,19 +211,39 @@ async fn online_install(cx: &Ctx, h: &PlannedHost) -> Result<Vec<String>, ApplyE
     if h.has(Role::Etcd) {
         pkgs.push("etcd-server");
     }
-    let repo = format!("https://pkgs.k8s.io/core:/stable:/v{}.{}/deb/", v.major, v.minor);
-    let probe = format!("dpkg-query -W -f='${{Version}}' kubeadm 2>/dev/null | grep -q '^{want}-' || echo install; for p in {}; do dpkg-query -W $p >/dev/null 2>&1 || echo $p; done", pkgs.join(" "));
+    let repo = format!(
+        "https://pkgs.k8s.io/core:/stable:/v{}.{}/deb/",
+        v.major, v.minor
+    );
+    let probe = format!(
+        "dpkg-query -W -f='${{Version}}' kubeadm 2>/dev/null | grep -q '^{want}-' || echo install; for p in {}; do dpkg-query -W $p >/dev/null 2>&1 || echo $p; done",
+        pkgs.join(" ")
+    );
     let action = format!(
         "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq curl gpg ca-certificates; \
          install -d -m 0755 /etc/apt/keyrings; curl -fsSL {repo}Release.key | gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes.gpg; \
          echo 'deb [signed-by=/etc/apt/keyrings/kubernetes.gpg] {repo} /' > /etc/apt/sources.list.d/kubernetes.list; apt-get update -qq; \
          apt-get install -y -qq --allow-downgrades {}; apt-mark hold kubelet kubeadm 2>/dev/null || true; \
          ln -sf /usr/bin/etcd /usr/local/bin/etcd 2>/dev/null || true; ln -sf /usr/bin/etcdctl /usr/local/bin/etcdctl 2>/dev/null || true",
-        pkgs.iter().map(|p| match *p {
-            "kubelet" | "kubeadm" => format!("{p}={want}-*"),
-            p => p.to_string(),
-        }).collect::<Vec<_>>().join(" ")
+        pkgs.iter()
+            .map(|p| match *p {
+                "kubelet" | "kubeadm" => format!("{p}={want}-*"),
+                p => p.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     );
-    ensure(cx, host, "prepare/artifacts", &format!("install {} {want} from the package repositories", pkgs.join(", ")), &probe, &action).await?;
+    ensure(
+        cx,
+        host,
+        "prepare/artifacts",
+        &format!(
+            "install {} {want} from the package repositories",
+            pkgs.join(", ")
+        ),
+        &probe,
+        &action,
+    )
+    .await?;
     Ok(Vec::new())
 }

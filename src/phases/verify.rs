@@ -30,9 +30,18 @@ struct Meta {
 pub fn admin_client(state: &crate::state::StateDir) -> Result<(reqwest::Client, String), String> {
     let path = crate::pki::kubeconfig_path(state, crate::pki::spec::ADMIN_CONF);
     let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let kc = Kubeconfig::parse(&text).ok_or_else(|| format!("{} is not a kubeconfig", path.display()))?;
-    let (Some(server), Some(ca), Some(cert), Some(key)) = (kc.server(), kc.ca_pem(), kc.client_cert_pem(), kc.client_key_pem()) else {
-        return Err(format!("{} lacks the server, CA or client credentials", path.display()));
+    let kc = Kubeconfig::parse(&text)
+        .ok_or_else(|| format!("{} is not a kubeconfig", path.display()))?;
+    let (Some(server), Some(ca), Some(cert), Some(key)) = (
+        kc.server(),
+        kc.ca_pem(),
+        kc.client_cert_pem(),
+        kc.client_key_pem(),
+    ) else {
+        return Err(format!(
+            "{} lacks the server, CA or client credentials",
+            path.display()
+        ));
     };
     let mut identity = cert;
     identity.extend_from_slice(&key);
@@ -47,12 +56,19 @@ pub fn admin_client(state: &crate::state::StateDir) -> Result<(reqwest::Client, 
 
 /// The names of the registered nodes.
 pub async fn nodes(client: &reqwest::Client, server: &str) -> Result<BTreeSet<String>, String> {
-    let resp = client.get(format!("{server}/api/v1/nodes")).send().await.map_err(|e| format!("{server}: {e:#}"))?;
+    let resp = client
+        .get(format!("{server}/api/v1/nodes"))
+        .send()
+        .await
+        .map_err(|e| format!("{server}: {e:#}"))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("GET /api/v1/nodes: {status}"));
     }
-    let list: NodeList = resp.json().await.map_err(|e| format!("GET /api/v1/nodes: {e}"))?;
+    let list: NodeList = resp
+        .json()
+        .await
+        .map_err(|e| format!("GET /api/v1/nodes: {e}"))?;
     Ok(list.items.into_iter().map(|n| n.metadata.name).collect())
 }
 
@@ -61,7 +77,13 @@ pub(super) async fn run(cx: &Ctx) -> Result<(), ApplyError> {
         return Ok(());
     }
     let (client, server) = admin_client(&cx.state).map_err(ApplyError::Verify)?;
-    let want: BTreeSet<String> = cx.plan.hosts.iter().filter(|h| h.has(Role::ControlPlane) || h.has(Role::Worker)).map(|h| h.name.clone()).collect();
+    let want: BTreeSet<String> = cx
+        .plan
+        .hosts
+        .iter()
+        .filter(|h| h.has(Role::ControlPlane) || h.has(Role::Worker))
+        .map(|h| h.name.clone())
+        .collect();
     let hp = cx.progress.host("cluster", "verify");
     let started = Instant::now();
     loop {
@@ -76,13 +98,22 @@ pub(super) async fn run(cx: &Ctx) -> Result<(), ApplyError> {
                         hp.finish(None);
                         return Ok(());
                     }
-                    format!("nodes not registered yet: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "nodes not registered yet: {}",
+                        missing
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
             },
         };
         if started.elapsed() > HEALTH_WAIT {
             hp.finish(Some(&problem));
-            return Err(ApplyError::Verify(format!("the cluster did not become ready through {server}: {problem}")));
+            return Err(ApplyError::Verify(format!(
+                "the cluster did not become ready through {server}: {problem}"
+            )));
         }
         hp.line(&problem);
         tokio::time::sleep(Duration::from_secs(2)).await;

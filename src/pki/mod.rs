@@ -24,7 +24,8 @@ use crate::state::{StateDir, StateError, Written, read_optional};
 pub use cert::CertInfo;
 pub use check::{CertStatus, CheckReport, Health, check};
 pub use files::{
-    ETCD_USER, HostFile, HostFiles, REMOTE_ETCD_PKI_DIR, REMOTE_KUBECONFIG_DIR, REMOTE_PKI_DIR, host_files,
+    ETCD_USER, HostFile, HostFiles, REMOTE_ETCD_PKI_DIR, REMOTE_KUBECONFIG_DIR, REMOTE_PKI_DIR,
+    host_files,
 };
 
 use cert::Identity;

@@ -445,6 +445,7 @@ fn warnings(plan: &ClusterPlan, layout: &EtcdLayout) -> Vec<String> {
             plan.tolerance.fatal_host_losses.join(", ")
         ));
     }
+    w.extend(plan.inventory.security.relaxations());
     w
 }
 

@@ -9,6 +9,7 @@ use crate::inventory::{EndpointMode, HostName, Role};
 use crate::plan::{ClusterPlan, EtcdMember, PlannedHost};
 
 use super::RenderInputs;
+use super::security::SecurityCtx;
 
 /// Shown where a value is only known at apply time and none was given.
 pub const VIP_INTERFACE_PLACEHOLDER: &str = "${KBS_VIP_INTERFACE}";
@@ -28,6 +29,7 @@ pub struct HostContext<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     vip: Option<VipCtx>,
     containerd: ContainerdCtx,
+    pub security: SecurityCtx,
 }
 
 #[derive(Serialize)]
@@ -199,6 +201,7 @@ impl<'a> HostContext<'a> {
             containerd: ContainerdCtx {
                 sandbox_image: sandbox_image(inv.cluster.kubernetes_version.minor),
             },
+            security: SecurityCtx::new(plan, host, inputs),
         }
     }
 }

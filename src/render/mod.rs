@@ -7,6 +7,7 @@
 
 mod check;
 mod context;
+mod security;
 mod templates;
 
 use std::collections::BTreeMap;
@@ -15,9 +16,19 @@ use std::path::{Path, PathBuf};
 use crate::inventory::{EndpointMode, Role};
 use crate::plan::{ClusterPlan, PlannedHost};
 
+pub use crate::secrets::{ENCRYPTION_KEY_PLACEHOLDER, EncryptionKey};
 pub use context::VIP_INTERFACE_PLACEHOLDER;
 use context::{HostContext, KubeVipCtx, MemberCtx};
+use security::NamespaceCtx;
+pub use security::{
+    ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, AUTHENTICATION_CONFIG_PATH, ENCRYPTION_CONFIG_PATH,
+    KUBEADM_PATCHES_DIR,
+};
 pub use templates::Templates;
+
+/// Where the namespace baselines go on the first control plane; apply `kubectl apply`s them
+/// once the cluster is up.
+pub const BASELINES_DIR: &str = "/etc/kbs/baselines";
 
 /// Where kbs keeps the kube-vip manifest for the `kubeadm init` node's first start; apply copies
 /// it over /etc/kubernetes/manifests/kube-vip.yaml before `kubeadm init` and restores the
@@ -55,6 +66,14 @@ pub struct JoinSecrets {
     pub ca_cert_hashes: Vec<String>,
 }
 
+/// A host's size from facts, for node allocatable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostResources {
+    /// MemTotal in MiB.
+    pub mem_mb: u64,
+    pub cpus: u32,
+}
+
 /// What only apply knows. `Default` gives placeholders, which `kbs render` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderInputs {
@@ -62,6 +81,10 @@ pub struct RenderInputs {
     /// Host name → the NIC carrying the VIP, found from facts; used when the inventory sets no
     /// `endpoint.interface`.
     pub vip_interfaces: BTreeMap<String, String>,
+    /// From `secrets::ensure_encryption_key`; the same on every control plane.
+    pub encryption_key: EncryptionKey,
+    /// Host name → its size from facts; a host missing here gets a conservative reservation.
+    pub host_resources: BTreeMap<String, HostResources>,
 }
 
 impl Default for RenderInputs {
@@ -72,6 +95,8 @@ impl Default for RenderInputs {
                 ca_cert_hashes: vec![CA_CERT_HASH_PLACEHOLDER.into()],
             },
             vip_interfaces: BTreeMap::new(),
+            encryption_key: EncryptionKey::placeholder(),
+            host_resources: BTreeMap::new(),
         }
     }
 }
@@ -137,8 +162,11 @@ fn host_files(
     templates: &Templates,
     inputs: &RenderInputs,
 ) -> Result<Vec<RenderedFile>, RenderError> {
-    let ctx = tera::Context::from_serialize(&HostContext::new(plan, host, inputs))
+    let host_ctx = HostContext::new(plan, host, inputs);
+    let authn_config = host_ctx.security.has_authentication_config();
+    let ctx = tera::Context::from_serialize(&host_ctx)
         .map_err(|e| RenderError::template("(context)", e))?;
+    let security = &plan.inventory.security;
     let mut r = Renderer {
         templates,
         ctx,
@@ -170,6 +198,43 @@ fn host_files(
         };
         let name = if first { "init.yaml" } else { "join.yaml" };
         r.file(kubeadm, &format!("/etc/kubernetes/kubeadm/{name}"), 0o600)?;
+        if security.reserve_resources {
+            r.file(
+                "kubelet-patch.yaml",
+                &format!("{KUBEADM_PATCHES_DIR}/kubeletconfiguration+merge.yaml"),
+                0o644,
+            )?;
+        }
+    }
+
+    if host.has(Role::ControlPlane) {
+        if security.audit_log {
+            r.file("audit-policy.yaml", AUDIT_POLICY_PATH, 0o644)?;
+        }
+        if security.encrypt_secrets {
+            // Holds the key that decrypts every Secret.
+            r.file("encryption-config.yaml", ENCRYPTION_CONFIG_PATH, 0o600)?;
+        }
+        r.file("admission-config.yaml", ADMISSION_CONFIG_PATH, 0o644)?;
+        if authn_config {
+            r.file(
+                "authentication-config.yaml",
+                AUTHENTICATION_CONFIG_PATH,
+                0o644,
+            )?;
+        }
+    }
+
+    if first {
+        for ns in &security.namespaces {
+            r.ctx.insert("namespace", &NamespaceCtx::new(ns));
+            r.file(
+                "baseline-namespace.yaml",
+                &format!("{BASELINES_DIR}/{}.yaml", ns.name),
+                0o644,
+            )?;
+        }
+        r.ctx.remove("namespace");
     }
 
     let members: Vec<_> = plan.etcd.iter().filter(|m| m.host == host.name).collect();

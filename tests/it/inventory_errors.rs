@@ -380,3 +380,38 @@ fn missing_inventory_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn security_settings_are_checked() {
+    let e = plan_error_text(&format!(
+        "{VALID}\n[security]\nanonymous_auth = true\nprofilling = true\n"
+    ));
+    assert_has(
+        &e,
+        &["unknown field `profilling`", "did you mean `profiling`?"],
+    );
+    let e = plan_error_text(&format!("{VALID}\n[security]\npod_security = \"strict\"\n"));
+    assert_has(&e, &["unknown variant `strict`", "`restricted`"]);
+    let e = plan_error_text(&format!("{VALID}\n[security]\naudit_log_max_size_mb = 0\n"));
+    assert_has(
+        &e,
+        &[
+            "security.audit_log_max_size_mb must be at least 1",
+            "inventory.toml:25:25",
+        ],
+    );
+    let e = plan_error_text(&format!(
+        "{VALID}\n[[security.namespace]]\nname = \"kube-tools\"\n\n[[security.namespace]]\nname = \"shop\"\nrequests_memory = \"8 GB\"\n\n[[security.namespace]]\nname = \"shop\"\n"
+    ));
+    assert_has(
+        &e,
+        &[
+            "3 errors",
+            "security.namespace `kube-tools` is a system namespace",
+            "security.namespace.requests_memory `8 GB` is not a Kubernetes quantity",
+            "inventory.toml:29:19",
+            "security.namespace `shop` is listed twice",
+            "the first `shop` is on line 28",
+        ],
+    );
+}

@@ -96,17 +96,7 @@ fn every_kubeadm_field_exists_in_v1beta4() {
                 );
                 check(&fields, kind, &doc, "", &mut bad);
             } else {
-                let allowed = components["kinds"]
-                    .get(format!("{api}/{kind}"))
-                    .unwrap_or_else(|| panic!("{at}: unknown {api}"));
-                let allowed = allowed.as_array().unwrap();
-                bad.extend(
-                    doc.as_object()
-                        .unwrap()
-                        .keys()
-                        .filter(|k| !allowed.iter().any(|a| a == *k))
-                        .cloned(),
-                );
+                bad.extend(unknown_component_fields(&components, api, kind, &doc));
             }
             assert!(bad.is_empty(), "{at}: {bad:?}");
         }
@@ -119,6 +109,110 @@ fn every_kubeadm_field_exists_in_v1beta4() {
         "KubeletConfiguration",
     ];
     assert_eq!(kinds_seen.into_iter().collect::<Vec<_>>(), expected);
+}
+
+/// Dotted paths of `doc` that the component-config list does not name; map-typed fields (free
+/// keys) are not descended into.
+fn unknown_component_fields(components: &Value, api: &str, kind: &str, doc: &Value) -> Vec<String> {
+    fn walk(v: &Value, path: &str, maps: &[Value], out: &mut Vec<String>) {
+        match v.as_object() {
+            Some(map) if !maps.iter().any(|m| m == path) => {
+                for (k, v) in map {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(v, &p, maps, out);
+                }
+            }
+            _ => out.push(path.to_string()),
+        }
+    }
+    let allowed = components["kinds"]
+        .get(format!("{api}/{kind}"))
+        .unwrap_or_else(|| panic!("unknown {api}/{kind}"))
+        .as_array()
+        .unwrap();
+    let mut paths = Vec::new();
+    walk(doc, "", components["maps"].as_array().unwrap(), &mut paths);
+    paths.retain(|p| !allowed.iter().any(|a| a == p));
+    paths
+}
+
+/// The kubelet patch kubeadm merges into each node's KubeletConfiguration holds real fields too.
+#[test]
+fn kubelet_patches_use_real_kubelet_fields() {
+    let components = fixture("component-config-fields.json");
+    for (case, host, f) in files_ending(&RenderInputs::default(), "kubeletconfiguration+merge.yaml")
+    {
+        for doc in documents(text(&f)) {
+            let bad = unknown_component_fields(
+                &components,
+                doc["apiVersion"].as_str().unwrap(),
+                doc["kind"].as_str().unwrap(),
+                &doc,
+            );
+            assert!(bad.is_empty(), "{case}/{host}: {bad:?}");
+        }
+    }
+}
+
+#[test]
+fn the_component_check_catches_a_misspelt_nested_field() {
+    let components = fixture("component-config-fields.json");
+    let doc = &documents(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication: {anonymous: {enable: false}}\nkubeReserved: {cpu: 1m}\nreadOnlyPorts: 0\n",
+    )[0];
+    let bad = unknown_component_fields(
+        &components,
+        "kubelet.config.k8s.io/v1beta1",
+        "KubeletConfiguration",
+        doc,
+    );
+    assert_eq!(bad, ["authentication.anonymous.enable", "readOnlyPorts"]);
+}
+
+/// Every extraArgs name is a real kube-apiserver flag and every kubeletExtraArgs name a real
+/// kubelet flag (tests/fixtures/kube-flags.json, with sources).
+#[test]
+fn every_rendered_flag_is_a_real_flag() {
+    let flags = fixture("kube-flags.json");
+    let mut files = files_ending(&RenderInputs::default(), "/init.yaml");
+    files.extend(files_ending(&RenderInputs::default(), "/join.yaml"));
+    files.extend(
+        crate::security::relaxed_and_tightened_files()
+            .into_iter()
+            .filter(|(_, _, f)| f.path.starts_with("/etc/kubernetes/kubeadm/")),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for (case, host, f) in files {
+        for doc in documents(text(&f)) {
+            let lists = [
+                ("kube-apiserver", &doc["apiServer"]["extraArgs"]),
+                ("kubelet", &doc["nodeRegistration"]["kubeletExtraArgs"]),
+            ];
+            for (component, args) in lists {
+                for a in args.as_array().into_iter().flatten() {
+                    let name = a["name"].as_str().unwrap();
+                    assert!(
+                        flags[component].get(name).is_some(),
+                        "{case}/{host}: {component} has no flag --{name}"
+                    );
+                    seen.insert(format!("{component}/{name}"));
+                }
+            }
+        }
+    }
+    // The list holds nothing kbs does not render (so it stays the list of what was checked).
+    for component in ["kube-apiserver", "kubelet"] {
+        for name in flags[component].as_object().unwrap().keys() {
+            assert!(
+                seen.contains(&format!("{component}/{name}")),
+                "{component}/{name} is never rendered"
+            );
+        }
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod pki_common;
 mod plan;
 mod real_tools;
 mod render;
+mod security;
 mod ssh;
 mod sshd;
 mod tls;

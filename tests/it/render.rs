@@ -131,6 +131,7 @@ fn join_secrets_and_interfaces_come_from_inputs() {
             ca_cert_hashes: vec!["sha256:00ff".into()],
         },
         vip_interfaces: [("node-2".to_string(), "bond0".to_string())].into(),
+        ..RenderInputs::default()
     };
     let hosts = render(&plan, &inputs);
     let file = |host: &str, path: &str| {
