@@ -2,6 +2,8 @@
 # latency in microseconds per write, and removes its file. The first argument is the directory;
 # the nearest existing ancestor is used so that nothing is created.
 d="$1"
+# A member already lives there: measuring now would only slow the running etcd down.
+[ -d "$d/member" ] && exit 0
 while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 f="$d/.kbs-fsync-probe.$$"
 trap 'rm -f "$f"' EXIT

@@ -133,9 +133,9 @@ async fn gather_one(cx: &Ctx, host: &str) -> Result<Facts, ApplyError> {
                         .timeout(Duration::from_secs(120)),
                 )
                 .await?;
-            facts
-                .fsync_p99_ms
-                .insert(dir, fsync_p99_ms(&out.stdout_lossy()).unwrap_or(f64::NAN));
+            if let Some(p99) = fsync_p99_ms(&out.stdout_lossy()) {
+                facts.fsync_p99_ms.insert(dir, p99);
+            }
         }
         Ok(facts)
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::files::{Desired, Part, pki_files, sync};
 use super::prepare::ensure;
-use super::{ApplyError, Ctx, HEALTH_WAIT, files_of};
+use super::{ApplyError, Ctx, HEALTH_WAIT, each_host, files_of};
 use crate::pki::REMOTE_ETCD_PKI_DIR;
 use crate::render::RenderedFile;
 use crate::ssh::Exec;
@@ -35,63 +35,15 @@ pub(super) async fn run(
     if etcd_hosts.is_empty() {
         return Ok(());
     }
-    let mut to_start = Vec::new();
-    let mut to_restart = Vec::new();
-    for host in &etcd_hosts {
-        let hp = cx.progress.host(host, "etcd");
-        let mut files = pki_files(cx, host, |p| p.starts_with(REMOTE_ETCD_PKI_DIR))?;
-        files.extend(
-            files_of(rendered, host, Part::Etcd)
-                .into_iter()
-                .map(Desired::from),
-        );
-        let changed = sync(cx, host, "etcd/files", &files).await?;
-        if changed
-            .iter()
-            .any(|p| p.to_string_lossy().ends_with(".service"))
-        {
-            ensure(
-                cx,
-                host,
-                "etcd/daemon-reload",
-                "reload systemd units",
-                "echo reload",
-                "systemctl daemon-reload",
-            )
-            .await?;
-        }
-        let s = cx.session(host).await?;
-        for m in cx.plan.etcd.iter().filter(|m| &m.host == host) {
-            let dir = shlex::try_quote(&m.data_dir.to_string_lossy())
-                .map(|q| q.into_owned())
-                .unwrap_or_default();
-            ensure(
-                cx,
-                host,
-                "etcd/data-dir",
-                &format!("create {} (0700, owned by etcd)", m.data_dir.display()),
-                &format!("[ \"$(stat -c '%a %U' {dir} 2>/dev/null)\" = '700 etcd' ] || echo fix"),
-                &format!("install -d -m 0700 -o etcd -g etcd {dir}"),
-            )
-            .await?;
-            let unit = format!("kbs-etcd@{}.service", m.name);
-            let active = s
-                .exec(Exec::new(&format!("systemctl is-active --quiet {unit}")))
-                .await?
-                .success();
-            let mine_changed = changed.iter().any(|p| {
-                let p = p.to_string_lossy();
-                p.ends_with(&format!("/{}.env", m.name))
-                    || p.starts_with(REMOTE_ETCD_PKI_DIR)
-                    || p.ends_with(".service")
-            });
-            if !active {
-                to_start.push((host.clone(), unit));
-            } else if mine_changed {
-                to_restart.push((host.clone(), unit));
-            }
-        }
-        hp.finish(None);
+    // Per host, the members to start (not running) and to restart (running, settings changed).
+    let per_host = each_host(etcd_hosts.iter().map(String::as_str), |host| {
+        place_host(cx, host, rendered)
+    })
+    .await?;
+    let (mut to_start, mut to_restart) = (Vec::new(), Vec::new());
+    for (start, restart) in per_host {
+        to_start.extend(start);
+        to_restart.extend(restart);
     }
 
     // Founding members together: enable, then start without waiting for readiness.
@@ -140,6 +92,72 @@ pub(super) async fn run(
         }
     }
     Ok(())
+}
+
+type Units = Vec<(String, String)>;
+
+/// Certificates, env files, units and data dirs on one etcd host.
+async fn place_host(
+    cx: &Ctx,
+    host: &str,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+) -> Result<(Units, Units), ApplyError> {
+    let (mut to_start, mut to_restart) = (Vec::new(), Vec::new());
+    let hp = cx.progress.host(host, "etcd");
+    let mut files = pki_files(cx, host, |p| p.starts_with(REMOTE_ETCD_PKI_DIR))?;
+    files.extend(
+        files_of(rendered, host, Part::Etcd)
+            .into_iter()
+            .map(Desired::from),
+    );
+    let changed = sync(cx, host, "etcd/files", &files).await?;
+    if changed
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with(".service"))
+    {
+        ensure(
+            cx,
+            host,
+            "etcd/daemon-reload",
+            "reload systemd units",
+            "echo reload",
+            "systemctl daemon-reload",
+        )
+        .await?;
+    }
+    let s = cx.session(host).await?;
+    for m in cx.plan.etcd.iter().filter(|m| m.host == host) {
+        let dir = shlex::try_quote(&m.data_dir.to_string_lossy())
+            .map(|q| q.into_owned())
+            .unwrap_or_default();
+        ensure(
+            cx,
+            host,
+            "etcd/data-dir",
+            &format!("create {} (0700, owned by etcd)", m.data_dir.display()),
+            &format!("[ \"$(stat -c '%a %U' {dir} 2>/dev/null)\" = '700 etcd' ] || echo fix"),
+            &format!("install -d -m 0700 -o etcd -g etcd {dir}"),
+        )
+        .await?;
+        let unit = format!("kbs-etcd@{}.service", m.name);
+        let active = s
+            .exec(Exec::new(&format!("systemctl is-active --quiet {unit}")))
+            .await?
+            .success();
+        let mine_changed = changed.iter().any(|p| {
+            let p = p.to_string_lossy();
+            p.ends_with(&format!("/{}.env", m.name))
+                || p.starts_with(REMOTE_ETCD_PKI_DIR)
+                || p.ends_with(".service")
+        });
+        if !active {
+            to_start.push((host.to_string(), unit));
+        } else if mine_changed {
+            to_restart.push((host.to_string(), unit));
+        }
+    }
+    hp.finish(None);
+    Ok((to_start, to_restart))
 }
 
 /// Waits until every member answers healthy over mTLS, asking from `host`.

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::files::{Desired, Part, sync};
 use super::prepare::ensure;
-use super::{ApplyError, Ctx, files_of};
+use super::{ApplyError, Ctx, each_host, files_of};
 use crate::inventory::{EndpointMode, Role};
 use crate::render::{KUBE_VIP_BOOTSTRAP_PATH, RenderedFile};
 
@@ -28,43 +28,55 @@ pub(super) async fn run(
 }
 
 async fn vip(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<(), ApplyError> {
-    for h in cx.hosts().filter(|h| h.has(Role::ControlPlane)) {
-        let host = h.name.as_str();
-        let hp = cx.progress.host(host, "front");
-        let files: Vec<Desired> = files_of(rendered, host, Part::Front)
-            .into_iter()
-            .map(Desired::from)
-            .collect();
-        let changed = sync(cx, host, "front/files", &files).await?;
-        for (service, dir) in [
-            ("haproxy", "/etc/haproxy/"),
-            ("keepalived", "/etc/keepalived/"),
-        ] {
-            let unit = format!("{service}.service");
-            if changed.iter().any(|p| p.starts_with(dir)) {
-                ensure(
-                    cx,
-                    host,
-                    "front/restart",
-                    &format!("restart {unit} (its config changed)"),
-                    "echo restart",
-                    &format!("systemctl enable {unit} && systemctl restart {unit}"),
-                )
-                .await?;
-            } else {
-                ensure(
-                    cx,
-                    host,
-                    "front/start",
-                    &format!("enable and start {unit}"),
-                    &format!("systemctl is-enabled --quiet {unit} && systemctl is-active --quiet {unit} || echo start"),
-                    &format!("systemctl enable {unit} && systemctl start {unit}"),
-                )
-                .await?;
-            }
+    each_host(
+        cx.hosts()
+            .filter(|h| h.has(Role::ControlPlane))
+            .map(|h| h.name.as_str()),
+        |host| vip_host(cx, host, rendered),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn vip_host(
+    cx: &Ctx,
+    host: &str,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+) -> Result<(), ApplyError> {
+    let hp = cx.progress.host(host, "front");
+    let files: Vec<Desired> = files_of(rendered, host, Part::Front)
+        .into_iter()
+        .map(Desired::from)
+        .collect();
+    let changed = sync(cx, host, "front/files", &files).await?;
+    for (service, dir) in [
+        ("haproxy", "/etc/haproxy/"),
+        ("keepalived", "/etc/keepalived/"),
+    ] {
+        let unit = format!("{service}.service");
+        if changed.iter().any(|p| p.starts_with(dir)) {
+            ensure(
+                cx,
+                host,
+                "front/restart",
+                &format!("restart {unit} (its config changed)"),
+                "echo restart",
+                &format!("systemctl enable {unit} && systemctl restart {unit}"),
+            )
+            .await?;
+        } else {
+            ensure(
+                cx,
+                host,
+                "front/start",
+                &format!("enable and start {unit}"),
+                &format!("systemctl is-enabled --quiet {unit} && systemctl is-active --quiet {unit} || echo start"),
+                &format!("systemctl enable {unit} && systemctl start {unit}"),
+            )
+            .await?;
         }
-        hp.finish(None);
     }
+    hp.finish(None);
     Ok(())
 }
 

@@ -6,12 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
 use rand::RngExt;
 
 use super::files::{Desired, Part, pki_files, sync};
 use super::journal::StepStatus;
-use super::{ApplyError, Ctx, files_of};
+use super::{ApplyError, Ctx, each_host, files_of};
 use crate::inventory::{EndpointMode, Role};
 use crate::plan::PlannedHost;
 use crate::render::{CA_CERT_HASH_PLACEHOLDER, JOIN_TOKEN_PLACEHOLDER, JoinSecrets, RenderedFile};
@@ -130,10 +129,16 @@ pub(super) async fn run(
         return Ok(());
     };
     // Every control plane's certificates and kubeconfigs, before init or any join needs them.
-    for h in cx.hosts().filter(|h| h.has(Role::ControlPlane)) {
-        let files = pki_files(cx, &h.name, |p| p.starts_with("/etc/kubernetes"))?;
-        sync(cx, &h.name, "pki/files", &files).await?;
-    }
+    each_host(
+        cx.hosts()
+            .filter(|h| h.has(Role::ControlPlane))
+            .map(|h| h.name.as_str()),
+        |host| async move {
+            let files = pki_files(cx, host, |p| p.starts_with("/etc/kubernetes"))?;
+            sync(cx, host, "pki/files", &files).await
+        },
+    )
+    .await?;
     if cx.in_scope(&first.name) && !done(cx, &first, true).await? {
         node(cx, &first, true, rendered).await?;
         if cx.plan.front.mode == EndpointMode::KubeVip {
@@ -148,22 +153,20 @@ pub(super) async fn run(
             node(cx, h, false, rendered).await?;
         }
     }
-    let workers: Vec<&PlannedHost> = cx
+    let workers = cx
         .hosts()
-        .filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane))
-        .collect();
-    let results: Vec<Result<(), ApplyError>> = futures::stream::iter(workers)
-        .map(|h| async move {
-            if done(cx, h, false).await? {
-                Ok(())
-            } else {
-                node(cx, h, false, rendered).await
-            }
-        })
-        .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
-        .collect()
-        .await;
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        .filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane));
+    each_host(workers.map(|h| h.name.as_str()), |host| async move {
+        let Some(h) = cx.plan.hosts.iter().find(|h| h.name == host) else {
+            return Ok(());
+        };
+        if done(cx, h, false).await? {
+            Ok(())
+        } else {
+            node(cx, h, false, rendered).await
+        }
+    })
+    .await?;
     Ok(())
 }
 

@@ -32,6 +32,7 @@ use crate::state::StateDir;
 pub use connect::targets;
 pub use journal::{Journal, JournalError, StepStatus};
 pub use preflight::{CHECKS, Check, CheckStatus};
+pub use verify::{admin_client, nodes};
 
 /// The names `--skip-check` accepts.
 pub fn preflight_checks() -> &'static [&'static str] {
@@ -216,11 +217,32 @@ pub struct Report {
 pub async fn apply(
     inventory: Inventory,
     state: StateDir,
-    opts: Options,
+    mut opts: Options,
     templates: Templates,
     progress: Progress,
 ) -> Result<Report, ApplyError> {
     let plan = ClusterPlan::new(inventory);
+    if let Some(only) = &mut opts.only_hosts {
+        if let Some(m) = plan.etcd.iter().find(|m| only.contains(&m.host)) {
+            return Err(ApplyError::Step {
+                host: m.host.clone(),
+                step: "add-node".into(),
+                message: format!(
+                    "the plan puts etcd member {} on this new host; growing etcd with add-node is not supported yet: give the host the roles [\"worker\"] or [\"control-plane\"]",
+                    m.name
+                ),
+            });
+        }
+        // A new control plane must be known to the front on every control plane (haproxy's
+        // backends), so those hosts are in scope too; their unchanged files stay untouched.
+        if plan
+            .hosts
+            .iter()
+            .any(|h| only.contains(&h.name) && h.has(crate::inventory::Role::ControlPlane))
+        {
+            only.extend(plan.control_planes().map(|h| h.name.clone()));
+        }
+    }
     state.create()?;
     let journal = Journal::open(&state)?;
     let (connector, targets) = connect::connector(&plan, &state, &opts)?;
@@ -262,6 +284,24 @@ pub async fn apply(
 
 /// How long etcd and the API get to become healthy after a start.
 pub(crate) const HEALTH_WAIT: Duration = Duration::from_secs(90);
+
+/// Runs `f` for every host concurrently (bounded); every host finishes its work even when another
+/// fails, then the first error is returned.
+pub(crate) async fn each_host<'a, T, F, Fut>(
+    hosts: impl IntoIterator<Item = &'a str>,
+    f: F,
+) -> Result<Vec<T>, ApplyError>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: Future<Output = Result<T, ApplyError>>,
+{
+    use futures::StreamExt;
+    let results: Vec<Result<T, ApplyError>> = futures::stream::iter(hosts.into_iter().map(f))
+        .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
 
 /// The rendered files of one host that belong to one part of the workflow.
 pub(crate) fn files_of<'a>(

@@ -5,10 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use futures::StreamExt;
-
 use super::files::{Desired, Part, sync};
-use super::{ApplyError, Ctx, files_of};
+use super::{ApplyError, Ctx, each_host, files_of};
 use crate::artifacts::Bundle;
 use crate::inventory::{Artifacts, Role};
 use crate::plan::PlannedHost;
@@ -57,17 +55,14 @@ pub(super) async fn run(
     bundle: Option<&Bundle>,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
 ) -> Result<Vec<String>, ApplyError> {
-    let hosts: Vec<&PlannedHost> = cx.hosts().collect();
-    let results: Vec<Result<Vec<String>, ApplyError>> = futures::stream::iter(hosts)
-        .map(|h| prepare_host(cx, h, bundle, rendered))
-        .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
-        .collect()
-        .await;
-    let mut warnings = Vec::new();
-    for r in results {
-        warnings.extend(r?);
-    }
-    Ok(warnings)
+    let warnings = each_host(cx.hosts().map(|h| h.name.as_str()), |host| async move {
+        match cx.plan.hosts.iter().find(|h| h.name == host) {
+            Some(h) => prepare_host(cx, h, bundle, rendered).await,
+            None => Ok(Vec::new()),
+        }
+    })
+    .await?;
+    Ok(warnings.into_iter().flatten().collect())
 }
 
 async fn prepare_host(

@@ -2,6 +2,7 @@
 //! Everything here talks to real things: OpenSSH `sshd` on loopback (sshd.rs), the Docker lab
 //! (lab.rs), openssl, etcd, haproxy, keepalived and systemd-analyze.
 
+mod apply;
 mod common;
 mod inventory_errors;
 mod keys;
@@ -14,5 +15,6 @@ mod real_tools;
 mod render;
 mod security;
 mod ssh;
+mod ssh_lab;
 mod sshd;
 mod tls;

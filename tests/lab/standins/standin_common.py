@@ -702,8 +702,15 @@ class Etcd:
                 return True, "%s is healthy" % ep
             except StandinError as e:
                 return False, "%s is unhealthy: %s" % (ep, e)
-        with concurrent.futures.ThreadPoolExecutor(len(self.endpoints)) as pool:
-            results = list(pool.map(probe, self.endpoints))
+        # Answer as soon as one member commits: a dead member must not slow /readyz down
+        # (load balancers probe it every second or two).
+        pool = concurrent.futures.ThreadPoolExecutor(len(self.endpoints))
+        results = []
+        for f in concurrent.futures.as_completed([pool.submit(probe, ep) for ep in self.endpoints]):
+            results.append(f.result())
+            if results[-1][0]:
+                break
+        pool.shutdown(wait=False)
         return any(ok for ok, _ in results), "\n".join(text for _, text in results)
 
 

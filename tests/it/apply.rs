@@ -1,0 +1,382 @@
+//! `kbs apply` and `kbs add-node` end to end on lab hosts: real sshd, systemd, etcd, haproxy and
+//! keepalived; only kubeadm, kubelet and the API server are the lab's stand-ins.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::kbs;
+use crate::lab::{Lab, up};
+
+const VIP: &str = "172.30.0.100";
+/// Everything kbs writes on a host, for "nothing was rewritten" checks.
+const WATCHED: &str = "/etc/kubernetes /etc/kbs /etc/haproxy /etc/keepalived /etc/systemd/system /etc/sysctl.d /etc/modules-load.d /etc/containerd /usr/local/bin /usr/local/lib/kbs-standins";
+
+fn apply(lab: &Lab, state: &Path, args: &[&str]) -> std::process::Output {
+    kbs()
+        .arg(args.first().copied().unwrap_or("apply"))
+        .arg(lab.inventory())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--log-format", "plain"])
+        .args(args.get(1..).unwrap_or_default())
+        .output()
+        .expect("run kbs")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kbs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Path, mtime and mode of every file kbs manages on `host`.
+fn files(lab: &Lab, host: &str) -> String {
+    lab.exec(
+        host,
+        &format!("find {WATCHED} -type f -printf '%p %T@ %m\\n' 2>/dev/null | sort"),
+    )
+}
+
+/// `etcdctl` on this machine with the state dir's apiserver-etcd-client certificate.
+fn etcdctl(state: &Path, endpoints: &[String], args: &[&str]) -> std::process::Output {
+    let pki = state.join("pki");
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("apiserver-etcd-client.crt").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("apiserver-etcd-client.key").display()
+        ))
+        .arg("--command-timeout=5s")
+        .args(args)
+        .output()
+        .expect("etcdctl (apt-get install etcd-client)")
+}
+
+fn members(state: &Path, endpoints: &[String]) -> usize {
+    let out = etcdctl(state, endpoints, &["member", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+fn assert_etcd_healthy(state: &Path, endpoints: &[String]) {
+    let out = etcdctl(state, endpoints, &["endpoint", "health"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches("is healthy").count(),
+        endpoints.len(),
+        "{text}"
+    );
+}
+
+fn endpoints(ips: &[&str], ports: &[u16]) -> Vec<String> {
+    ips.iter()
+        .flat_map(|ip| ports.iter().map(move |p| format!("https://{ip}:{p}")))
+        .collect()
+}
+
+fn node_names(state: &Path) -> BTreeSet<String> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, server) =
+        kbs::phases::admin_client(&kbs::state::StateDir::new(state)).expect("admin kubeconfig");
+    assert_eq!(
+        server,
+        format!("https://{VIP}:8443"),
+        "admin.conf points at the endpoint"
+    );
+    rt.block_on(kbs::phases::nodes(&client, &server))
+        .expect("the API lists nodes with the admin kubeconfig")
+}
+
+/// The endpoint's TLS certificate verifies, for the VIP, against the state dir's CA.
+fn assert_endpoint_tls(state: &Path) {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("{VIP}:8443"),
+            "-verify_return_error",
+            "-verify_ip",
+            VIP,
+            "-CAfile",
+        ])
+        .arg(state.join("pki/ca.crt"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn lab_three_control_planes_and_a_worker_then_no_changes_then_add_node() {
+    let Some(lab) = up(&["4"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    let out = ok(&apply(&lab, state.path(), &["apply"]));
+    assert!(out.contains("changed on 4 host(s)"), "{out}");
+    assert_etcd_healthy(
+        state.path(),
+        &endpoints(&["172.30.0.11", "172.30.0.12", "172.30.0.13"], &[2379]),
+    );
+    assert_endpoint_tls(state.path());
+    assert_eq!(
+        node_names(state.path()),
+        set(&["node-1", "node-2", "node-3", "node-4"])
+    );
+
+    // A second run changes nothing, and rewrites no file.
+    let before: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
+    let out = ok(&apply(&lab, state.path(), &["apply"]));
+    assert!(out.starts_with("no changes"), "{out}");
+    let after: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
+    assert_eq!(before, after);
+
+    // A fifth host joins; nothing on the other four changes.
+    lab.cmd(&["up", "5"]);
+    let out = ok(&apply(
+        &lab,
+        state.path(),
+        &["add-node", "--host", "node-5"],
+    ));
+    assert!(
+        out.contains("node-5:") && out.contains("kubeadm join") && !out.contains("node-1:"),
+        "{out}"
+    );
+    assert_eq!(
+        node_names(state.path()),
+        set(&["node-1", "node-2", "node-3", "node-4", "node-5"])
+    );
+    let after: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
+    assert_eq!(before, after, "add-node touched another host");
+}
+
+#[test]
+fn lab_single_host() {
+    let Some(lab) = up(&["1"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    ok(&apply(&lab, state.path(), &["apply"]));
+    assert_etcd_healthy(state.path(), &endpoints(&["172.30.0.11"], &[2379]));
+    assert_endpoint_tls(state.path());
+    assert_eq!(node_names(state.path()), set(&["node-1"]));
+}
+
+/// Polls GET /readyz through the VIP until it answers 200; returns how long that took.
+fn readyz_through_vip(state: &Path, limit: Duration) -> Duration {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, server) =
+        kbs::phases::admin_client(&kbs::state::StateDir::new(state)).expect("client");
+    let started = Instant::now();
+    rt.block_on(async {
+        loop {
+            let short = tokio::time::timeout(
+                Duration::from_secs(1),
+                client.get(format!("{server}/readyz")).send(),
+            )
+            .await;
+            if let Ok(Ok(r)) = short {
+                if r.status().is_success() {
+                    return started.elapsed();
+                }
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the endpoint did not answer within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+#[test]
+fn lab_two_hosts_keep_serving_without_the_host_that_has_no_etcd() {
+    let Some(lab) = up(&["2"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    ok(&apply(&lab, state.path(), &["apply"]));
+    // All three members on node-1 (equal reliability: the first host).
+    let members_on_1 = endpoints(&["172.30.0.11"], &[2379, 12379, 22379]);
+    assert_etcd_healthy(state.path(), &members_on_1);
+    assert_eq!(members(state.path(), &members_on_1), 3);
+    assert_eq!(node_names(state.path()), set(&["node-1", "node-2"]));
+
+    lab.cmd(&["kill", "node-2"]);
+    readyz_through_vip(state.path(), Duration::from_secs(15));
+    assert_etcd_healthy(state.path(), &members_on_1);
+    assert!(node_names(state.path()).contains("node-1"));
+}
+
+#[test]
+fn lab_three_hosts_lose_the_vip_holder_and_keep_quorum() {
+    let Some(lab) = up(&["3"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    ok(&apply(&lab, state.path(), &["apply"]));
+    let holder = (1..=3)
+        .map(|i| format!("node-{i}"))
+        .find(|h| lab.exec(h, "ip -o addr show").contains(VIP))
+        .expect("a host holds the VIP");
+    lab.cmd(&["kill", &holder]);
+    let took = readyz_through_vip(state.path(), Duration::from_secs(30));
+    assert!(
+        took < Duration::from_secs(5),
+        "the endpoint answered again only after {took:?}"
+    );
+    let survivors: Vec<String> = (1..=3)
+        .filter(|i| format!("node-{i}") != holder)
+        .map(|i| format!("https://172.30.0.1{i}:2379"))
+        .collect();
+    assert_etcd_healthy(state.path(), &survivors);
+}
+
+#[test]
+fn lab_killing_kbs_in_any_phase_then_applying_again_converges() {
+    let Some(lab) = up(&["3"]) else { return };
+    for marker in [
+        "artifacts started",
+        "etcd started",
+        "kubeadm/init started",
+        "kubeadm/join-control-plane started",
+    ] {
+        lab.cmd(&["down"]);
+        lab.cmd(&["up", "3"]);
+        let state = tempfile::tempdir().expect("tmp");
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin!("kbs"))
+            .arg("apply")
+            .arg(lab.inventory())
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["--log-format", "plain"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kbs");
+        let stderr = child.stderr.take().expect("stderr");
+        let seen = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains(marker));
+        assert!(seen, "kbs never reached `{marker}`");
+        // Let the step get under way, then cut the run off as a crash would.
+        std::thread::sleep(Duration::from_millis(400));
+        child.kill().expect("kill kbs");
+        child.wait().expect("reap");
+
+        let out = ok(&apply(&lab, state.path(), &["apply"]));
+        assert!(out.contains("admin kubeconfig"), "{out}");
+        let all = endpoints(&["172.30.0.11", "172.30.0.12", "172.30.0.13"], &[2379]);
+        assert_etcd_healthy(state.path(), &all);
+        assert_eq!(
+            members(state.path(), &all),
+            3,
+            "no duplicate etcd member after killing at `{marker}`"
+        );
+        assert_eq!(
+            node_names(state.path()),
+            set(&["node-1", "node-2", "node-3"])
+        );
+        let out = ok(&apply(&lab, state.path(), &["apply"]));
+        assert!(
+            out.starts_with("no changes"),
+            "after killing at `{marker}`: {out}"
+        );
+    }
+}
+
+fn fails(lab: &Lab, state: &Path, inventory: &Path) -> String {
+    let out = kbs()
+        .arg("apply")
+        .arg(inventory)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--log-format", "plain"])
+        .output()
+        .expect("run kbs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Nothing was changed anywhere: kbs writes nothing below /etc/kbs before preflight passes.
+    for h in ["node-1", "node-3"] {
+        assert_eq!(
+            lab.exec(h, "test -e /etc/kbs && echo changed || echo untouched")
+                .trim(),
+            "untouched",
+            "{h}"
+        );
+    }
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn lab_bad_input_is_a_clear_error_and_changes_nothing() {
+    let Some(lab) = up(&["3"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    let text = std::fs::read_to_string(lab.inventory()).expect("inventory");
+
+    // A host that is down.
+    lab.cmd(&["kill", "node-2"]);
+    let err = fails(&lab, state.path(), &lab.inventory());
+    assert!(
+        err.contains("node-2: cannot connect to 172.30.0.12:22")
+            || err.contains("node-2: no SSH answer"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed on any host"), "{err}");
+    lab.cmd(&["start", "node-2"]);
+
+    // A key the hosts do not accept.
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = dir.path().join("stranger");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen")
+            .success()
+    );
+    let identity = text
+        .lines()
+        .find(|l| l.starts_with("identity_file"))
+        .expect("identity_file");
+    let wrong_key = dir.path().join("wrong-key.toml");
+    std::fs::write(
+        &wrong_key,
+        text.replace(identity, &format!("identity_file = \"{}\"", key.display())),
+    )
+    .expect("write");
+    let err = fails(&lab, state.path(), &wrong_key);
+    assert!(
+        err.contains("node-1: ") && err.to_lowercase().contains("auth"),
+        "{err}"
+    );
+
+    // node-2 presents another key than the one pinned for it.
+    let keys: Vec<&str> = text.lines().filter(|l| l.starts_with("host_key")).collect();
+    let changed = dir.path().join("changed-key.toml");
+    std::fs::write(&changed, text.replacen(keys[1], keys[2], 1)).expect("write");
+    let err = fails(&lab, state.path(), &changed);
+    assert!(err.contains("node-2: HOST KEY CHANGED"), "{err}");
+}
