@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use crate::common::kbs;
 use crate::lab::{Lab, up};
 
-const VIP: &str = "172.30.0.100";
 /// Everything kbs writes on a host, for "nothing was rewritten" checks.
 const WATCHED: &str = "/etc/kubernetes /etc/kbs /etc/haproxy /etc/keepalived /etc/systemd/system /etc/sysctl.d /etc/modules-load.d /etc/containerd /usr/local/bin /usr/local/lib/kbs-standins";
 
@@ -87,19 +86,25 @@ fn assert_etcd_healthy(state: &Path, endpoints: &[String]) {
     );
 }
 
-fn endpoints(ips: &[&str], ports: &[u16]) -> Vec<String> {
-    ips.iter()
-        .flat_map(|ip| ports.iter().map(move |p| format!("https://{ip}:{p}")))
+/// Client URLs of the members on nodes `nodes` at `ports`.
+fn endpoints(lab: &Lab, nodes: &[u8], ports: &[u16]) -> Vec<String> {
+    nodes
+        .iter()
+        .flat_map(|n| {
+            ports
+                .iter()
+                .map(move |p| format!("https://{}:{p}", lab.ip(10 + n)))
+        })
         .collect()
 }
 
-fn node_names(state: &Path) -> BTreeSet<String> {
+fn node_names(lab: &Lab, state: &Path) -> BTreeSet<String> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (client, server) =
         kbs::phases::admin_client(&kbs::state::StateDir::new(state)).expect("admin kubeconfig");
     assert_eq!(
         server,
-        format!("https://{VIP}:8443"),
+        format!("https://{}:8443", lab.ip(100)),
         "admin.conf points at the endpoint"
     );
     rt.block_on(kbs::phases::nodes(&client, &server))
@@ -107,17 +112,11 @@ fn node_names(state: &Path) -> BTreeSet<String> {
 }
 
 /// The endpoint's TLS certificate verifies, for the VIP, against the state dir's CA.
-fn assert_endpoint_tls(state: &Path) {
+fn assert_endpoint_tls(lab: &Lab, state: &Path) {
+    let vip = lab.ip(100);
     let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("{VIP}:8443"),
-            "-verify_return_error",
-            "-verify_ip",
-            VIP,
-            "-CAfile",
-        ])
+        .args(["s_client", "-connect", &format!("{vip}:8443")])
+        .args(["-verify_return_error", "-verify_ip", &vip, "-CAfile"])
         .arg(state.join("pki/ca.crt"))
         .stdin(Stdio::null())
         .output()
@@ -136,13 +135,10 @@ fn lab_three_control_planes_and_a_worker_then_no_changes_then_add_node() {
     let state = tempfile::tempdir().expect("tmp");
     let out = ok(&apply(&lab, state.path(), &["apply"]));
     assert!(out.contains("changed on 4 host(s)"), "{out}");
-    assert_etcd_healthy(
-        state.path(),
-        &endpoints(&["172.30.0.11", "172.30.0.12", "172.30.0.13"], &[2379]),
-    );
-    assert_endpoint_tls(state.path());
+    assert_etcd_healthy(state.path(), &endpoints(&lab, &[1, 2, 3], &[2379]));
+    assert_endpoint_tls(&lab, state.path());
     assert_eq!(
-        node_names(state.path()),
+        node_names(&lab, state.path()),
         set(&["node-1", "node-2", "node-3", "node-4"])
     );
 
@@ -165,7 +161,7 @@ fn lab_three_control_planes_and_a_worker_then_no_changes_then_add_node() {
         "{out}"
     );
     assert_eq!(
-        node_names(state.path()),
+        node_names(&lab, state.path()),
         set(&["node-1", "node-2", "node-3", "node-4", "node-5"])
     );
     let after: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
@@ -177,9 +173,9 @@ fn lab_single_host() {
     let Some(lab) = up(&["1"]) else { return };
     let state = tempfile::tempdir().expect("tmp");
     ok(&apply(&lab, state.path(), &["apply"]));
-    assert_etcd_healthy(state.path(), &endpoints(&["172.30.0.11"], &[2379]));
-    assert_endpoint_tls(state.path());
-    assert_eq!(node_names(state.path()), set(&["node-1"]));
+    assert_etcd_healthy(state.path(), &endpoints(&lab, &[1], &[2379]));
+    assert_endpoint_tls(&lab, state.path());
+    assert_eq!(node_names(&lab, state.path()), set(&["node-1"]));
 }
 
 /// Polls GET /readyz through the VIP until it answers 200; returns how long that took.
@@ -195,10 +191,10 @@ fn readyz_through_vip(state: &Path, limit: Duration) -> Duration {
                 client.get(format!("{server}/readyz")).send(),
             )
             .await;
-            if let Ok(Ok(r)) = short {
-                if r.status().is_success() {
-                    return started.elapsed();
-                }
+            if let Ok(Ok(r)) = short
+                && r.status().is_success()
+            {
+                return started.elapsed();
             }
             assert!(
                 started.elapsed() < limit,
@@ -215,15 +211,15 @@ fn lab_two_hosts_keep_serving_without_the_host_that_has_no_etcd() {
     let state = tempfile::tempdir().expect("tmp");
     ok(&apply(&lab, state.path(), &["apply"]));
     // All three members on node-1 (equal reliability: the first host).
-    let members_on_1 = endpoints(&["172.30.0.11"], &[2379, 12379, 22379]);
+    let members_on_1 = endpoints(&lab, &[1], &[2379, 12379, 22379]);
     assert_etcd_healthy(state.path(), &members_on_1);
     assert_eq!(members(state.path(), &members_on_1), 3);
-    assert_eq!(node_names(state.path()), set(&["node-1", "node-2"]));
+    assert_eq!(node_names(&lab, state.path()), set(&["node-1", "node-2"]));
 
     lab.cmd(&["kill", "node-2"]);
     readyz_through_vip(state.path(), Duration::from_secs(15));
     assert_etcd_healthy(state.path(), &members_on_1);
-    assert!(node_names(state.path()).contains("node-1"));
+    assert!(node_names(&lab, state.path()).contains("node-1"));
 }
 
 #[test]
@@ -233,7 +229,10 @@ fn lab_three_hosts_lose_the_vip_holder_and_keep_quorum() {
     ok(&apply(&lab, state.path(), &["apply"]));
     let holder = (1..=3)
         .map(|i| format!("node-{i}"))
-        .find(|h| lab.exec(h, "ip -o addr show").contains(VIP))
+        .find(|h| {
+            lab.exec(h, "ip -o addr show")
+                .contains(&format!(" {}/", lab.ip(100)))
+        })
         .expect("a host holds the VIP");
     lab.cmd(&["kill", &holder]);
     let took = readyz_through_vip(state.path(), Duration::from_secs(30));
@@ -241,10 +240,8 @@ fn lab_three_hosts_lose_the_vip_holder_and_keep_quorum() {
         took < Duration::from_secs(5),
         "the endpoint answered again only after {took:?}"
     );
-    let survivors: Vec<String> = (1..=3)
-        .filter(|i| format!("node-{i}") != holder)
-        .map(|i| format!("https://172.30.0.1{i}:2379"))
-        .collect();
+    let survivors: Vec<u8> = (1..=3).filter(|i| format!("node-{i}") != holder).collect();
+    let survivors = endpoints(&lab, &survivors, &[2379]);
     assert_etcd_healthy(state.path(), &survivors);
 }
 
@@ -283,7 +280,7 @@ fn lab_killing_kbs_in_any_phase_then_applying_again_converges() {
 
         let out = ok(&apply(&lab, state.path(), &["apply"]));
         assert!(out.contains("admin kubeconfig"), "{out}");
-        let all = endpoints(&["172.30.0.11", "172.30.0.12", "172.30.0.13"], &[2379]);
+        let all = endpoints(&lab, &[1, 2, 3], &[2379]);
         assert_etcd_healthy(state.path(), &all);
         assert_eq!(
             members(state.path(), &all),
@@ -291,7 +288,7 @@ fn lab_killing_kbs_in_any_phase_then_applying_again_converges() {
             "no duplicate etcd member after killing at `{marker}`"
         );
         assert_eq!(
-            node_names(state.path()),
+            node_names(&lab, state.path()),
             set(&["node-1", "node-2", "node-3"])
         );
         let out = ok(&apply(&lab, state.path(), &["apply"]));
@@ -339,7 +336,7 @@ fn lab_bad_input_is_a_clear_error_and_changes_nothing() {
     lab.cmd(&["kill", "node-2"]);
     let err = fails(&lab, state.path(), &lab.inventory());
     assert!(
-        err.contains("node-2: cannot connect to 172.30.0.12:22")
+        err.contains(&format!("node-2: cannot connect to {}:22", lab.ip(12)))
             || err.contains("node-2: no SSH answer"),
         "{err}"
     );

@@ -15,6 +15,7 @@ static LAB: Mutex<()> = Mutex::new(());
 pub struct Lab {
     script: PathBuf,
     run: PathBuf,
+    id: u8,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -29,10 +30,21 @@ pub fn up(args: &[&str]) -> Option<Lab> {
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lab"),
         PathBuf::from,
     );
-    let run = std::env::var_os("KBS_LAB_RUN").map_or_else(|| dir.join("run"), PathBuf::from);
+    // KBS_LAB_ID picks one of several side-by-side labs (tests/lab/lab explains).
+    let id: u8 = std::env::var("KBS_LAB_ID")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let default_run = if id == 0 {
+        dir.join("run")
+    } else {
+        dir.join(format!("run-{id}"))
+    };
+    let run = std::env::var_os("KBS_LAB_RUN").map_or(default_run, PathBuf::from);
     let lab = Lab {
         script: dir.join("lab"),
         run,
+        id,
         _serial: serial,
     };
     lab.cmd(&[&["up"], args].concat());
@@ -80,6 +92,11 @@ impl Lab {
                 t
             })
             .collect()
+    }
+
+    /// The lab network's address ending in `last`: node-i is `ip(10 + i)`, the VIP `ip(100)`.
+    pub fn ip(&self, last: u8) -> String {
+        format!("172.30.{}.{last}", u16::from(self.id) * 2)
     }
 
     pub fn inventory(&self) -> PathBuf {

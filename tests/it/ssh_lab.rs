@@ -121,7 +121,7 @@ async fn lab_killed_host_fails_within_the_timeout_while_others_finish() {
     );
     let text = err.to_string();
     assert!(
-        text.starts_with("node-2: cannot connect to 172.30.0.12:22")
+        text.starts_with(&format!("node-2: cannot connect to {}:22", lab.ip(12)))
             || text.starts_with("node-2: no SSH answer"),
         "{text}"
     );
