@@ -171,3 +171,41 @@ async fn lab_nodes_behind_the_bastion() {
         "{err}"
     );
 }
+
+/// `kbs exec` through the CLI: output grouped per host, a summary line, role selection, and a
+/// non-zero exit when any host fails.
+#[test]
+fn lab_kbs_exec_groups_output_per_host() {
+    let Some(lab) = up(&["3"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    let exec = |args: &[&str]| {
+        crate::common::kbs()
+            .arg("exec")
+            .arg(lab.inventory())
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["--log-format", "plain"])
+            .args(args)
+            .output()
+            .expect("run kbs")
+    };
+    let out = exec(&["--", "hostname"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for h in ["node-1", "node-2", "node-3"] {
+        assert!(text.contains(&format!("── {h} ── exit status 0")) && text.contains(&format!("\n{h}\n")), "{text}");
+    }
+    assert!(text.ends_with("3 hosts: 3 ok, 0 failed\n"), "{text}");
+
+    let out = exec(&["--hosts", "node-2", "--", "test", "$(hostname)", "!=", "node-2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.ends_with("1 hosts: 0 ok, 1 failed (node-2)\n"), "{text}");
+
+    // Three hosts: every one is a control plane, none only a worker.
+    let out = exec(&["--role", "etcd", "--", "true"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 hosts: 3 ok"));
+    let out = exec(&["--hosts", "node-9", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no host `node-9`"));
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# kbs apply on lab hosts: from bare on 3 hosts, a no-op apply on 3 and on 20 hosts, and add-node of
+# one worker on a 3-host and on a 12-host cluster. Prints wall times (targets: no-op under 3 s on 3
+# hosts and under 10 s on 20; the two add-node times within 20% of each other).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+kbs=$PWD/target/release/kbs
+lab=tests/lab/lab
+inv=tests/lab/run/inventory.toml
+state=$(mktemp -d)
+trap 'rm -rf "$state"; $lab down >/dev/null 2>&1 || true' EXIT
+
+secs() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; echo "$(date +%s.%N) - $s" | bc; }
+fresh() { $lab down >/dev/null 2>&1; rm -rf "$state"; mkdir -p "$state"; $lab up "$1" >/dev/null; }
+apply() { $kbs apply "$inv" --state-dir "$state" --log-format plain; }
+add_node() { $kbs add-node "$inv" --state-dir "$state" --log-format plain --host "$1"; }
+
+fresh 3
+printf 'apply, 3 hosts from bare   %6.1f s\n' "$(secs apply)"
+printf 'no-op apply, 3 hosts       %6.1f s   (target < 3 s)\n' "$(secs apply)"
+$lab up 4 >/dev/null
+printf 'add-node, 3-host cluster   %6.1f s\n' "$(secs add_node node-4)"
+
+fresh 12
+apply >/dev/null 2>&1
+$lab up 13 >/dev/null
+printf 'add-node, 12-host cluster  %6.1f s   (target: within 20%% of the 3-host figure)\n' "$(secs add_node node-13)"
+$lab up 20 >/dev/null
+apply >/dev/null 2>&1
+printf 'no-op apply, 20 hosts      %6.1f s   (target < 10 s)\n' "$(secs apply)"
