@@ -11,7 +11,7 @@ inv=tests/lab/run/inventory.toml
 state=$(mktemp -d)
 trap 'rm -rf "$state"; $lab down >/dev/null 2>&1 || true' EXIT
 
-secs() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; echo "$(date +%s.%N) - $s" | bc; }
+secs() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { print b - a }'; }
 fresh() { $lab down >/dev/null 2>&1; rm -rf "$state"; mkdir -p "$state"; $lab up "$1" >/dev/null; }
 apply() { $kbs apply "$inv" --state-dir "$state" --log-format plain; }
 add_node() { $kbs add-node "$inv" --state-dir "$state" --log-format plain --host "$1"; }
