@@ -8,7 +8,7 @@ use miette::{IntoDiagnostic, miette};
 
 use crate::cli::{LogFormat, RunArgs};
 use crate::inventory::Inventory;
-use crate::phases::{self, Options, preflight_checks};
+use crate::phases::{self, CHECKS, Options};
 use crate::render::Templates;
 use crate::ssh::{Progress, ProgressMode};
 use crate::state::StateDir;
@@ -50,9 +50,9 @@ pub fn run(
 ) -> miette::Result<ExitCode> {
     let inventory = Inventory::load(&args.inventory)?;
     for name in &skip_checks {
-        if !preflight_checks().contains(&name.as_str()) {
+        if !CHECKS.contains(&name.as_str()) {
             return Err(miette!(
-                help = format!("the checks are: {}", preflight_checks().join(", ")),
+                help = format!("the checks are: {}", CHECKS.join(", ")),
                 "--skip-check: there is no check `{name}`"
             ));
         }

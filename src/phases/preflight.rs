@@ -33,7 +33,7 @@ pub struct Check {
     pub fix: String,
 }
 
-/// Every check name, for `--skip-check` validation and docs.
+/// Every check name: what `--skip-check` accepts.
 pub const CHECKS: [&str; 12] = [
     "os",
     "arch",

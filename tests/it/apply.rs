@@ -249,10 +249,13 @@ fn lab_three_hosts_lose_the_vip_holder_and_keep_quorum() {
 fn lab_killing_kbs_in_any_phase_then_applying_again_converges() {
     let Some(lab) = up(&["3"]) else { return };
     for marker in [
+        "facts started",
         "artifacts started",
         "etcd started",
+        "front started",
         "kubeadm/init started",
         "kubeadm/join-control-plane started",
+        "verify started",
     ] {
         lab.cmd(&["down"]);
         lab.cmd(&["up", "3"]);

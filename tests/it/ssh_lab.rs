@@ -193,14 +193,29 @@ fn lab_kbs_exec_groups_output_per_host() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     for h in ["node-1", "node-2", "node-3"] {
-        assert!(text.contains(&format!("── {h} ── exit status 0")) && text.contains(&format!("\n{h}\n")), "{text}");
+        assert!(
+            text.contains(&format!("── {h} ── exit status 0"))
+                && text.contains(&format!("\n{h}\n")),
+            "{text}"
+        );
     }
     assert!(text.ends_with("3 hosts: 3 ok, 0 failed\n"), "{text}");
 
-    let out = exec(&["--hosts", "node-2", "--", "test", "$(hostname)", "!=", "node-2"]);
+    let out = exec(&[
+        "--hosts",
+        "node-2",
+        "--",
+        "test",
+        "$(hostname)",
+        "!=",
+        "node-2",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.ends_with("1 hosts: 0 ok, 1 failed (node-2)\n"), "{text}");
+    assert!(
+        text.ends_with("1 hosts: 0 ok, 1 failed (node-2)\n"),
+        "{text}"
+    );
 
     // Three hosts: every one is a control plane, none only a worker.
     let out = exec(&["--role", "etcd", "--", "true"]);
