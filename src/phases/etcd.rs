@@ -49,21 +49,13 @@ pub(super) async fn run(
     // Founding members together: enable, then start without waiting for readiness.
     for (host, unit) in &to_start {
         let s = cx.session(host).await?;
-        cx.change(host, "etcd/start", format!("start {unit}"), async {
-            let out = s
-                .exec(
-                    Exec::new(&format!(
-                        "systemctl enable {unit} && systemctl start --no-block {unit}"
-                    ))
-                    .sudo(true),
-                )
-                .await?;
-            if out.success() {
-                Ok(())
-            } else {
-                Err(Ctx::step_error(host, "etcd/start", &out))
-            }
-        })
+        let cmd = format!("systemctl enable {unit} && systemctl start --no-block {unit}");
+        cx.change(
+            host,
+            "etcd/start",
+            format!("start {unit}"),
+            Ctx::root(&s, host, "etcd/start", Exec::new(&cmd)),
+        )
         .await?;
     }
     if !to_start.is_empty() && !cx.opts.dry_run {
@@ -71,20 +63,13 @@ pub(super) async fn run(
     }
     for (host, unit) in &to_restart {
         let s = cx.session(host).await?;
+        let cmd = format!("systemctl restart {unit}");
+        let what = format!("restart {unit} (its settings or certificates changed)");
         cx.change(
             host,
             "etcd/restart",
-            format!("restart {unit} (its settings or certificates changed)"),
-            async {
-                let out = s
-                    .exec(Exec::new(&format!("systemctl restart {unit}")).sudo(true))
-                    .await?;
-                if out.success() {
-                    Ok(())
-                } else {
-                    Err(Ctx::step_error(host, "etcd/restart", &out))
-                }
-            },
+            what,
+            Ctx::root(&s, host, "etcd/restart", Exec::new(&cmd)),
         )
         .await?;
         if !cx.opts.dry_run {

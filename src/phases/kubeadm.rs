@@ -235,30 +235,14 @@ async fn node(
         ),
         async {
             let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
-            let out = s
-                .exec(
-                    Exec::new(&format!(
-                        "kubeadm {verb} --config {config}; rc=$?; rm -f {config}; exit $rc"
-                    ))
-                    .sudo(true)
-                    .on_line(&show)
-                    .timeout(std::time::Duration::from_secs(600)),
-                )
-                .await?;
-            if !out.success() {
-                return Err(Ctx::step_error(host, step, &out));
-            }
-            let out = s
-                .exec(
-                    Exec::new("systemctl is-active --quiet kubelet || systemctl restart kubelet")
-                        .sudo(true),
-                )
-                .await?;
-            if out.success() {
-                Ok(())
-            } else {
-                Err(Ctx::step_error(host, "kubelet/start", &out))
-            }
+            let kubeadm =
+                format!("kubeadm {verb} --config {config}; rc=$?; rm -f {config}; exit $rc");
+            let cmd = Exec::new(&kubeadm)
+                .on_line(&show)
+                .timeout(std::time::Duration::from_secs(600));
+            Ctx::root(&s, host, step, cmd).await?;
+            let kubelet = "systemctl is-active --quiet kubelet || systemctl restart kubelet";
+            Ctx::root(&s, host, "kubelet/start", Exec::new(kubelet)).await
         },
     )
     .await?;

@@ -26,7 +26,7 @@ use crate::facts::Facts;
 use crate::inventory::Inventory;
 use crate::plan::ClusterPlan;
 use crate::render::{RenderedFile, Templates};
-use crate::ssh::{Connector, Progress, Session, SshError, Target};
+use crate::ssh::{Connector, Exec, Progress, Session, SshError, Target};
 use crate::state::StateDir;
 
 pub use connect::targets;
@@ -195,12 +195,22 @@ impl Ctx {
         self.changes.lock().expect("change log").clone()
     }
 
-    /// A failed remote command as a step error with its last lines.
-    pub fn step_error(host: &str, step: &str, out: &crate::ssh::Output) -> ApplyError {
-        ApplyError::Step {
-            host: host.into(),
-            step: step.into(),
-            message: format!("{}: {}", out.status, out.last_lines.join(" | ")),
+    /// Runs `cmd` as root; a non-zero exit is an error of `step` on `host` with the last lines.
+    pub async fn root(
+        s: &Session,
+        host: &str,
+        step: &str,
+        cmd: Exec<'_>,
+    ) -> Result<(), ApplyError> {
+        let out = s.exec(cmd.sudo(true)).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(ApplyError::Step {
+                host: host.into(),
+                step: step.into(),
+                message: format!("{}: {}", out.status, out.last_lines.join(" | ")),
+            })
         }
     }
 }

@@ -38,14 +38,12 @@ pub(super) async fn ensure(
     if out.stdout.iter().all(u8::is_ascii_whitespace) {
         return Ok(false);
     }
-    cx.change(host, step, what, async {
-        let out = s.exec(Exec::new(action).sudo(true)).await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(Ctx::step_error(host, step, &out))
-        }
-    })
+    cx.change(
+        host,
+        step,
+        what,
+        Ctx::root(&s, host, step, Exec::new(action)),
+    )
     .await?;
     Ok(true)
 }
