@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -72,7 +73,10 @@ impl HostClass {
 pub struct Artifact {
     pub install: PathBuf,
     pub mode: u32,
-    pub content: Vec<u8>,
+    /// Shared by every host that gets the file.
+    pub content: Arc<[u8]>,
+    /// Lower-case hex, as checked.
+    pub sha256: String,
     pub hosts: HostClass,
 }
 
@@ -186,7 +190,8 @@ impl Bundle {
             files.push(Artifact {
                 install: f.install,
                 mode,
-                content,
+                content: Arc::from(content),
+                sha256: found,
                 hosts: f.hosts,
             });
         }

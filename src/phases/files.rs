@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{ApplyError, Ctx};
 use crate::artifacts::sha256_hex;
@@ -85,23 +86,38 @@ pub(super) fn render(
     Ok(render_host_files(&cx.plan, &cx.templates, &inputs)?)
 }
 
-/// A file as it should be on a host.
+/// A file as it should be on a host. The content is shared, not copied, between hosts (bundle
+/// binaries are large) and its SHA-256 is computed once.
 #[derive(Debug, Clone)]
 pub(super) struct Desired {
     pub path: PathBuf,
     pub mode: u32,
     pub owner: Option<String>,
-    pub content: Vec<u8>,
+    pub content: Arc<[u8]>,
+    pub sha256: String,
+}
+
+impl Desired {
+    pub fn new(path: PathBuf, mode: u32, owner: Option<String>, content: Arc<[u8]>) -> Self {
+        let sha256 = sha256_hex(&content);
+        Self {
+            path,
+            mode,
+            owner,
+            content,
+            sha256,
+        }
+    }
 }
 
 impl From<&RenderedFile> for Desired {
     fn from(f: &RenderedFile) -> Self {
-        Self {
-            path: f.path.clone(),
-            mode: f.mode,
-            owner: None,
-            content: f.content.clone(),
-        }
+        Self::new(
+            f.path.clone(),
+            f.mode,
+            None,
+            Arc::from(f.content.as_slice()),
+        )
     }
 }
 
@@ -129,12 +145,12 @@ pub(super) fn pki_files(
                 });
             }
         };
-        out.push(Desired {
-            path: f.remote,
-            mode: f.mode,
-            owner: f.owner.map(str::to_string),
-            content,
-        });
+        out.push(Desired::new(
+            f.remote,
+            f.mode,
+            f.owner.map(str::to_string),
+            Arc::from(content),
+        ));
     }
     Ok(out)
 }
@@ -167,7 +183,7 @@ pub(super) async fn sync(
     for (i, f) in files.iter().enumerate() {
         let want = format!(
             "{} {:o} {}",
-            sha256_hex(&f.content),
+            f.sha256,
             f.mode,
             f.owner.as_deref().unwrap_or("root")
         );

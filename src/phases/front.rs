@@ -106,7 +106,7 @@ pub(super) async fn kube_vip(
                     .find(|d| d.path == Path::new(KUBE_VIP_MANIFEST)),
             )
         {
-            m.content = b;
+            *m = Desired::new(m.path.clone(), m.mode, None, b.into());
         }
         sync(cx, host, "front/files", &desired).await?;
     }

@@ -100,6 +100,7 @@ async fn prepare_host(
                     mode: a.mode,
                     owner: None,
                     content: a.content.clone(),
+                    sha256: a.sha256.clone(),
                 })
                 .collect();
             changed.extend(sync(cx, host, "prepare/artifacts", &files).await?);
