@@ -7,6 +7,7 @@ mod common;
 mod inventory_errors;
 mod keys;
 mod kubeadm_fields;
+mod lifecycle;
 mod lab;
 mod pki;
 mod pki_common;
