@@ -95,11 +95,7 @@ fn parse_members(text: &str) -> Vec<MemberId> {
         .collect()
 }
 
-async fn api_call(
-    client: &reqwest::Client,
-    req: reqwest::RequestBuilder,
-) -> Result<reqwest::Response, String> {
-    let _ = client;
+async fn api_call(req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
     // A removed VIP holder moves the VIP: a few retries ride that out.
     let mut last = String::new();
     for _ in 0..5 {
@@ -117,15 +113,13 @@ async fn api_call(
 
 /// Marks the Node unschedulable and evicts its pods (DaemonSet and mirror pods stay, as with
 /// `kubectl drain --ignore-daemonsets`). Returns what was done, or why draining was skipped.
-async fn drain(
-    client: &reqwest::Client,
-    server: &str,
-    node: &str,
-) -> Result<Vec<String>, String> {
+async fn drain(client: &reqwest::Client, server: &str, node: &str) -> Result<Vec<String>, String> {
     let url = format!("{server}/api/v1/nodes/{node}");
-    let resp = api_call(client, client.get(&url)).await?;
+    let resp = api_call(client.get(&url)).await?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
-        return Ok(vec![format!("no Node `{node}` in the API: nothing to drain")]);
+        return Ok(vec![format!(
+            "no Node `{node}` in the API: nothing to drain"
+        )]);
     }
     if !resp.status().is_success() {
         return Err(format!("GET {url}: {}", resp.status()));
@@ -134,7 +128,7 @@ async fn drain(
     let mut out = Vec::new();
     if obj["spec"]["unschedulable"] != Value::Bool(true) {
         obj["spec"]["unschedulable"] = Value::Bool(true);
-        let r = api_call(client, client.put(&url).json(&obj)).await?;
+        let r = api_call(client.put(&url).json(&obj)).await?;
         if !r.status().is_success() {
             return Err(format!("PUT {url} (cordon): {}", r.status()));
         }
@@ -143,9 +137,11 @@ async fn drain(
     let pods_url = format!("{server}/api/v1/pods?fieldSelector=spec.nodeName%3D{node}");
     let started = Instant::now();
     loop {
-        let r = api_call(client, client.get(&pods_url)).await?;
+        let r = api_call(client.get(&pods_url)).await?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {
-            out.push("the API serves no pods (the lab's stand-in API server): nothing to evict".into());
+            out.push(
+                "the API serves no pods (the lab's stand-in API server): nothing to evict".into(),
+            );
             return Ok(out);
         }
         if !r.status().is_success() {
@@ -162,7 +158,8 @@ async fn drain(
                 let daemon = meta["ownerReferences"]
                     .as_array()
                     .is_some_and(|o| o.iter().any(|r| r["kind"] == "DaemonSet"));
-                let finished = matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+                let finished =
+                    matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
                 !(mirror || daemon || finished)
             })
             .filter_map(|p| {
@@ -190,9 +187,10 @@ async fn drain(
             });
             // 429: a disruption budget says not now; the next round tries again.
             let _ = api_call(
-                client,
                 client
-                    .post(format!("{server}/api/v1/namespaces/{ns}/pods/{name}/eviction"))
+                    .post(format!(
+                        "{server}/api/v1/namespaces/{ns}/pods/{name}/eviction"
+                    ))
                     .json(&body),
             )
             .await;
@@ -203,7 +201,7 @@ async fn drain(
 
 async fn delete_node(client: &reqwest::Client, server: &str, node: &str) -> Result<bool, String> {
     let url = format!("{server}/api/v1/nodes/{node}");
-    let r = api_call(client, client.delete(&url)).await?;
+    let r = api_call(client.delete(&url)).await?;
     match r.status() {
         s if s.is_success() => Ok(true),
         reqwest::StatusCode::NOT_FOUND => Ok(false),
@@ -274,9 +272,10 @@ async fn remove_members(
             },
         )
         .await?;
-        report
-            .done
-            .push(format!("removed etcd member {name} (ID {}) via {via}", m.id));
+        report.done.push(format!(
+            "removed etcd member {name} (ID {}) via {via}",
+            m.id
+        ));
     }
     wait_healthy_with(cx, &via, &etcdctl_at(&survivors, "endpoint health")).await?;
     report.done.push(format!(
@@ -322,10 +321,16 @@ fn inventory_advice(after: &ClusterPlan, host: &str, inventory: &std::path::Path
     )];
     let same = |p: &ClusterPlan| {
         p.hosts.len() == after.hosts.len()
-            && p.hosts.iter().zip(&after.hosts).all(|(a, b)| a.name == b.name && a.roles == b.roles)
+            && p.hosts
+                .iter()
+                .zip(&after.hosts)
+                .all(|(a, b)| a.name == b.name && a.roles == b.roles)
             && p.etcd.len() == after.etcd.len()
             && p.etcd.iter().zip(&after.etcd).all(|(a, b)| {
-                a.name == b.name && a.host == b.host && a.client_port == b.client_port && a.data_dir == b.data_dir
+                a.name == b.name
+                    && a.host == b.host
+                    && a.client_port == b.client_port
+                    && a.data_dir == b.data_dir
             })
     };
     if same(&ClusterPlan::new(after.inventory.clone())) {
@@ -406,12 +411,16 @@ pub async fn run(
         match &api {
             Ok((client, server)) => match drain(client, server, host).await {
                 Ok(lines) => report.done.extend(lines),
-                Err(e) if opts.force => report.warnings.push(format!("drain failed ({e}); going on because of --force")),
+                Err(e) if opts.force => report
+                    .warnings
+                    .push(format!("drain failed ({e}); going on because of --force")),
                 Err(e) => {
                     return Err(ApplyError::Step {
                         host: host.into(),
                         step: "drain".into(),
-                        message: format!("{e} (nothing was changed on the hosts; --force removes the host without draining)"),
+                        message: format!(
+                            "{e} (nothing was changed on the hosts; --force removes the host without draining)"
+                        ),
                     });
                 }
             },
@@ -433,9 +442,13 @@ pub async fn run(
             Ok((client, server)) => match delete_node(client, server, host).await {
                 Ok(true) => report.done.push(format!("deleted Node {host}")),
                 Ok(false) => report.done.push(format!("Node {host}: already gone")),
-                Err(e) => report.warnings.push(format!("could not delete Node {host}: {e}; delete it with `kubectl delete node {host}`")),
+                Err(e) => report.warnings.push(format!(
+                    "could not delete Node {host}: {e}; delete it with `kubectl delete node {host}`"
+                )),
             },
-            Err(_) => report.warnings.push(format!("delete the Node yourself: `kubectl delete node {host}`")),
+            Err(_) => report.warnings.push(format!(
+                "delete the Node yourself: `kubectl delete node {host}`"
+            )),
         }
     }
 
@@ -444,7 +457,9 @@ pub async fn run(
             EndpointMode::Vip => {
                 let changes = update_front(&mut cx, after.clone()).await?;
                 if changes.is_empty() {
-                    report.done.push("front: already without the removed control plane".into());
+                    report
+                        .done
+                        .push("front: already without the removed control plane".into());
                 }
                 for c in changes {
                     report.done.push(format!("front: {c}"));
@@ -496,7 +511,10 @@ mod tests {
     fn quorum_rule() {
         let three = plan(include_str!("../../inventories/three-host.toml"));
         let h = three.etcd[0].host.clone();
-        assert!(matches!(verdict(&three, &h), Verdict::NeedsForce(_)), "3 → 2 members");
+        assert!(
+            matches!(verdict(&three, &h), Verdict::NeedsForce(_)),
+            "3 → 2 members"
+        );
         let five = plan(include_str!("../../inventories/five-host.toml"));
         if let Some(w) = five.workers().next() {
             assert_eq!(verdict(&five, &w.name), Verdict::Allowed);

@@ -75,7 +75,13 @@ async fn etcd_healthy(cx: &Ctx, host: &str) -> Result<bool, ApplyError> {
     Ok(out.success())
 }
 
-async fn systemctl(cx: &Ctx, host: &str, step: &str, what: String, cmd: String) -> Result<(), ApplyError> {
+async fn systemctl(
+    cx: &Ctx,
+    host: &str,
+    step: &str,
+    what: String,
+    cmd: String,
+) -> Result<(), ApplyError> {
     let s = cx.session(host).await?;
     cx.change(host, step, what, async {
         let out = s.exec(Exec::new(&cmd).sudo(true)).await?;
@@ -97,11 +103,7 @@ pub async fn run(cx: &Ctx) -> Result<RenewReport, ApplyError> {
         .filter(|h| cx.plan.etcd.iter().any(|m| m.host == h.name))
         .map(|h| h.name.clone())
         .collect();
-    let control_planes: Vec<String> = cx
-        .plan
-        .control_planes()
-        .map(|h| h.name.clone())
-        .collect();
+    let control_planes: Vec<String> = cx.plan.control_planes().map(|h| h.name.clone()).collect();
 
     // 1. Reach everything that holds certificates before changing anything.
     let mut unreachable = Vec::new();

@@ -156,43 +156,45 @@ pub async fn probe_all(plan: &ClusterPlan, state: &StateDir) -> Vec<Served> {
         ));
     }
     let now = OffsetDateTime::now_utc();
-    let probes = targets.into_iter().map(|(host, component, addr, local)| async move {
-        let endpoint = endpoint(addr.ip(), addr.port());
-        let mut s = Served {
-            host,
-            component,
-            endpoint,
-            subject: None,
-            serial: None,
-            not_after: None,
-            days_left: None,
-            matches_state: None,
-            problem: None,
-        };
-        match served_cert(addr).await {
-            Err(e) => s.problem = Some(e),
-            Ok(c) => {
-                let days = (c.not_after - now).whole_days();
-                if c.not_after <= now {
-                    s.problem = Some("expired".into());
-                } else if c.not_before > now {
-                    s.problem = Some("not valid yet".into());
+    let probes = targets
+        .into_iter()
+        .map(|(host, component, addr, local)| async move {
+            let endpoint = endpoint(addr.ip(), addr.port());
+            let mut s = Served {
+                host,
+                component,
+                endpoint,
+                subject: None,
+                serial: None,
+                not_after: None,
+                days_left: None,
+                matches_state: None,
+                problem: None,
+            };
+            match served_cert(addr).await {
+                Err(e) => s.problem = Some(e),
+                Ok(c) => {
+                    let days = (c.not_after - now).whole_days();
+                    if c.not_after <= now {
+                        s.problem = Some("expired".into());
+                    } else if c.not_before > now {
+                        s.problem = Some("not valid yet".into());
+                    }
+                    s.matches_state = std::fs::read(&local)
+                        .ok()
+                        .and_then(|pem| CertInfo::from_pem(&pem).ok())
+                        .map(|l| l.serial == c.serial);
+                    s.subject = Some(c.subject);
+                    s.serial = Some(c.serial);
+                    s.not_after = c
+                        .not_after
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .ok();
+                    s.days_left = Some(days);
                 }
-                s.matches_state = std::fs::read(&local)
-                    .ok()
-                    .and_then(|pem| CertInfo::from_pem(&pem).ok())
-                    .map(|l| l.serial == c.serial);
-                s.subject = Some(c.subject);
-                s.serial = Some(c.serial);
-                s.not_after = c
-                    .not_after
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .ok();
-                s.days_left = Some(days);
             }
-        }
-        s
-    });
+            s
+        });
     futures::future::join_all(probes).await
 }
 

@@ -168,7 +168,10 @@ fn lab_certs_renew_rolls_without_api_outage_and_recovers_expired_certificates() 
     for ((addr, b), a) in tls_endpoints(&lab).iter().zip(&before).zip(&after) {
         assert_ne!(b, a, "{addr} still serves its old certificate");
     }
-    assert!(good >= 10, "the poller hardly ran: {good} answers, {bad} failures");
+    assert!(
+        good >= 10,
+        "the poller hardly ran: {good} answers, {bad} failures"
+    );
     assert!(
         bad * 10 <= good + bad && longest <= Duration::from_secs(3),
         "the API was down too long during the renewal: {good} answered, {bad} failed, longest outage {longest:?}"
@@ -195,7 +198,10 @@ fn lab_certs_renew_rolls_without_api_outage_and_recovers_expired_certificates() 
     // etcd serves clients only once its peers form a quorum, which expired peer certificates
     // prevent: its client port accepts TCP but completes no handshake.
     let health = crate::apply::etcdctl(state.path(), &eps, &["endpoint", "health"]);
-    assert!(!health.status.success(), "etcd is healthy with expired certificates");
+    assert!(
+        !health.status.success(),
+        "etcd is healthy with expired certificates"
+    );
     for n in 1..=3 {
         let addr = format!("{}:6443", lab.ip(10 + n));
         let c = served(&addr);
@@ -244,7 +250,12 @@ fn lab_remove_node_worker_then_quorum_refusal_then_forced_etcd_host() {
     let before: Vec<String> = cps.iter().map(|h| files(&lab, h)).collect();
 
     // The worker: drained (cordoned), reset, its Node gone; the control planes untouched.
-    let out = ok(&run(&lab, state.path(), &["remove-node"], &["--host", "node-4"]));
+    let out = ok(&run(
+        &lab,
+        state.path(),
+        &["remove-node"],
+        &["--host", "node-4"],
+    ));
     assert!(out.contains("cordoned Node node-4"), "{out}");
     assert!(out.contains("deleted Node node-4"), "{out}");
     assert!(out.contains("remove the [[host]] block"), "{out}");
@@ -261,9 +272,17 @@ fn lab_remove_node_worker_then_quorum_refusal_then_forced_etcd_host() {
     // node-3 carries an etcd member: 3 → 2 members keeps quorum but tolerates nothing more.
     let out = run(&lab, state.path(), &["remove-node"], &["--host", "node-3"]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("tolerates no further member failure"), "{}", text(&out));
+    assert!(
+        text(&out).contains("tolerates no further member failure"),
+        "{}",
+        text(&out)
+    );
     assert!(text(&out).contains("--force"), "{}", text(&out));
-    assert_eq!(members(state.path(), &eps), 3, "a refused removal changed etcd");
+    assert_eq!(
+        members(state.path(), &eps),
+        3,
+        "a refused removal changed etcd"
+    );
     assert_eq!(files(&lab, "node-3"), before[2]);
 
     // With --force: member removed, host reset, the front of node-1/node-2 drops it.
@@ -282,7 +301,10 @@ fn lab_remove_node_worker_then_quorum_refusal_then_forced_etcd_host() {
     let node3 = lab.ip(13);
     for h in ["node-1", "node-2"] {
         let cfg = lab.exec(h, "cat /etc/haproxy/haproxy.cfg");
-        assert!(!cfg.contains(&node3), "{h}'s haproxy still balances to node-3:\n{cfg}");
+        assert!(
+            !cfg.contains(&node3),
+            "{h}'s haproxy still balances to node-3:\n{cfg}"
+        );
     }
     assert_eq!(node_names(&lab, state.path()), set(&["node-1", "node-2"]));
 }
@@ -305,7 +327,11 @@ fn lab_remove_dead_host() {
     assert!(all.contains("does not answer over SSH"), "{all}");
     assert!(all.contains("removed etcd member node-3"), "{all}");
     assert!(all.contains("deleted Node node-3"), "{all}");
-    assert!(started.elapsed() < Duration::from_secs(240), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(240),
+        "took {:?}",
+        started.elapsed()
+    );
     let eps2 = endpoints(&lab, &[1, 2], &[2379]);
     assert_eq!(members(state.path(), &eps2), 2);
     assert_etcd_healthy(state.path(), &eps2);
@@ -330,7 +356,10 @@ fn lab_reset_needs_confirmation_cleans_every_host_and_apply_rebuilds() {
     for n in 1..=3 {
         nothing_left(&lab, &format!("node-{n}"));
     }
-    assert!(state.path().join("pki/ca.crt").exists(), "the state dir was touched");
+    assert!(
+        state.path().join("pki/ca.crt").exists(),
+        "the state dir was touched"
+    );
 
     // A second reset finds nothing to do and succeeds; apply builds the cluster again.
     ok(&run(&lab, state.path(), &["reset"], &["--yes"]));
