@@ -81,6 +81,28 @@ pub enum Command {
         #[arg(long = "skip-check", value_name = "NAME")]
         skip_checks: Vec<String>,
     },
+    /// Take a host out of the running cluster: drain its Node, remove its etcd members, tear the
+    /// host down, delete its Node, update the front. Refuses what would leave etcd with no
+    /// failure to spare unless --force. A dead host is removed without its teardown.
+    RemoveNode {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The host to remove, as named in the inventory.
+        #[arg(long = "host", value_name = "NAME")]
+        host: String,
+        /// Remove even when etcd is left tolerating no further failure, or draining fails.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Tear the cluster down on every host (kubeadm reset, etcd, the front, kbs's files). The
+    /// state dir (CAs, keys) and backups stay, so `kbs apply` can build the cluster again.
+    Reset {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Do not ask for the cluster name (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Run a shell command on the cluster's hosts over SSH; output grouped per host.
     Exec {
         #[command(flatten)]
@@ -98,7 +120,7 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Make, check and renew the cluster PKI in the local state directory.
+    /// Make, check and renew the cluster PKI (in the state directory and on the hosts).
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
@@ -129,14 +151,20 @@ pub enum CertsCommand {
         warn_days: u32,
         #[arg(long, short, value_enum, default_value_t = CheckOutput::Table)]
         output: CheckOutput,
+        /// Instead of the files, check what every etcd member and API server serves (TLS
+        /// handshake from here), and whether it is the state dir's certificate.
+        #[arg(long, requires = "inventory")]
+        hosts: bool,
     },
-    /// Re-issue every leaf certificate and kubeconfig with the same names (new keys); CAs stay.
+    /// Re-issue every leaf certificate and kubeconfig (new keys; CAs stay), upload them and
+    /// restart etcd members and API servers one at a time so the API stays up. Works over SSH,
+    /// also when the certificates have already expired.
     Renew {
-        /// The inventory file (TOML).
-        inventory: PathBuf,
-        /// The state directory [default: .kbs/<cluster name>/ next to the inventory].
+        #[command(flatten)]
+        run: RunArgs,
+        /// Only re-issue them in the state directory; touch no host.
         #[arg(long)]
-        state_dir: Option<PathBuf>,
+        local: bool,
     },
 }
 

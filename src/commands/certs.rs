@@ -11,7 +11,7 @@ use crate::pki::{self, Action, PkiReport};
 use crate::plan::ClusterPlan;
 use crate::state::StateDir;
 
-pub fn run(command: CertsCommand) -> miette::Result<ExitCode> {
+pub fn run(command: CertsCommand, verbose: u8) -> miette::Result<ExitCode> {
     match command {
         CertsCommand::Generate {
             inventory,
@@ -22,23 +22,63 @@ pub fn run(command: CertsCommand) -> miette::Result<ExitCode> {
             print_report(&plan, &state, &report);
             Ok(ExitCode::SUCCESS)
         }
-        CertsCommand::Renew {
-            inventory,
-            state_dir,
-        } => {
-            let (plan, state) = load(&inventory, state_dir.as_deref())?;
+        CertsCommand::Renew { run, local: true } => {
+            let (plan, state) = load(&run.inventory, run.state_dir.as_deref())?;
             let report = pki::renew(&plan, &state)?;
             print_report(&plan, &state, &report);
             println!(
-                "Upload the renewed files with `kbs apply`; running components pick them up on restart."
+                "Only the state directory changed. `kbs certs renew INVENTORY` (without --local) uploads them and restarts what uses them."
             );
             Ok(ExitCode::SUCCESS)
+        }
+        CertsCommand::Renew { run, local: false } => {
+            let (cx, runtime) = super::open_ctx(&run, verbose)?;
+            let report = runtime.block_on(crate::ops::renew::run(&cx))?;
+            print_report(&cx.plan, &cx.state, &report.pki);
+            if report.etcd_restarted_together {
+                println!(
+                    "etcd was not healthy before the renewal: its members were restarted together."
+                );
+            }
+            print_served(&report.served);
+            println!("Every etcd member and API server serves its new certificate.");
+            Ok(ExitCode::SUCCESS)
+        }
+        CertsCommand::Check {
+            inventory: Some(inventory),
+            state_dir,
+            warn_days,
+            output,
+            hosts: true,
+        } => {
+            let (plan, state) = load(&inventory, state_dir.as_deref())?;
+            let runtime = tokio::runtime::Runtime::new().into_diagnostic()?;
+            let served = runtime.block_on(crate::ops::served::probe_all(&plan, &state));
+            match output {
+                CheckOutput::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&served).into_diagnostic()?
+                ),
+                CheckOutput::Table => print_served(&served),
+            }
+            let code = if served.iter().any(|s| !s.ok()) {
+                2
+            } else if served
+                .iter()
+                .any(|s| s.days_left.is_some_and(|d| d < i64::from(warn_days)))
+            {
+                1
+            } else {
+                0
+            };
+            Ok(ExitCode::from(code))
         }
         CertsCommand::Check {
             inventory,
             state_dir,
             warn_days,
             output,
+            hosts: _,
         } => {
             let state = match (state_dir, inventory) {
                 (Some(dir), _) => StateDir::new(dir),
@@ -90,6 +130,40 @@ fn load(inventory: &Path, state_dir: Option<&Path>) -> miette::Result<(ClusterPl
     let inv = Inventory::load(inventory)?;
     let state = StateDir::resolve(&inv, state_dir);
     Ok((ClusterPlan::new(inv), state))
+}
+
+fn print_served(served: &[crate::ops::served::Served]) {
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    t.set_header([
+        "HOST",
+        "SERVES",
+        "ENDPOINT",
+        "SUBJECT",
+        "SERIAL",
+        "EXPIRES",
+        "DAYS LEFT",
+        "STATUS",
+    ]);
+    for s in served {
+        let status = match (&s.problem, s.matches_state) {
+            (Some(p), _) => p.clone(),
+            (None, Some(false)) => "differs from the state dir (not renewed here yet)".into(),
+            (None, Some(true)) => "ok (the state dir's)".into(),
+            (None, None) => "ok".into(),
+        };
+        t.add_row([
+            s.host.clone(),
+            s.component.clone(),
+            s.endpoint.clone(),
+            s.subject.clone().unwrap_or_default(),
+            s.serial.clone().unwrap_or_default(),
+            s.not_after.clone().unwrap_or_default(),
+            s.days_left.map(|d| d.to_string()).unwrap_or_default(),
+            status,
+        ]);
+    }
+    println!("{t}");
 }
 
 fn print_report(plan: &ClusterPlan, state: &StateDir, report: &PkiReport) {

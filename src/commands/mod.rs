@@ -5,7 +5,9 @@ mod certs;
 mod exec;
 mod init;
 mod plan;
+mod remove;
 mod render;
+mod reset;
 
 use std::process::ExitCode;
 
@@ -20,7 +22,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             templates,
         } => render::run(&inventory, &out, templates.as_deref()),
         Command::Init { hosts, name, out } => init::run(&hosts, &name, out.as_deref()),
-        Command::Certs { command } => certs::run(command),
+        Command::Certs { command } => certs::run(command, cli.verbose),
         Command::Apply {
             run,
             dry_run,
@@ -37,6 +39,8 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             hosts,
             skip_checks,
         } => apply::run(&run, cli.verbose, apply::Scope::Hosts(hosts), skip_checks),
+        Command::RemoveNode { run, host, force } => remove::run(&run, cli.verbose, host, force),
+        Command::Reset { run, yes } => reset::run(&run, cli.verbose, yes),
         Command::Exec {
             run,
             hosts,
@@ -45,4 +49,28 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             command,
         } => exec::run(&run, cli.verbose, &hosts, role, sudo, &command.join(" ")),
     }
+}
+
+/// The context a day-two command runs in: inventory, plan, state dir, SSH targets, the cluster
+/// lock and the progress display.
+fn open_ctx(
+    args: &crate::cli::RunArgs,
+    verbose: u8,
+) -> miette::Result<(crate::phases::Ctx, tokio::runtime::Runtime)> {
+    use miette::IntoDiagnostic;
+    let inventory = crate::inventory::Inventory::load(&args.inventory)?;
+    let state = crate::state::StateDir::resolve(&inventory, args.state_dir.as_deref());
+    let opts = crate::phases::Options {
+        accept_new_host_keys: args.accept_new_host_keys,
+        ..Default::default()
+    };
+    let progress = apply::progress(args.log_format, verbose);
+    let cx = crate::phases::Ctx::open(
+        crate::plan::ClusterPlan::new(inventory),
+        state,
+        opts,
+        progress,
+    )?;
+    let runtime = tokio::runtime::Runtime::new().into_diagnostic()?;
+    Ok((cx, runtime))
 }

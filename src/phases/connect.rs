@@ -52,7 +52,7 @@ fn jump_target(j: &JumpHost, behind: &Target) -> Result<Target, String> {
     Ok(t)
 }
 
-pub(super) fn connector(
+pub(crate) fn connector(
     plan: &ClusterPlan,
     state: &StateDir,
     opts: &Options,
@@ -72,7 +72,7 @@ fn now_ns() -> i128 {
 
 /// Facts of every host in scope, gathered in parallel; any host that fails stops the run here,
 /// before anything changed, with every failure listed.
-pub(super) async fn gather(cx: &Ctx) -> Result<BTreeMap<String, Facts>, ApplyError> {
+pub(crate) async fn gather(cx: &Ctx) -> Result<BTreeMap<String, Facts>, ApplyError> {
     let hosts: Vec<String> = cx.hosts().map(|h| h.name.clone()).collect();
     let results: Vec<(String, Result<Facts, ApplyError>)> = futures::stream::iter(hosts)
         .map(|h| async move {

@@ -16,6 +16,11 @@ use crate::ssh::Exec;
 /// `etcdctl` with kbs's own client certificate, against every member.
 pub(crate) fn etcdctl(cx: &Ctx, args: &str) -> String {
     let endpoints: Vec<String> = cx.plan.etcd.iter().map(|m| m.client_url()).collect();
+    etcdctl_at(&endpoints, args)
+}
+
+/// `etcdctl` with kbs's own client certificate, against `endpoints` only.
+pub(crate) fn etcdctl_at(endpoints: &[String], args: &str) -> String {
     format!(
         "ETCDCTL_API=3 etcdctl --endpoints={} --cacert={d}/ca.crt --cert={d}/healthcheck-client.crt --key={d}/healthcheck-client.key --command-timeout=5s {args}",
         endpoints.join(","),
@@ -23,7 +28,7 @@ pub(crate) fn etcdctl(cx: &Ctx, args: &str) -> String {
     )
 }
 
-pub(super) async fn run(
+pub(crate) async fn run(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
 ) -> Result<(), ApplyError> {
@@ -147,13 +152,17 @@ async fn place_host(
 
 /// Waits until every member answers healthy over mTLS, asking from `host`.
 pub(crate) async fn wait_healthy(cx: &Ctx, host: &str) -> Result<(), ApplyError> {
+    wait_healthy_with(cx, host, &etcdctl(cx, "endpoint health")).await
+}
+
+/// Waits until `cmd` (an `etcdctl ... endpoint health`) succeeds on `host`.
+pub(crate) async fn wait_healthy_with(cx: &Ctx, host: &str, cmd: &str) -> Result<(), ApplyError> {
     let s = cx.session(host).await?;
     let hp = cx.progress.host(host, "etcd health");
     let started = Instant::now();
-    let cmd = etcdctl(cx, "endpoint health");
     loop {
         let out = s
-            .exec(Exec::new(&cmd).sudo(true).timeout(Duration::from_secs(30)))
+            .exec(Exec::new(cmd).sudo(true).timeout(Duration::from_secs(30)))
             .await?;
         if out.success() {
             hp.finish(None);

@@ -43,7 +43,7 @@ pub(crate) fn part_of(path: &Path) -> Part {
 }
 
 /// The renderer's tree for every host, with the secrets and facts only a run knows.
-pub(super) fn render(
+pub(crate) fn render(
     cx: &Ctx,
     join: &crate::render::JoinSecrets,
 ) -> Result<BTreeMap<String, Vec<RenderedFile>>, ApplyError> {
@@ -89,7 +89,7 @@ pub(super) fn render(
 /// A file as it should be on a host. The content is shared, not copied, between hosts (bundle
 /// binaries are large) and its SHA-256 is computed once.
 #[derive(Debug, Clone)]
-pub(super) struct Desired {
+pub(crate) struct Desired {
     pub path: PathBuf,
     pub mode: u32,
     pub owner: Option<String>,
@@ -122,7 +122,7 @@ impl From<&RenderedFile> for Desired {
 }
 
 /// The state dir's PKI files that `host` needs.
-pub(super) fn pki_files(
+pub(crate) fn pki_files(
     cx: &Ctx,
     host: &str,
     filter: impl Fn(&Path) -> bool,
@@ -156,7 +156,7 @@ pub(super) fn pki_files(
 }
 
 /// Writes every file that differs; returns the paths written (or that would be, in a dry run).
-pub(super) async fn sync(
+pub(crate) async fn sync(
     cx: &Ctx,
     host: &str,
     step: &str,

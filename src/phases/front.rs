@@ -14,7 +14,7 @@ use crate::render::{KUBE_VIP_BOOTSTRAP_PATH, RenderedFile};
 
 const KUBE_VIP_MANIFEST: &str = "/etc/kubernetes/manifests/kube-vip.yaml";
 
-pub(super) async fn run(
+pub(crate) async fn run(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
 ) -> Result<(), ApplyError> {
@@ -83,7 +83,7 @@ async fn vip_host(
 /// Places kube-vip's static pod; `bootstrapping` puts the super-admin variant on the first
 /// control plane (kube-vip needs a working kubeconfig before `kubeadm init` grants admin.conf
 /// its rights, the 1.29+ trap).
-pub(super) async fn kube_vip(
+pub(crate) async fn kube_vip(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
     bootstrapping: bool,

@@ -43,7 +43,7 @@ async fn done(cx: &Ctx, host: &PlannedHost, first: bool) -> Result<bool, ApplyEr
 }
 
 /// Whether `kubeadm init` has run on the first control plane.
-pub(super) async fn initialised(cx: &Ctx) -> Result<bool, ApplyError> {
+pub(crate) async fn initialised(cx: &Ctx) -> Result<bool, ApplyError> {
     match cx.plan.first_control_plane() {
         Some(first) => done(cx, first, true).await,
         None => Ok(false),
@@ -64,7 +64,7 @@ fn random_token() -> String {
 /// The bootstrap token and CA hash joins use. Before init, a new random token that init.yaml
 /// registers; after init, a fresh one-hour token from `kubeadm token create` on the first control
 /// plane, only when some node still has to join. Never written to the state dir or a log.
-pub(super) async fn join_secrets(cx: &Ctx) -> Result<JoinSecrets, ApplyError> {
+pub(crate) async fn join_secrets(cx: &Ctx) -> Result<JoinSecrets, ApplyError> {
     let placeholder = JoinSecrets {
         token: JOIN_TOKEN_PLACEHOLDER.into(),
         ca_cert_hashes: vec![CA_CERT_HASH_PLACEHOLDER.into()],
@@ -121,7 +121,7 @@ pub(super) async fn join_secrets(cx: &Ctx) -> Result<JoinSecrets, ApplyError> {
     })
 }
 
-pub(super) async fn run(
+pub(crate) async fn run(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
 ) -> Result<(), ApplyError> {

@@ -8,13 +8,13 @@
 
 pub mod journal;
 
-mod connect;
-mod etcd;
-mod files;
-mod front;
-mod kubeadm;
+pub(crate) mod connect;
+pub(crate) mod etcd;
+pub(crate) mod files;
+pub(crate) mod front;
+pub(crate) mod kubeadm;
 mod preflight;
-mod prepare;
+pub(crate) mod prepare;
 mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -212,6 +212,45 @@ impl Ctx {
                 message: format!("{}: {}", out.status, out.last_lines.join(" | ")),
             })
         }
+    }
+}
+
+impl Ctx {
+    /// A context for a day-two operation (renew, remove-node, reset): the plan, SSH targets and
+    /// the cluster lock, no facts gathered, nothing connected yet.
+    pub(crate) fn open(
+        plan: ClusterPlan,
+        state: StateDir,
+        opts: Options,
+        progress: Progress,
+    ) -> Result<Self, ApplyError> {
+        state.create()?;
+        let journal = Journal::open(&state)?;
+        let (connector, targets) = connect::connector(&plan, &state, &opts)?;
+        Ok(Self {
+            plan,
+            state,
+            opts,
+            templates: Templates::builtin()?,
+            progress,
+            connector,
+            targets,
+            facts: BTreeMap::new(),
+            journal: Mutex::new(journal),
+            changes: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether `host` answers over SSH (within the connect timeout).
+    pub(crate) async fn reachable(&self, host: &str) -> bool {
+        match self.session(host).await {
+            Ok(s) => s.exec(Exec::new("true")).await.is_ok_and(|o| o.success()),
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) async fn disconnect_all(&self) {
+        self.connector.disconnect_all().await;
     }
 }
 

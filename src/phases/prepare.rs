@@ -13,7 +13,7 @@ use crate::plan::PlannedHost;
 use crate::render::RenderedFile;
 use crate::ssh::Exec;
 
-pub(super) fn load_artifacts(cx: &Ctx) -> Result<Option<Bundle>, ApplyError> {
+pub(crate) fn load_artifacts(cx: &Ctx) -> Result<Option<Bundle>, ApplyError> {
     match &cx.plan.inventory.artifacts {
         Artifacts::Bundle(dir) => Ok(Some(Bundle::load(
             dir,
@@ -25,7 +25,7 @@ pub(super) fn load_artifacts(cx: &Ctx) -> Result<Option<Bundle>, ApplyError> {
 
 /// Runs `probe` (read-only; prints something when work is needed) and, if it printed anything,
 /// `action` as one change. Returns whether there was work.
-pub(super) async fn ensure(
+pub(crate) async fn ensure(
     cx: &Ctx,
     host: &str,
     step: &str,
@@ -48,7 +48,7 @@ pub(super) async fn ensure(
     Ok(true)
 }
 
-pub(super) async fn run(
+pub(crate) async fn run(
     cx: &Ctx,
     bundle: Option<&Bundle>,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,

@@ -154,6 +154,8 @@ pub fn sign_leaf(
 #[derive(Debug, Clone)]
 pub struct CertInfo {
     pub der: Vec<u8>,
+    /// The serial number, lowercase hex.
+    pub serial: String,
     pub subject: String,
     pub issuer: String,
     pub common_name: Option<String>,
@@ -199,6 +201,7 @@ impl CertInfo {
         let eku = x.extended_key_usage().map_err(|e| e.to_string())?;
         Ok(Self {
             der: der.to_vec(),
+            serial: hex::encode(x.raw_serial()),
             subject: x.subject().to_string(),
             issuer: x.issuer().to_string(),
             common_name: attr_strings(&mut x.subject().iter_common_name())

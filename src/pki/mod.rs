@@ -143,10 +143,19 @@ pub fn ensure_at(
 /// Re-issues every leaf and kubeconfig certificate (new keys, same names); CAs and the
 /// service-account pair stay. The CAs must already exist.
 pub fn renew(plan: &ClusterPlan, state: &StateDir) -> Result<PkiReport, PkiError> {
+    renew_at(plan, state, OffsetDateTime::now_utc())
+}
+
+/// `renew` with an explicit clock (tests use a past one to make expired leaves).
+pub fn renew_at(
+    plan: &ClusterPlan,
+    state: &StateDir,
+    now: OffsetDateTime,
+) -> Result<PkiReport, PkiError> {
     Run {
         plan,
         state,
-        now: OffsetDateTime::now_utc(),
+        now,
         renew: true,
         items: Vec::new(),
     }

@@ -241,6 +241,43 @@ impl ClusterPlan {
         self.control_planes().next()
     }
 
+    /// The cluster as it runs now, minus `host`: the same members on the same hosts (no
+    /// re-planning, which could move etcd members), that host gone from the inventory, the
+    /// front and the tolerance computed for what is left.
+    pub fn without_host(&self, host: &str) -> Self {
+        let mut inventory = self.inventory.clone();
+        inventory.hosts.retain(|h| h.name != host);
+        let hosts: Vec<PlannedHost> = self
+            .hosts
+            .iter()
+            .filter(|h| h.name != host)
+            .cloned()
+            .collect();
+        let etcd: Vec<EtcdMember> = self
+            .etcd
+            .iter()
+            .filter(|m| m.host != host)
+            .cloned()
+            .collect();
+        let mut front = self.front.clone();
+        front.hosts.retain(|h| h != host);
+        let members: Vec<usize> = hosts
+            .iter()
+            .map(|h| etcd.iter().filter(|m| m.host == h.name).count())
+            .collect();
+        let tolerance = FailureTolerance::compute(&hosts, &members, &front);
+        Self {
+            inventory,
+            topology: self.topology,
+            hosts,
+            etcd,
+            front,
+            tolerance,
+            rationale: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     /// Hosts that only run workloads.
     pub fn workers(&self) -> impl Iterator<Item = &PlannedHost> {
         self.hosts

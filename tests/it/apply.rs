@@ -13,7 +13,7 @@ use crate::lab::{Lab, up};
 /// Everything kbs writes on a host, for "nothing was rewritten" checks.
 const WATCHED: &str = "/etc/kubernetes /etc/kbs /etc/haproxy /etc/keepalived /etc/systemd/system /etc/sysctl.d /etc/modules-load.d /etc/containerd /usr/local/bin /usr/local/lib/kbs-standins";
 
-fn apply(lab: &Lab, state: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn apply(lab: &Lab, state: &Path, args: &[&str]) -> std::process::Output {
     kbs()
         .arg(args.first().copied().unwrap_or("apply"))
         .arg(lab.inventory())
@@ -25,7 +25,7 @@ fn apply(lab: &Lab, state: &Path, args: &[&str]) -> std::process::Output {
         .expect("run kbs")
 }
 
-fn ok(out: &std::process::Output) -> String {
+pub(crate) fn ok(out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -36,7 +36,7 @@ fn ok(out: &std::process::Output) -> String {
 }
 
 /// Path, mtime and mode of every file kbs manages on `host`.
-fn files(lab: &Lab, host: &str) -> String {
+pub(crate) fn files(lab: &Lab, host: &str) -> String {
     lab.exec(
         host,
         &format!("find {WATCHED} -type f -printf '%p %T@ %m\\n' 2>/dev/null | sort"),
@@ -44,7 +44,7 @@ fn files(lab: &Lab, host: &str) -> String {
 }
 
 /// `etcdctl` on this machine with the state dir's apiserver-etcd-client certificate.
-fn etcdctl(state: &Path, endpoints: &[String], args: &[&str]) -> std::process::Output {
+pub(crate) fn etcdctl(state: &Path, endpoints: &[String], args: &[&str]) -> std::process::Output {
     let pki = state.join("pki");
     Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
@@ -64,7 +64,7 @@ fn etcdctl(state: &Path, endpoints: &[String], args: &[&str]) -> std::process::O
         .expect("etcdctl (apt-get install etcd-client)")
 }
 
-fn members(state: &Path, endpoints: &[String]) -> usize {
+pub(crate) fn members(state: &Path, endpoints: &[String]) -> usize {
     let out = etcdctl(state, endpoints, &["member", "list"]);
     assert!(
         out.status.success(),
@@ -74,7 +74,7 @@ fn members(state: &Path, endpoints: &[String]) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-fn assert_etcd_healthy(state: &Path, endpoints: &[String]) {
+pub(crate) fn assert_etcd_healthy(state: &Path, endpoints: &[String]) {
     let out = etcdctl(state, endpoints, &["endpoint", "health"]);
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -87,7 +87,7 @@ fn assert_etcd_healthy(state: &Path, endpoints: &[String]) {
 }
 
 /// Client URLs of the members on nodes `nodes` at `ports`.
-fn endpoints(lab: &Lab, nodes: &[u8], ports: &[u16]) -> Vec<String> {
+pub(crate) fn endpoints(lab: &Lab, nodes: &[u8], ports: &[u16]) -> Vec<String> {
     nodes
         .iter()
         .flat_map(|n| {
@@ -98,7 +98,7 @@ fn endpoints(lab: &Lab, nodes: &[u8], ports: &[u16]) -> Vec<String> {
         .collect()
 }
 
-fn node_names(lab: &Lab, state: &Path) -> BTreeSet<String> {
+pub(crate) fn node_names(lab: &Lab, state: &Path) -> BTreeSet<String> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (client, server) =
         kbs::phases::admin_client(&kbs::state::StateDir::new(state)).expect("admin kubeconfig");
@@ -125,7 +125,7 @@ fn assert_endpoint_tls(lab: &Lab, state: &Path) {
     assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
 }
 
-fn set(names: &[&str]) -> BTreeSet<String> {
+pub(crate) fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 

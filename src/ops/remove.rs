@@ -1,0 +1,542 @@
+//! `kbs remove-node`: take one host out of a running cluster.
+//!
+//! Order: refuse what would leave etcd without quorum or with nothing to spare (unless
+//! `--force`); cordon and drain its Node through the API; remove its etcd members by ID from a
+//! surviving member; tear the host down (`reset::reset_host`) when it answers; delete its Node;
+//! for a removed control plane, re-render the front (haproxy's backends) for the remaining
+//! control planes from the running layout minus the host and sync it like apply does. A dead host
+//! is removed the same way without its teardown. Every step skips what is already done, so a
+//! cut-off run is finished by running it again.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::reset::reset_host;
+use crate::inventory::{EndpointMode, Inventory, Role};
+use crate::phases::etcd::{etcdctl_at, wait_healthy_with};
+use crate::phases::{ApplyError, Ctx};
+use crate::plan::ClusterPlan;
+use crate::ssh::Exec;
+
+/// Why a removal is refused, decided from the plan alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Allowed with `--force` only.
+    NeedsForce(String),
+    /// Never: another command does this.
+    Refused(String),
+}
+
+/// How many member failures `n` voting members tolerate.
+fn spare(n: usize) -> usize {
+    n.saturating_sub(n / 2 + 1)
+}
+
+/// The quorum rule: removing `host` must leave at least one member and one control plane, and
+/// without `--force` the remaining members must still tolerate a failure (3 → 2 keeps quorum but
+/// the 2 tolerate nothing: refused; 4 → 3, 5 → 4 are fine).
+pub fn verdict(plan: &ClusterPlan, host: &str) -> Verdict {
+    let Some(h) = plan.hosts.iter().find(|h| h.name == host) else {
+        return Verdict::Refused(format!("there is no host `{host}` in the inventory"));
+    };
+    if plan.hosts.len() == 1 {
+        return Verdict::Refused(
+            "it is the only host; to tear the cluster down use `kbs reset`".into(),
+        );
+    }
+    let before = plan.etcd.len();
+    let here = plan.etcd.iter().filter(|m| m.host == host).count();
+    let after = before - here;
+    if here > 0 && after == 0 {
+        return Verdict::Refused(format!(
+            "it carries every etcd member ({before}); removing it would delete the cluster's data (use `kbs reset`)"
+        ));
+    }
+    if h.has(Role::ControlPlane) && plan.control_planes().count() == 1 {
+        return Verdict::Refused(
+            "it is the only control plane; add another control plane first".into(),
+        );
+    }
+    if here > 0 && spare(after) == 0 {
+        return Verdict::NeedsForce(format!(
+            "etcd would go from {before} to {after} member(s): it keeps quorum ({} needed) but then tolerates no further member failure",
+            after / 2 + 1
+        ));
+    }
+    Verdict::Allowed
+}
+
+/// What a removal did and what the operator does next.
+#[derive(Debug, Default)]
+pub struct RemoveReport {
+    pub done: Vec<String>,
+    pub warnings: Vec<String>,
+    pub next_steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MemberId {
+    id: String,
+    name: String,
+}
+
+/// `member list -w simple`: `id, status, name, peer urls, client urls[, is learner]`.
+fn parse_members(text: &str) -> Vec<MemberId> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(", ").collect();
+            (f.len() >= 3).then(|| MemberId {
+                id: f[0].trim().to_string(),
+                name: f[2].trim().to_string(),
+            })
+        })
+        .collect()
+}
+
+async fn api_call(req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+    // A removed VIP holder moves the VIP: a few retries ride that out.
+    let mut last = String::new();
+    for _ in 0..5 {
+        let Some(r) = req.try_clone() else {
+            break;
+        };
+        match r.send().await {
+            Ok(resp) => return Ok(resp),
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Err(last)
+}
+
+/// Marks the Node unschedulable and evicts its pods (DaemonSet and mirror pods stay, as with
+/// `kubectl drain --ignore-daemonsets`). Returns what was done, or why draining was skipped.
+async fn drain(client: &reqwest::Client, server: &str, node: &str) -> Result<Vec<String>, String> {
+    let url = format!("{server}/api/v1/nodes/{node}");
+    let resp = api_call(client.get(&url)).await?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(vec![format!(
+            "no Node `{node}` in the API: nothing to drain"
+        )]);
+    }
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: {}", resp.status()));
+    }
+    let mut obj: Value = resp.json().await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    if obj["spec"]["unschedulable"] != Value::Bool(true) {
+        obj["spec"]["unschedulable"] = Value::Bool(true);
+        let r = api_call(client.put(&url).json(&obj)).await?;
+        if !r.status().is_success() {
+            return Err(format!("PUT {url} (cordon): {}", r.status()));
+        }
+        out.push(format!("cordoned Node {node} (spec.unschedulable = true)"));
+    }
+    let pods_url = format!("{server}/api/v1/pods?fieldSelector=spec.nodeName%3D{node}");
+    let started = Instant::now();
+    loop {
+        let r = api_call(client.get(&pods_url)).await?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            out.push(
+                "the API serves no pods (the lab's stand-in API server): nothing to evict".into(),
+            );
+            return Ok(out);
+        }
+        if !r.status().is_success() {
+            return Err(format!("GET /api/v1/pods: {}", r.status()));
+        }
+        let list: Value = r.json().await.map_err(|e| e.to_string())?;
+        let evictable: Vec<(String, String)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                let meta = &p["metadata"];
+                let mirror = meta["annotations"]["kubernetes.io/config.mirror"].is_string();
+                let daemon = meta["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|r| r["kind"] == "DaemonSet"));
+                let finished =
+                    matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+                !(mirror || daemon || finished)
+            })
+            .filter_map(|p| {
+                Some((
+                    p["metadata"]["namespace"].as_str()?.to_string(),
+                    p["metadata"]["name"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        if evictable.is_empty() {
+            out.push(format!("no pods left to evict on {node}"));
+            return Ok(out);
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!(
+                "{} pod(s) still on {node} after 5 minutes (a PodDisruptionBudget may block them)",
+                evictable.len()
+            ));
+        }
+        for (ns, name) in &evictable {
+            let body = serde_json::json!({
+                "apiVersion": "policy/v1",
+                "kind": "Eviction",
+                "metadata": {"name": name, "namespace": ns},
+            });
+            // 429: a disruption budget says not now; the next round tries again.
+            let _ = api_call(
+                client
+                    .post(format!(
+                        "{server}/api/v1/namespaces/{ns}/pods/{name}/eviction"
+                    ))
+                    .json(&body),
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+async fn delete_node(client: &reqwest::Client, server: &str, node: &str) -> Result<bool, String> {
+    let url = format!("{server}/api/v1/nodes/{node}");
+    let r = api_call(client.delete(&url)).await?;
+    match r.status() {
+        s if s.is_success() => Ok(true),
+        reqwest::StatusCode::NOT_FOUND => Ok(false),
+        s => Err(format!("DELETE {url}: {s}")),
+    }
+}
+
+/// Removes the etcd members on `host`, asking a surviving member; waits until the survivors are
+/// healthy. Members already gone are skipped.
+async fn remove_members(
+    cx: &Ctx,
+    after: &ClusterPlan,
+    host: &str,
+    report: &mut RemoveReport,
+) -> Result<(), ApplyError> {
+    let names: Vec<String> = cx
+        .plan
+        .etcd
+        .iter()
+        .filter(|m| m.host == host)
+        .map(|m| m.name.clone())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let survivors: Vec<String> = after.etcd.iter().map(|m| m.client_url()).collect();
+    let mut via = None;
+    for m in &after.etcd {
+        if cx.reachable(&m.host).await {
+            via = Some(m.host.clone());
+            break;
+        }
+    }
+    let Some(via) = via else {
+        return Err(ApplyError::Step {
+            host: host.into(),
+            step: "etcd/member-remove".into(),
+            message: "no surviving etcd host answers over SSH".into(),
+        });
+    };
+    let s = cx.session(&via).await?;
+    let out = s
+        .exec(Exec::new(&etcdctl_at(&survivors, "member list")).sudo(true))
+        .await?;
+    if !out.success() {
+        return Err(Ctx::step_error(&via, "etcd/member-list", &out));
+    }
+    let members = parse_members(&out.stdout_lossy());
+    for name in &names {
+        let Some(m) = members.iter().find(|m| &m.name == name) else {
+            report
+                .done
+                .push(format!("etcd member {name}: already removed"));
+            continue;
+        };
+        let cmd = etcdctl_at(&survivors, &format!("member remove {}", m.id));
+        cx.change(
+            &via,
+            "etcd/member-remove",
+            format!("etcdctl member remove {} ({name})", m.id),
+            async {
+                let out = s.exec(Exec::new(&cmd).sudo(true)).await?;
+                if out.success() {
+                    Ok(())
+                } else {
+                    Err(Ctx::step_error(&via, "etcd/member-remove", &out))
+                }
+            },
+        )
+        .await?;
+        report.done.push(format!(
+            "removed etcd member {name} (ID {}) via {via}",
+            m.id
+        ));
+    }
+    wait_healthy_with(cx, &via, &etcdctl_at(&survivors, "endpoint health")).await?;
+    report.done.push(format!(
+        "etcd healthy with {} member(s): {}",
+        after.etcd.len(),
+        after
+            .etcd
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(())
+}
+
+/// Re-renders the front for the remaining control planes and syncs it (haproxy and keepalived are
+/// restarted only where their config changed).
+async fn update_front(cx: &mut Ctx, after: ClusterPlan) -> Result<Vec<String>, ApplyError> {
+    let remaining: std::collections::BTreeSet<String> =
+        after.control_planes().map(|h| h.name.clone()).collect();
+    let before = cx.changes().len();
+    cx.plan = after;
+    cx.opts.only_hosts = Some(remaining);
+    cx.facts = crate::phases::connect::gather(cx).await?;
+    let placeholders = crate::render::JoinSecrets {
+        token: crate::render::JOIN_TOKEN_PLACEHOLDER.into(),
+        ca_cert_hashes: vec![crate::render::CA_CERT_HASH_PLACEHOLDER.into()],
+    };
+    let rendered = crate::phases::files::render(cx, &placeholders)?;
+    crate::phases::front::run(cx, &rendered).await?;
+    Ok(cx.changes()[before..]
+        .iter()
+        .map(|c| format!("{}: {}", c.host, c.what))
+        .collect())
+}
+
+/// What the operator writes in the inventory afterwards so that `kbs apply` agrees with the
+/// cluster.
+fn inventory_advice(after: &ClusterPlan, host: &str, inventory: &std::path::Path) -> Vec<String> {
+    let mut out = vec![format!(
+        "remove the [[host]] block of `{host}` from {} now",
+        inventory.display()
+    )];
+    let same = |p: &ClusterPlan| {
+        p.hosts.len() == after.hosts.len()
+            && p.hosts
+                .iter()
+                .zip(&after.hosts)
+                .all(|(a, b)| a.name == b.name && a.roles == b.roles)
+            && p.etcd.len() == after.etcd.len()
+            && p.etcd.iter().zip(&after.etcd).all(|(a, b)| {
+                a.name == b.name
+                    && a.host == b.host
+                    && a.client_port == b.client_port
+                    && a.data_dir == b.data_dir
+            })
+    };
+    if same(&ClusterPlan::new(after.inventory.clone())) {
+        out.push("`kbs apply` with that inventory plans exactly the cluster that remains".into());
+        return out;
+    }
+    // Without roles the planner would lay out the smaller inventory differently (e.g. two hosts
+    // get all etcd members on one): pin the running layout with explicit roles.
+    let mut pinned: Inventory = after.inventory.clone();
+    for (h, p) in pinned.hosts.iter_mut().zip(&after.hosts) {
+        h.roles = Some(p.roles.clone());
+    }
+    let roles: Vec<String> = after
+        .hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "{}: roles = [{}]",
+                h.name,
+                h.roles
+                    .iter()
+                    .map(|r| format!("\"{}\"", r.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    if same(&ClusterPlan::new(pinned)) {
+        out.push(format!(
+            "without roles, the planner would lay out the remaining hosts differently (and `kbs apply` would then fight the running etcd): give each remaining host its roles explicitly: {}",
+            roles.join("; ")
+        ));
+    } else {
+        out.push(format!(
+            "the planner cannot express the remaining etcd layout from this inventory; do not run `kbs apply` before adding a host back (running roles: {})",
+            roles.join("; ")
+        ));
+    }
+    out
+}
+
+pub struct RemoveOptions {
+    pub host: String,
+    pub force: bool,
+}
+
+pub async fn run(
+    mut cx: Ctx,
+    inventory_path: &std::path::Path,
+    opts: &RemoveOptions,
+) -> Result<RemoveReport, ApplyError> {
+    let host = opts.host.as_str();
+    let mut report = RemoveReport::default();
+    let after = cx.plan.without_host(host);
+    let removed = cx
+        .plan
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .cloned()
+        .ok_or_else(|| ApplyError::Step {
+            host: host.into(),
+            step: "remove-node".into(),
+            message: "not in the inventory".into(),
+        })?;
+
+    let alive = cx.reachable(host).await;
+    if !alive {
+        report.warnings.push(format!(
+            "{host} does not answer over SSH: it is removed from the cluster but not torn down; wipe it before it boots on this network again (or run remove-node again once it is up)"
+        ));
+    }
+
+    // Drain through the API with the admin credentials.
+    let kube_node = removed.has(Role::ControlPlane) || removed.has(Role::Worker);
+    let api = crate::phases::admin_client(&cx.state);
+    if kube_node {
+        match &api {
+            Ok((client, server)) => match drain(client, server, host).await {
+                Ok(lines) => report.done.extend(lines),
+                Err(e) if opts.force => report
+                    .warnings
+                    .push(format!("drain failed ({e}); going on because of --force")),
+                Err(e) => {
+                    return Err(ApplyError::Step {
+                        host: host.into(),
+                        step: "drain".into(),
+                        message: format!(
+                            "{e} (nothing was changed on the hosts; --force removes the host without draining)"
+                        ),
+                    });
+                }
+            },
+            Err(e) => report.warnings.push(format!("cannot drain: {e}")),
+        }
+    }
+
+    remove_members(&cx, &after, host, &mut report).await?;
+
+    if alive {
+        reset_host(&cx, host).await?;
+        report.done.push(format!(
+            "reset {host}: kubeadm reset -f, kubelet, etcd, haproxy and keepalived stopped and disabled, kbs's files removed"
+        ));
+    }
+
+    if kube_node {
+        match &api {
+            Ok((client, server)) => match delete_node(client, server, host).await {
+                Ok(true) => report.done.push(format!("deleted Node {host}")),
+                Ok(false) => report.done.push(format!("Node {host}: already gone")),
+                Err(e) => report.warnings.push(format!(
+                    "could not delete Node {host}: {e}; delete it with `kubectl delete node {host}`"
+                )),
+            },
+            Err(_) => report.warnings.push(format!(
+                "delete the Node yourself: `kubectl delete node {host}`"
+            )),
+        }
+    }
+
+    if removed.has(Role::ControlPlane) {
+        match cx.plan.front.mode {
+            EndpointMode::Vip => {
+                let changes = update_front(&mut cx, after.clone()).await?;
+                if changes.is_empty() {
+                    report
+                        .done
+                        .push("front: already without the removed control plane".into());
+                }
+                for c in changes {
+                    report.done.push(format!("front: {c}"));
+                }
+            }
+            EndpointMode::KubeVip => {}
+            EndpointMode::External => report.next_steps.push(format!(
+                "take {} out of your load balancer's backends",
+                removed.address
+            )),
+            EndpointMode::Dns => report.next_steps.push(format!(
+                "remove {} from the DNS records of the endpoint",
+                removed.address
+            )),
+        }
+        if !after.etcd.is_empty() {
+            report.next_steps.push(
+                "the remaining API servers still list the removed member's URL in --etcd-servers (harmless: they use the others); the next `kbs apply` with the edited inventory drops it".into(),
+            );
+        }
+    }
+    cx.disconnect_all().await;
+
+    report
+        .next_steps
+        .splice(0..0, inventory_advice(&after, host, inventory_path));
+    let mut tolerance = vec![format!(
+        "the cluster now has {} host(s), {} control plane(s), {} etcd member(s)",
+        after.hosts.len(),
+        after.control_planes().count(),
+        after.etcd.len()
+    )];
+    tolerance.extend(super::describe_tolerance(&after.tolerance));
+    report.done.extend(tolerance);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn plan(text: &str) -> ClusterPlan {
+        ClusterPlan::new(Inventory::parse(Path::new("i.toml"), text).unwrap())
+    }
+
+    #[test]
+    fn quorum_rule() {
+        let three = plan(include_str!("../../inventories/three-host.toml"));
+        let h = three.etcd[0].host.clone();
+        assert!(
+            matches!(verdict(&three, &h), Verdict::NeedsForce(_)),
+            "3 → 2 members"
+        );
+        let five = plan(include_str!("../../inventories/five-host.toml"));
+        if let Some(w) = five.workers().next() {
+            assert_eq!(verdict(&five, &w.name), Verdict::Allowed);
+        }
+        let two = plan(include_str!("../../inventories/two-host.toml"));
+        let carrier = two.etcd[0].host.clone();
+        assert!(matches!(verdict(&two, &carrier), Verdict::Refused(_)));
+        let single = plan(include_str!("../../inventories/single-host.toml"));
+        assert!(matches!(
+            verdict(&single, &single.hosts[0].name),
+            Verdict::Refused(_)
+        ));
+        assert!(matches!(verdict(&three, "nope"), Verdict::Refused(_)));
+    }
+
+    #[test]
+    fn member_list_is_parsed() {
+        let text = "8e9e05c52164694d, started, node-1, https://172.30.4.11:2380, https://172.30.4.11:2379, false\n\
+                    91bc3c398fb3c146, started, node-2, https://172.30.4.12:2380, https://172.30.4.12:2379, false\n";
+        let m = parse_members(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].id, "91bc3c398fb3c146");
+        assert_eq!(m[1].name, "node-2");
+    }
+}
