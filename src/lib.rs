@@ -18,5 +18,7 @@ pub mod ssh;
 
 pub mod phases;
 
+pub mod ops;
+
 pub mod cli;
 pub mod commands;

@@ -30,6 +30,7 @@ use crate::ssh::{Connector, Progress, Session, SshError, Target};
 use crate::state::StateDir;
 
 pub use connect::targets;
+pub(crate) use etcd::etcdctl_at;
 pub use journal::{Journal, JournalError, StepStatus};
 pub use preflight::{CHECKS, Check, CheckStatus};
 pub use verify::{admin_client, nodes};

@@ -8,6 +8,7 @@ mod inventory_errors;
 mod keys;
 mod kubeadm_fields;
 mod lab;
+mod ops;
 mod pki;
 mod pki_common;
 mod plan;
