@@ -21,10 +21,7 @@ pub fn run(args: &RunArgs, output: CheckOutput) -> miette::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().into_diagnostic()?;
     let s = runtime.block_on(status::status(&ops));
     match output {
-        CheckOutput::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&s).into_diagnostic()?
-        ),
+        CheckOutput::Json => println!("{}", serde_json::to_string_pretty(&s).into_diagnostic()?),
         CheckOutput::Table => print!("{}", status::render_table(&s)),
     }
     Ok(ExitCode::from(s.health.exit_code()))

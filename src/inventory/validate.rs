@@ -9,10 +9,13 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{InventoryErrors, Reporter};
-use super::raw::{RawBackup, RawEndpoint, RawHost, RawInventory, RawNamespace, RawSecurity, RawSsh};
+use super::raw::{
+    RawBackup, RawEndpoint, RawHost, RawInventory, RawNamespace, RawSecurity, RawSsh,
+};
 use super::{
-    Artifacts, Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName, Inventory, JumpHost,
-    BackupSettings, KubeVersion, NamespaceBaseline, PkiSettings, Role, SecuritySettings, SshSettings,
+    Artifacts, BackupSettings, Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName,
+    Inventory, JumpHost, KubeVersion, NamespaceBaseline, PkiSettings, Role, SecuritySettings,
+    SshSettings,
 };
 use crate::plan::etcd_layout;
 
@@ -952,7 +955,8 @@ fn backup(r: &mut Reporter, raw: &RawBackup) -> BackupSettings {
             let v = d.get_ref();
             let ok = v.starts_with('/')
                 && v.len() > 1
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
                 && !v.split('/').any(|p| p == "..");
             if !ok {
                 r.error(

@@ -268,14 +268,10 @@ pub fn prune(dir: &Path, cluster: &str, keep: u32) -> miette::Result<Vec<PathBuf
 /// Copies the timer's snapshots from every reachable etcd host into `<dir>/<host>/`, checking
 /// each against its sidecar; files already here are skipped.
 async fn fetch(ops: &Ops, dir: &Path, keep: u32) -> miette::Result<BackupReport> {
-    let remote_dir = ops
-        .plan
-        .inventory
-        .backup
-        .as_ref()
-        .map_or(crate::inventory::BackupSettings::DEFAULT_DIR.to_string(), |b| {
-            b.dir.clone()
-        });
+    let remote_dir = ops.plan.inventory.backup.as_ref().map_or(
+        crate::inventory::BackupSettings::DEFAULT_DIR.to_string(),
+        |b| b.dir.clone(),
+    );
     let mut report = BackupReport {
         written: Vec::new(),
         removed: Vec::new(),
@@ -357,7 +353,10 @@ mod tests {
     fn backup_names() {
         assert!(is_backup_name("lab", "lab-20261122T031500Z-rev42.db"));
         assert!(is_backup_name("lab", "lab-20261122T031500Z-rev42.db.age"));
-        assert!(!is_backup_name("lab", "lab-20261122T031500Z-rev42.db.sha256"));
+        assert!(!is_backup_name(
+            "lab",
+            "lab-20261122T031500Z-rev42.db.sha256"
+        ));
         assert!(!is_backup_name("lab", "other-20261122T031500Z-rev42.db"));
         assert!(!is_backup_name("lab", "lab-2026112T031500Z-rev42.db"));
         assert!(!is_backup_name("lab", "lab-20261122T031500Z-rev.db"));

@@ -105,11 +105,7 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
     // 1. Local checks: checksum, decryption.
     let snapshot = load_snapshot(&opts.snapshot, opts.identity.as_deref())?;
     let etcd_hosts = ops.etcd_hosts();
-    let control_planes: Vec<String> = ops
-        .plan
-        .control_planes()
-        .map(|h| h.name.clone())
-        .collect();
+    let control_planes: Vec<String> = ops.plan.control_planes().map(|h| h.name.clone()).collect();
     let mut all: Vec<String> = etcd_hosts.clone();
     for h in &control_planes {
         if !all.contains(h) {
@@ -202,7 +198,10 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
          for i in $(seq 90); do ss -Hltn 'sport = :{apiserver_port}' | grep -q . || exit 0; sleep 1; done\n\
          echo 'the API server still listens on port {apiserver_port}' >&2; exit 1\n"
     );
-    each(ops, &control_planes, "stop the API server", |_| stop_api.clone()).await?;
+    each(ops, &control_planes, "stop the API server", |_| {
+        stop_api.clone()
+    })
+    .await?;
 
     // 5. Every etcd member down.
     each(ops, &etcd_hosts, "stop etcd", |h| {
@@ -258,7 +257,9 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
         .map_err(|e| miette!("after the restore: {e}"))?;
     eprintln!("restore: etcd is healthy (new cluster token {token})");
     let check = etcdctl_at(&ops.client_urls(), "endpoint status -w json");
-    let _ = ops.sh(&etcd_hosts[0], &check, Duration::from_secs(30)).await;
+    let _ = ops
+        .sh(&etcd_hosts[0], &check, Duration::from_secs(30))
+        .await;
 
     // 8. API servers back.
     let start_api = format!(

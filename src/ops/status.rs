@@ -298,18 +298,18 @@ async fn etcd(ops: &Ops) -> Vec<MemberStatus> {
     );
     let mut last_error = "no etcd host answered".to_string();
     for host in ops.etcd_hosts() {
-        let out =
-            match tokio::time::timeout(PROBE_LIMIT, ops.sh(&host, &script, PROBE_LIMIT)).await {
-                Ok(Ok(out)) => out,
-                Ok(Err(e)) => {
-                    last_error = e;
-                    continue;
-                }
-                Err(_) => {
-                    last_error = format!("{host}: no answer within {} s", PROBE_LIMIT.as_secs());
-                    continue;
-                }
-            };
+        let out = match tokio::time::timeout(PROBE_LIMIT, ops.sh(&host, &script, PROBE_LIMIT)).await
+        {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
+                last_error = e;
+                continue;
+            }
+            Err(_) => {
+                last_error = format!("{host}: no answer within {} s", PROBE_LIMIT.as_secs());
+                continue;
+            }
+        };
         let (status_json, health_json) = out.split_once("--- kbs ---").unwrap_or((&out, ""));
         let statuses: Vec<EpStatus> = serde_json::from_str(status_json.trim()).unwrap_or_default();
         let health: Vec<EpHealth> = serde_json::from_str(health_json.trim()).unwrap_or_default();
@@ -485,7 +485,12 @@ pub fn render_table(s: &Status) -> String {
             "host".to_string(),
             h.name.clone(),
             h.address.clone(),
-            if h.reachable { "reachable" } else { "UNREACHABLE" }.to_string(),
+            if h.reachable {
+                "reachable"
+            } else {
+                "UNREACHABLE"
+            }
+            .to_string(),
             h.error.clone().unwrap_or_else(|| h.roles.join(",")),
         ]);
     }

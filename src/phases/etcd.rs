@@ -132,7 +132,8 @@ async fn place_host(
     }
     if files
         .iter()
-        .any(|f| f.path == std::path::Path::new(BACKUP_TIMER_PATH)) {
+        .any(|f| f.path == std::path::Path::new(BACKUP_TIMER_PATH))
+    {
         ensure(
             cx,
             host,

@@ -69,8 +69,8 @@ struct Api {
 
 impl Api {
     fn new(state: &Path) -> Self {
-        let (client, server) = kbs::phases::admin_client(&kbs::state::StateDir::new(state))
-            .expect("admin kubeconfig");
+        let (client, server) =
+            kbs::phases::admin_client(&kbs::state::StateDir::new(state)).expect("admin kubeconfig");
         Self {
             rt: tokio::runtime::Runtime::new().expect("runtime"),
             client,
@@ -84,7 +84,10 @@ impl Api {
             "metadata": {"name": name, "namespace": "default"},
             "data": {"value": value},
         });
-        let url = format!("{}/api/v1/namespaces/default/configmaps/{name}", self.server);
+        let url = format!(
+            "{}/api/v1/namespaces/default/configmaps/{name}",
+            self.server
+        );
         let status = self
             .rt
             .block_on(async { self.client.put(&url).json(&body).send().await })
@@ -95,7 +98,10 @@ impl Api {
 
     /// The configmap's `data.value`, or None when it does not exist.
     fn configmap(&self, name: &str) -> Option<String> {
-        let url = format!("{}/api/v1/namespaces/default/configmaps/{name}", self.server);
+        let url = format!(
+            "{}/api/v1/namespaces/default/configmaps/{name}",
+            self.server
+        );
         self.rt.block_on(async {
             let r = self.client.get(&url).send().await.expect("GET configmap");
             if r.status() == reqwest::StatusCode::NOT_FOUND {
@@ -151,7 +157,9 @@ fn inventory_with_backup(lab: &Lab, dir: &Path) -> PathBuf {
     let path = dir.join("inventory.toml");
     std::fs::write(
         &path,
-        format!("{text}\n[backup]\nschedule = \"hourly\"\nkeep = 3\ndir = \"/var/backups/kbs-etcd\"\n"),
+        format!(
+            "{text}\n[backup]\nschedule = \"hourly\"\nkeep = 3\ndir = \"/var/backups/kbs-etcd\"\n"
+        ),
     )
     .expect("write inventory");
     path
@@ -189,7 +197,11 @@ fn lab_status_backup_restore_drill() {
     // A backup: named with the revision, sidecar matches, Debian's etcdctl here reads it.
     let first = backup(&inv, &state, &[]);
     let name = first.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(first.starts_with(state.join("backups")), "{}", first.display());
+    assert!(
+        first.starts_with(state.join("backups")),
+        "{}",
+        first.display()
+    );
     let rev = local_snapshot_revision(&first);
     assert!(
         name.starts_with("lab-") && name.ends_with(&format!("-rev{rev}.db")),
@@ -198,7 +210,10 @@ fn lab_status_backup_restore_drill() {
     let sidecar = std::fs::read_to_string(format!("{}.sha256", first.display())).expect("sidecar");
     assert_eq!(sidecar, format!("{}  {name}\n", sha256(&first)));
     let (_, s, _) = status(&inv, &state);
-    assert!(s["last_backup"]["age_seconds"].as_u64() < Some(120), "{s:#}");
+    assert!(
+        s["last_backup"]["age_seconds"].as_u64() < Some(120),
+        "{s:#}"
+    );
 
     // Retention: --keep 2 leaves the two newest.
     std::thread::sleep(Duration::from_secs(1));
@@ -224,7 +239,12 @@ fn lab_status_backup_restore_drill() {
         &["backup"],
         &inv,
         &state,
-        &["--encrypt-to", &recipient, "--out", enc_path.to_str().unwrap()],
+        &[
+            "--encrypt-to",
+            &recipient,
+            "--out",
+            enc_path.to_str().unwrap(),
+        ],
     ));
     let ct = std::fs::read(&enc_path).expect("encrypted backup");
     assert!(ct.starts_with(b"age-encryption.org/v1"));
@@ -256,8 +276,11 @@ fn lab_status_backup_restore_drill() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&bad, &bytes).unwrap();
-    std::fs::copy(format!("{}.sha256", third.display()), format!("{}.sha256", bad.display()))
-        .unwrap();
+    std::fs::copy(
+        format!("{}.sha256", third.display()),
+        format!("{}.sha256", bad.display()),
+    )
+    .unwrap();
     let before: Vec<String> = ["node-1", "node-2", "node-3"]
         .iter()
         .map(|n| data_dirs(&lab, n))
@@ -277,7 +300,8 @@ fn lab_status_backup_restore_drill() {
         .collect();
     assert_eq!(before, after, "a refused restore changes nothing");
     assert_eq!(
-        lab.exec("node-1", "systemctl is-active kbs-etcd@node-1 || true").trim(),
+        lab.exec("node-1", "systemctl is-active kbs-etcd@node-1 || true")
+            .trim(),
         "inactive"
     );
 
@@ -342,7 +366,11 @@ fn lab_restore_onto_replaced_hosts() {
     lab.cmd(&["down"]);
     lab.cmd(&["up", "3"]);
     apply(&lab.inventory(), &state);
-    assert_eq!(api.configmap("keep-3"), None, "a rebuilt cluster starts empty");
+    assert_eq!(
+        api.configmap("keep-3"),
+        None,
+        "a rebuilt cluster starts empty"
+    );
     ok(&run(
         &["restore"],
         &lab.inventory(),
@@ -357,4 +385,101 @@ fn lab_restore_onto_replaced_hosts() {
     }
     let (code, s, _) = status(&lab.inventory(), &state);
     assert_eq!(code, 0, "{s:#}");
+}
+
+/// inventories/three-host.toml plus `extra`, in a temp dir (its hosts are never reached).
+fn three_host_with(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let text = std::fs::read_to_string(crate::common::inventory("three-host.toml")).unwrap();
+    crate::common::write_inventory(&format!("{text}\n{extra}"))
+}
+
+#[test]
+fn backup_section_is_validated() {
+    let (_d, inv) = three_host_with(
+        "[backup]\nschedule = \"daily\\n\"\nkeep = 0\ndir = \"relative/dir\"\nrecipient = \"age1nope\"\n",
+    );
+    let out = kbs().arg("plan").arg(&inv).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "backup.schedule is not a systemd calendar expression",
+        "backup.keep must be at least 1",
+        "backup.dir must be an absolute path",
+        "backup.recipient is not an age recipient",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[test]
+fn scheduled_backup_renders_a_timer_on_every_etcd_host() {
+    let (d, inv) = three_host_with("[backup]\nschedule = \"*-*-* 02:30:00\"\nkeep = 4\n");
+    let out = d.path().join("out");
+    ok(&kbs()
+        .arg("render")
+        .arg(&inv)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap());
+    for n in ["node-1", "node-2", "node-3"] {
+        let root = out.join(n);
+        let timer =
+            std::fs::read_to_string(root.join("etc/systemd/system/kbs-etcd-backup.timer")).unwrap();
+        assert!(timer.contains("OnCalendar=*-*-* 02:30:00"), "{timer}");
+        let script = std::fs::read_to_string(root.join("etc/kbs/etcd/backup.sh")).unwrap();
+        assert!(script.contains("keep=4"), "{script}");
+        assert!(script.contains(&format!("--endpoints=\"https://192.0.2.1{}:2379\"", &n[5..])));
+        assert!(root.join("etc/systemd/system/kbs-etcd-backup.service").exists());
+    }
+    // Without a schedule: no timer.
+    let (d, inv) = three_host_with("[backup]\nkeep = 4\n");
+    let out = d.path().join("out");
+    ok(&kbs()
+        .arg("render")
+        .arg(&inv)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap());
+    assert!(!out.join("node-1/etc/systemd/system/kbs-etcd-backup.timer").exists());
+}
+
+#[test]
+fn bad_input_is_refused_before_any_host_is_contacted() {
+    let (d, inv) = three_host_with("");
+    let state = d.path().join("state");
+    let fail = |args: &[&str], want: &str| {
+        let out = run(args, &inv, &state, &[]);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    fail(&["backup", "--encrypt-to", "age1nope"], "not an age recipient");
+    fail(&["backup", "--keep", "0"], "--keep must be at least 1");
+    let missing = d.path().join("missing.db");
+    let snap = d.path().join("snap.db");
+    std::fs::write(&snap, b"not a snapshot").unwrap();
+    let out = run(&["restore"], &inv, &state, &[missing.to_str().unwrap(), "--yes"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    let out = run(&["restore"], &inv, &state, &[snap.to_str().unwrap(), "--yes"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read the checksum"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(format!("{}.sha256", snap.display()), "00  snap.db\n").unwrap();
+    let out = run(&["restore"], &inv, &state, &[snap.to_str().unwrap(), "--yes"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match its checksum"));
+    // An encrypted snapshot needs --identity.
+    let enc = d.path().join("snap.db.age");
+    std::fs::write(&enc, b"x").unwrap();
+    std::fs::write(
+        format!("{}.sha256", enc.display()),
+        format!("{}  snap.db.age\n", sha256(&enc)),
+    )
+    .unwrap();
+    let out = run(&["restore"], &inv, &state, &[enc.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is encrypted"));
 }
