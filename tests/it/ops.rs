@@ -429,8 +429,14 @@ fn scheduled_backup_renders_a_timer_on_every_etcd_host() {
         assert!(timer.contains("OnCalendar=*-*-* 02:30:00"), "{timer}");
         let script = std::fs::read_to_string(root.join("etc/kbs/etcd/backup.sh")).unwrap();
         assert!(script.contains("keep=4"), "{script}");
-        assert!(script.contains(&format!("--endpoints=\"https://192.0.2.1{}:2379\"", &n[5..])));
-        assert!(root.join("etc/systemd/system/kbs-etcd-backup.service").exists());
+        assert!(script.contains(&format!(
+            "--endpoints=\"https://192.0.2.1{}:2379\"",
+            &n[5..]
+        )));
+        assert!(
+            root.join("etc/systemd/system/kbs-etcd-backup.service")
+                .exists()
+        );
     }
     // Without a schedule: no timer.
     let (d, inv) = three_host_with("[backup]\nkeep = 4\n");
@@ -442,7 +448,10 @@ fn scheduled_backup_renders_a_timer_on_every_etcd_host() {
         .arg(&out)
         .output()
         .unwrap());
-    assert!(!out.join("node-1/etc/systemd/system/kbs-etcd-backup.timer").exists());
+    assert!(
+        !out.join("node-1/etc/systemd/system/kbs-etcd-backup.timer")
+            .exists()
+    );
 }
 
 #[test]
@@ -456,21 +465,39 @@ fn bad_input_is_refused_before_any_host_is_contacted() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     };
-    fail(&["backup", "--encrypt-to", "age1nope"], "not an age recipient");
+    fail(
+        &["backup", "--encrypt-to", "age1nope"],
+        "not an age recipient",
+    );
     fail(&["backup", "--keep", "0"], "--keep must be at least 1");
     let missing = d.path().join("missing.db");
     let snap = d.path().join("snap.db");
     std::fs::write(&snap, b"not a snapshot").unwrap();
-    let out = run(&["restore"], &inv, &state, &[missing.to_str().unwrap(), "--yes"]);
+    let out = run(
+        &["restore"],
+        &inv,
+        &state,
+        &[missing.to_str().unwrap(), "--yes"],
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
-    let out = run(&["restore"], &inv, &state, &[snap.to_str().unwrap(), "--yes"]);
+    let out = run(
+        &["restore"],
+        &inv,
+        &state,
+        &[snap.to_str().unwrap(), "--yes"],
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot read the checksum"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(format!("{}.sha256", snap.display()), "00  snap.db\n").unwrap();
-    let out = run(&["restore"], &inv, &state, &[snap.to_str().unwrap(), "--yes"]);
+    let out = run(
+        &["restore"],
+        &inv,
+        &state,
+        &[snap.to_str().unwrap(), "--yes"],
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not match its checksum"));
     // An encrypted snapshot needs --identity.
     let enc = d.path().join("snap.db.age");
