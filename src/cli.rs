@@ -121,6 +121,50 @@ pub enum Command {
         command: Vec<String>,
     },
     /// Make, check and renew the cluster PKI (in the state directory and on the hosts).
+    /// One table: hosts, etcd members, API servers, certificate expiry, last backup. Exit 0
+    /// healthy, 1 degraded, 2 down (no etcd quorum or no API through the endpoint).
+    Status {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, short, value_enum, default_value_t = CheckOutput::Table)]
+        output: CheckOutput,
+    },
+    /// Take an etcd snapshot on a healthy member and store it here, checked, with a .sha256
+    /// sidecar, under <state>/backups/ (the newest --keep are kept).
+    Backup {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Write exactly this file (and FILE.sha256) instead; no retention.
+        #[arg(long, conflicts_with = "fetch")]
+        out: Option<PathBuf>,
+        /// Keep the newest N backups [default: [backup] keep in the inventory, else 10].
+        #[arg(long, value_name = "N")]
+        keep: Option<u32>,
+        /// Encrypt to this age recipient (age1...); overrides [backup] recipient. The file ends
+        /// in .db.age.
+        #[arg(long, value_name = "RECIPIENT")]
+        encrypt_to: Option<String>,
+        /// Copy the snapshots the scheduled timer took on the etcd hosts into
+        /// <state>/backups/<host>/ instead of taking one.
+        #[arg(long)]
+        fetch: bool,
+    },
+    /// Disaster recovery: replace etcd's data on every member with a snapshot (checked first),
+    /// with the API servers stopped meanwhile. Without --yes only the checks run.
+    Restore {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The snapshot (.db or .db.age), with its .sha256 sidecar next to it.
+        snapshot: PathBuf,
+        /// The age identity file for an encrypted snapshot (read from the file, never from the
+        /// command line).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// Really do it: stop the API servers and etcd everywhere and restore.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Make, check and renew the cluster PKI in the local state directory.
     Certs {
         #[command(subcommand)]
         command: CertsCommand,

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each returns the process exit code, or an error that main reports.
 
 mod apply;
+mod backup;
 mod certs;
 mod exec;
 mod init;
@@ -8,10 +9,13 @@ mod plan;
 mod remove;
 mod render;
 mod reset;
+mod restore;
+mod status;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
+use crate::ops as kbs_ops;
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
@@ -23,6 +27,35 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         } => render::run(&inventory, &out, templates.as_deref()),
         Command::Init { hosts, name, out } => init::run(&hosts, &name, out.as_deref()),
         Command::Certs { command } => certs::run(command, cli.verbose),
+        Command::Status { run, output } => status::run(&run, output),
+        Command::Backup {
+            run,
+            out,
+            keep,
+            encrypt_to,
+            fetch,
+        } => backup::run(
+            &run,
+            kbs_ops::BackupOptions {
+                out,
+                keep,
+                encrypt_to,
+                fetch,
+            },
+        ),
+        Command::Restore {
+            run,
+            snapshot,
+            identity,
+            yes,
+        } => restore::run(
+            &run,
+            kbs_ops::RestoreOptions {
+                snapshot,
+                identity,
+                yes,
+            },
+        ),
         Command::Apply {
             run,
             dry_run,

@@ -29,7 +29,27 @@ pub struct Inventory {
     pub pki: PkiSettings,
     pub artifacts: Artifacts,
     pub security: SecuritySettings,
+    /// `[backup]`: scheduled etcd snapshots on the etcd hosts and the default backup recipient.
+    pub backup: Option<BackupSettings>,
     pub hosts: Vec<Host>,
+}
+
+/// Where scheduled snapshots go on each etcd host, how often, and how many are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// A systemd `OnCalendar=` expression; `None`: no timer, only `kbs backup` from here.
+    pub schedule: Option<String>,
+    /// Snapshots kept (on each host by the timer; locally by `kbs backup` unless `--keep`).
+    pub keep: u32,
+    /// The directory on each etcd host.
+    pub dir: String,
+    /// An age recipient (`age1...`) every backup made by `kbs backup` is encrypted to.
+    pub recipient: Option<String>,
+}
+
+impl BackupSettings {
+    pub const DEFAULT_KEEP: u32 = 10;
+    pub const DEFAULT_DIR: &str = "/var/backups/kbs-etcd";
 }
 
 /// Where kubeadm, kubelet, etcd and the rest come from.

@@ -21,6 +21,8 @@ pub(super) struct RawInventory {
     pub artifacts: RawArtifacts,
     #[serde(default)]
     pub security: RawSecurity,
+    #[serde(default)]
+    pub backup: Option<RawBackup>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Spanned<RawHost>>,
 }
@@ -112,6 +114,15 @@ pub(super) struct RawNamespace {
     pub container_cpu: Option<Spanned<String>>,
     pub container_memory: Option<Spanned<String>>,
     pub default_deny: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackup {
+    pub schedule: Option<Spanned<String>>,
+    pub keep: Option<Spanned<u32>>,
+    pub dir: Option<Spanned<String>>,
+    pub recipient: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

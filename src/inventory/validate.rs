@@ -9,10 +9,13 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{InventoryErrors, Reporter};
-use super::raw::{RawEndpoint, RawHost, RawInventory, RawNamespace, RawSecurity, RawSsh};
+use super::raw::{
+    RawBackup, RawEndpoint, RawHost, RawInventory, RawNamespace, RawSecurity, RawSsh,
+};
 use super::{
-    Artifacts, Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName, Inventory, JumpHost,
-    KubeVersion, NamespaceBaseline, PkiSettings, Role, SecuritySettings, SshSettings,
+    Artifacts, BackupSettings, Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName,
+    Inventory, JumpHost, KubeVersion, NamespaceBaseline, PkiSettings, Role, SecuritySettings,
+    SshSettings,
 };
 use crate::plan::etcd_layout;
 
@@ -76,6 +79,7 @@ fn build(r: &mut Reporter, base: &Path, path: &Path, raw: RawInventory) -> Optio
     let endpoint = endpoint(r, &raw.endpoint, &hosts);
     let pki = pki(r, base, &raw);
     let security = security(r, &raw.security);
+    let backup = raw.backup.as_ref().map(|b| backup(r, b));
     if let (Some(c), Some(_)) = (&cluster, &endpoint) {
         check_addresses_outside_subnets(r, c, &raw);
     }
@@ -92,6 +96,7 @@ fn build(r: &mut Reporter, base: &Path, path: &Path, raw: RawInventory) -> Optio
             None => Artifacts::Online,
         },
         security,
+        backup,
         hosts: hosts.into_iter().map(|(h, _)| h).collect::<Option<_>>()?,
     })
 }
@@ -911,4 +916,78 @@ fn is_quantity(s: &str) -> bool {
         && !frac.is_empty()
         && int.bytes().all(|b| b.is_ascii_digit())
         && frac.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn backup(r: &mut Reporter, raw: &RawBackup) -> BackupSettings {
+    let plain = |s: &str| {
+        !s.trim().is_empty()
+            && s.chars()
+                .all(|c| !c.is_control() && !matches!(c, '"' | '\\' | '\'' | '`' | '$' | '%'))
+    };
+    let schedule = raw.schedule.as_ref().and_then(|s| {
+        if plain(s.get_ref()) {
+            Some(s.get_ref().trim().to_string())
+        } else {
+            r.error(
+                span(s),
+                "backup.schedule is not a systemd calendar expression",
+                "here",
+                "use an OnCalendar= value such as \"daily\", \"hourly\" or \"*-*-* 02:30:00\" (man systemd.time)",
+            );
+            None
+        }
+    });
+    let keep = match &raw.keep {
+        Some(k) if *k.get_ref() == 0 => {
+            r.error(
+                span(k),
+                "backup.keep must be at least 1",
+                "0",
+                "give how many snapshots to keep, e.g. 10",
+            );
+            BackupSettings::DEFAULT_KEEP
+        }
+        Some(k) => *k.get_ref(),
+        None => BackupSettings::DEFAULT_KEEP,
+    };
+    let dir = match &raw.dir {
+        Some(d) => {
+            let v = d.get_ref();
+            let ok = v.starts_with('/')
+                && v.len() > 1
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+                && !v.split('/').any(|p| p == "..");
+            if !ok {
+                r.error(
+                    span(d),
+                    "backup.dir must be an absolute path of letters, digits, `/`, `.`, `_`, `-`",
+                    "here",
+                    "for example /var/backups/kbs-etcd",
+                );
+            }
+            v.trim_end_matches('/').to_string()
+        }
+        None => BackupSettings::DEFAULT_DIR.to_string(),
+    };
+    let recipient = raw.recipient.as_ref().and_then(|k| {
+        let v = k.get_ref().trim();
+        if v.parse::<age::x25519::Recipient>().is_ok() {
+            Some(v.to_string())
+        } else {
+            r.error(
+                span(k),
+                "backup.recipient is not an age recipient",
+                "here",
+                "give the public key printed by `age-keygen` (age1...); keep the identity itself off the hosts",
+            );
+            None
+        }
+    });
+    BackupSettings {
+        schedule,
+        keep,
+        dir,
+        recipient,
+    }
 }

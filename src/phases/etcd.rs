@@ -10,7 +10,7 @@ use super::files::{Desired, Part, pki_files, sync};
 use super::prepare::ensure;
 use super::{ApplyError, Ctx, HEALTH_WAIT, each_host, files_of};
 use crate::pki::REMOTE_ETCD_PKI_DIR;
-use crate::render::RenderedFile;
+use crate::render::{BACKUP_TIMER_PATH, RenderedFile};
 use crate::ssh::Exec;
 
 /// `etcdctl` with kbs's own client certificate, against every member.
@@ -19,7 +19,7 @@ pub(crate) fn etcdctl(cx: &Ctx, args: &str) -> String {
     etcdctl_at(&endpoints, args)
 }
 
-/// `etcdctl` with kbs's own client certificate, against `endpoints` only.
+/// `etcdctl` with kbs's own client certificate (on an etcd host), against `endpoints`.
 pub(crate) fn etcdctl_at(endpoints: &[String], args: &str) -> String {
     format!(
         "ETCDCTL_API=3 etcdctl --endpoints={} --cacert={d}/ca.crt --cert={d}/healthcheck-client.crt --key={d}/healthcheck-client.key --command-timeout=5s {args}",
@@ -101,10 +101,10 @@ async fn place_host(
             .map(Desired::from),
     );
     let changed = sync(cx, host, "etcd/files", &files).await?;
-    if changed
-        .iter()
-        .any(|p| p.to_string_lossy().ends_with(".service"))
-    {
+    if changed.iter().any(|p| {
+        let p = p.to_string_lossy();
+        p.ends_with(".service") || p.ends_with(".timer")
+    }) {
         ensure(
             cx,
             host,
@@ -112,6 +112,20 @@ async fn place_host(
             "reload systemd units",
             "echo reload",
             "systemctl daemon-reload",
+        )
+        .await?;
+    }
+    if files
+        .iter()
+        .any(|f| f.path == std::path::Path::new(BACKUP_TIMER_PATH))
+    {
+        ensure(
+            cx,
+            host,
+            "etcd/backup-timer",
+            "enable and start kbs-etcd-backup.timer (scheduled snapshots)",
+            "systemctl is-enabled --quiet kbs-etcd-backup.timer && systemctl is-active --quiet kbs-etcd-backup.timer || echo fix",
+            "systemctl enable --now kbs-etcd-backup.timer",
         )
         .await?;
     }
@@ -138,7 +152,7 @@ async fn place_host(
             let p = p.to_string_lossy();
             p.ends_with(&format!("/{}.env", m.name))
                 || p.starts_with(REMOTE_ETCD_PKI_DIR)
-                || p.ends_with(".service")
+                || p.ends_with("/kbs-etcd@.service")
         });
         if !active {
             to_start.push((host.to_string(), unit));

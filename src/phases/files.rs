@@ -30,7 +30,10 @@ pub(crate) fn part_of(path: &Path) -> Part {
         && !p.starts_with("/etc/kubernetes/kubeadm/patches/")
     {
         Part::Kubeadm
-    } else if p.starts_with("/etc/kbs/etcd/") || p.contains("kbs-etcd@") {
+    } else if p.starts_with("/etc/kbs/etcd/")
+        || p.contains("kbs-etcd@")
+        || p.contains("kbs-etcd-backup.")
+    {
         Part::Etcd
     } else if p.starts_with("/etc/keepalived/")
         || p.starts_with("/etc/haproxy/")

@@ -30,6 +30,7 @@ use crate::ssh::{Connector, Exec, Progress, Session, SshError, Target};
 use crate::state::StateDir;
 
 pub use connect::targets;
+pub(crate) use etcd::etcdctl_at;
 pub use journal::{Journal, JournalError, StepStatus};
 pub use preflight::{CHECKS, Check, CheckStatus};
 pub use verify::{admin_client, nodes};
@@ -203,15 +204,12 @@ impl Ctx {
         cmd: Exec<'_>,
     ) -> Result<(), ApplyError> {
         let out = s.exec(cmd.sudo(true)).await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(ApplyError::Step {
-                host: host.into(),
-                step: step.into(),
-                message: format!("{}: {}", out.status, out.last_lines.join(" | ")),
-            })
-        }
+        if out.success() { Ok(()) } else { Err(Self::step_error(host, step, &out)) }
+    }
+
+    /// A failed remote command as a step error with its last lines.
+    pub fn step_error(host: &str, step: &str, out: &crate::ssh::Output) -> ApplyError {
+        ApplyError::Step { host: host.into(), step: step.into(), message: format!("{}: {}", out.status, out.last_lines.join(" | ")) }
     }
 }
 

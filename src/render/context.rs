@@ -30,6 +30,20 @@ pub struct HostContext<'a> {
     vip: Option<VipCtx>,
     containerd: ContainerdCtx,
     pub security: SecurityCtx,
+    /// Only on etcd hosts when `[backup] schedule` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupCtx>,
+}
+
+#[derive(Serialize)]
+pub struct BackupCtx {
+    schedule: String,
+    keep: u32,
+    dir: String,
+    /// The member the snapshot is taken from: this host's first.
+    member: String,
+    /// Its client URL.
+    endpoint: String,
 }
 
 #[derive(Serialize)]
@@ -197,6 +211,7 @@ impl<'a> HostContext<'a> {
                 ignore_preflight_errors: ignore_preflight_errors(plan, control_plane),
             },
             join: &inputs.join,
+            backup: backup(plan, host),
             vip,
             containerd: ContainerdCtx {
                 sandbox_image: sandbox_image(inv.cluster.kubernetes_version.minor),
@@ -286,4 +301,16 @@ fn sandbox_image(minor: u32) -> &'static str {
     } else {
         "registry.k8s.io/pause:3.10"
     }
+}
+
+fn backup(plan: &ClusterPlan, host: &PlannedHost) -> Option<BackupCtx> {
+    let b = plan.inventory.backup.as_ref()?;
+    let member = plan.etcd.iter().find(|m| m.host == host.name)?;
+    Some(BackupCtx {
+        schedule: b.schedule.clone()?,
+        keep: b.keep,
+        dir: b.dir.clone(),
+        member: member.name.clone(),
+        endpoint: member.client_url(),
+    })
 }

@@ -30,6 +30,11 @@ pub use templates::Templates;
 /// once the cluster is up.
 pub const BASELINES_DIR: &str = "/etc/kbs/baselines";
 
+/// The scheduled-snapshot units and script on etcd hosts (`[backup] schedule`).
+pub const BACKUP_TIMER_PATH: &str = "/etc/systemd/system/kbs-etcd-backup.timer";
+pub const BACKUP_SERVICE_PATH: &str = "/etc/systemd/system/kbs-etcd-backup.service";
+pub const BACKUP_SCRIPT_PATH: &str = "/etc/kbs/etcd/backup.sh";
+
 /// Where kbs keeps the kube-vip manifest for the `kubeadm init` node's first start; apply copies
 /// it over /etc/kubernetes/manifests/kube-vip.yaml before `kubeadm init` and restores the
 /// rendered one afterwards.
@@ -163,6 +168,7 @@ fn host_files(
     inputs: &RenderInputs,
 ) -> Result<Vec<RenderedFile>, RenderError> {
     let host_ctx = HostContext::new(plan, host, inputs);
+    let scheduled_backup = host_ctx.backup.is_some();
     let authn_config = host_ctx.security.has_authentication_config();
     let ctx = tera::Context::from_serialize(&host_ctx)
         .map_err(|e| RenderError::template("(context)", e))?;
@@ -253,6 +259,11 @@ fn host_files(
             )?;
         }
         r.ctx.remove("member");
+        if scheduled_backup {
+            r.file("etcd-backup.sh", BACKUP_SCRIPT_PATH, 0o700)?;
+            r.file("kbs-etcd-backup.service", BACKUP_SERVICE_PATH, 0o644)?;
+            r.file("kbs-etcd-backup.timer", BACKUP_TIMER_PATH, 0o644)?;
+        }
     }
 
     if plan.front.hosts.contains(&host.name) {

@@ -9,6 +9,7 @@ mod keys;
 mod kubeadm_fields;
 mod lab;
 mod lifecycle;
+mod ops;
 mod pki;
 mod pki_common;
 mod plan;
