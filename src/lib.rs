@@ -18,5 +18,7 @@ pub mod ssh;
 
 pub mod phases;
 
+pub mod audit;
+
 pub mod cli;
 pub mod commands;

@@ -2,6 +2,7 @@
 
 mod apply;
 mod certs;
+mod check;
 mod exec;
 mod init;
 mod plan;
@@ -21,6 +22,11 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         } => render::run(&inventory, &out, templates.as_deref()),
         Command::Init { hosts, name, out } => init::run(&hosts, &name, out.as_deref()),
         Command::Certs { command } => certs::run(command),
+        Command::Check {
+            run,
+            warn_days,
+            output,
+        } => check::run(&run, cli.verbose, warn_days, output),
         Command::Apply {
             run,
             dry_run,

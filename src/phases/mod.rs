@@ -29,9 +29,10 @@ use crate::render::{RenderedFile, Templates};
 use crate::ssh::{Connector, Progress, Session, SshError, Target};
 use crate::state::StateDir;
 
+pub(crate) use connect::now_ns;
 pub use connect::targets;
 pub use journal::{Journal, JournalError, StepStatus};
-pub use preflight::{CHECKS, Check, CheckStatus};
+pub use preflight::{CHECKS, Check, CheckStatus, evaluate as preflight_evaluate, render_table};
 pub use verify::{admin_client, nodes};
 
 /// The names `--skip-check` accepts.
