@@ -117,7 +117,8 @@ pub(crate) fn script(plan: &ClusterPlan, host: &PlannedHost) -> String {
     }
     let _ = writeln!(
         s,
-        "echo \"ntp-synchronized $(timedatectl show -p NTPSynchronized --value)\"; echo \"container $(systemd-detect-virt --container || echo none)\""
+        // Not timedatectl: it activates systemd-timedated, which makes PrivateTmp dirs.
+        "[ -e /run/systemd/timesync/synchronized ] && echo 'ntp-synchronized yes'; echo \"container $(systemd-detect-virt --container || echo none)\""
     );
     // Certificates: the .crt files and the client certificates of kubeconfigs (that line only:
     // the key is on another line), and the kubelet's rotated client certificate (cert blocks only).
