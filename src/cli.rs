@@ -164,6 +164,18 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Audit the cluster's hosts against the production checklist (security defaults as
+    /// deployed, file modes, etcd client auth, swap, time, SSH, certificates). Reads only.
+    /// Exit 0 when every check passes, 1 with warnings, 2 with failures.
+    Check {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Certificates expiring within this many days warn.
+        #[arg(long, default_value_t = 30)]
+        warn_days: u32,
+        #[arg(long, short, value_enum, default_value_t = CheckOutput::Table)]
+        output: CheckOutput,
+    },
     /// Make, check and renew the cluster PKI in the local state directory.
     Certs {
         #[command(subcommand)]

@@ -18,6 +18,7 @@ pub mod ssh;
 
 pub mod phases;
 
+pub mod audit;
 pub mod ops;
 
 pub mod cli;

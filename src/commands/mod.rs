@@ -3,6 +3,7 @@
 mod apply;
 mod backup;
 mod certs;
+mod check;
 mod exec;
 mod init;
 mod plan;
@@ -56,6 +57,11 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
                 yes,
             },
         ),
+        Command::Check {
+            run,
+            warn_days,
+            output,
+        } => check::run(&run, cli.verbose, warn_days, output),
         Command::Apply {
             run,
             dry_run,

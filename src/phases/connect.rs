@@ -45,7 +45,7 @@ pub fn targets(inventory: &Inventory) -> Result<BTreeMap<String, Target>, ApplyE
 }
 
 fn jump_target(j: &JumpHost, behind: &Target) -> Result<Target, String> {
-    let mut t = Target::new(format!("jump host {}", j.address), j.address, &j.user);
+    let mut t = Target::new(format!("{}@{}", j.user, j.address), j.address, &j.user);
     t.port = j.port;
     t.identity_file = behind.identity_file.clone();
     t.host_key = j.host_key.as_deref().map(parse_host_key).transpose()?;
@@ -64,7 +64,7 @@ pub(crate) fn connector(
     ))
 }
 
-fn now_ns() -> i128 {
+pub(crate) fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)

@@ -29,10 +29,11 @@ use crate::render::{RenderedFile, Templates};
 use crate::ssh::{Connector, Exec, Progress, Session, SshError, Target};
 use crate::state::StateDir;
 
+pub(crate) use connect::now_ns;
 pub use connect::targets;
 pub(crate) use etcd::etcdctl_at;
 pub use journal::{Journal, JournalError, StepStatus};
-pub use preflight::{CHECKS, Check, CheckStatus};
+pub use preflight::{CHECKS, Check, CheckStatus, evaluate as preflight_evaluate, render_table};
 pub use verify::{admin_client, nodes};
 
 /// The names `--skip-check` accepts.
@@ -204,12 +205,20 @@ impl Ctx {
         cmd: Exec<'_>,
     ) -> Result<(), ApplyError> {
         let out = s.exec(cmd.sudo(true)).await?;
-        if out.success() { Ok(()) } else { Err(Self::step_error(host, step, &out)) }
+        if out.success() {
+            Ok(())
+        } else {
+            Err(Self::step_error(host, step, &out))
+        }
     }
 
     /// A failed remote command as a step error with its last lines.
     pub fn step_error(host: &str, step: &str, out: &crate::ssh::Output) -> ApplyError {
-        ApplyError::Step { host: host.into(), step: step.into(), message: format!("{}: {}", out.status, out.last_lines.join(" | ")) }
+        ApplyError::Step {
+            host: host.into(),
+            step: step.into(),
+            message: format!("{}: {}", out.status, out.last_lines.join(" | ")),
+        }
     }
 }
 

@@ -351,27 +351,41 @@ pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, ApplyError> {
 
 /// The checks that did not pass, as a table.
 pub fn table(checks: &[Check]) -> String {
+    format!("Preflight\n{}", render_table(checks, false))
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Pass => "pass",
+            CheckStatus::Warn => "warn",
+            CheckStatus::Fail => "FAIL",
+            CheckStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// Checks as a table (host, check, status, found, fix); with `all`, passed ones too. Shared by
+/// preflight and `kbs check`.
+pub fn render_table(checks: &[Check], all: bool) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(110)
         .set_header(vec!["host", "check", "status", "found", "fix"]);
-    for c in checks.iter().filter(|c| c.status != CheckStatus::Pass) {
-        let status = match c.status {
-            CheckStatus::Pass => "pass",
-            CheckStatus::Warn => "warn",
-            CheckStatus::Fail => "FAIL",
-            CheckStatus::Skipped => "skipped",
-        };
+    for c in checks
+        .iter()
+        .filter(|c| all || c.status != CheckStatus::Pass)
+    {
         t.add_row(vec![
             c.host.clone(),
             c.name.to_string(),
-            status.into(),
+            c.status.as_str().into(),
             c.found.clone(),
             c.fix.clone(),
         ]);
     }
-    format!("Preflight\n{t}")
+    t.to_string()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use context::{HostContext, KubeVipCtx, MemberCtx};
 use security::NamespaceCtx;
 pub use security::{
     ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, AUTHENTICATION_CONFIG_PATH, ENCRYPTION_CONFIG_PATH,
-    KUBEADM_PATCHES_DIR,
+    KUBEADM_PATCHES_DIR, apiserver_flags,
 };
 pub use templates::Templates;
 

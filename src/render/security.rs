@@ -156,6 +156,24 @@ impl SecurityCtx {
     }
 }
 
+/// The API server flags apply renders into `apiServer.extraArgs` for this plan, as (name, value):
+/// what `kbs check` expects to find on every control plane.
+pub fn apiserver_flags(plan: &ClusterPlan) -> Vec<(&'static str, String)> {
+    let s = &plan.inventory.security;
+    let authn_config = !s.anonymous_auth
+        && plan.inventory.cluster.kubernetes_version.minor >= ANONYMOUS_CONDITIONS_MINOR;
+    let nodes = plan
+        .hosts
+        .iter()
+        .filter(|h| h.has(Role::ControlPlane) || h.has(Role::Worker))
+        .count();
+    apiserver(s, authn_config, nodes)
+        .0
+        .into_iter()
+        .map(|a| (a.name, a.value))
+        .collect()
+}
+
 fn apiserver(s: &SecuritySettings, authn_config: bool, nodes: usize) -> (Vec<Arg>, Vec<Volume>) {
     let mut args = Vec::new();
     let mut volumes = Vec::new();

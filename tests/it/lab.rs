@@ -99,6 +99,11 @@ impl Lab {
         format!("172.30.{}.{last}", u16::from(self.id) * 2)
     }
 
+    /// The bastion's address on its outer network (`lab up N --bastion`).
+    pub fn bastion_ip(&self) -> String {
+        format!("172.30.{}.5", u16::from(self.id) * 2 + 1)
+    }
+
     pub fn inventory(&self) -> PathBuf {
         self.run.join("inventory.toml")
     }

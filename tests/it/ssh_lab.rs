@@ -164,10 +164,11 @@ async fn lab_nodes_behind_the_bastion() {
     }
     let (_s, fresh) = connector();
     let err = fresh.connect(&bad).await.expect_err("bastion key mismatch");
+    let jump = format!("root@{}", lab.bastion_ip());
     assert!(
-        err.to_string().starts_with(
-            "node-1: cannot reach it through jump host bastion: bastion: HOST KEY CHANGED"
-        ),
+        err.to_string().starts_with(&format!(
+            "node-1: cannot reach it through jump host {jump}: {jump}: HOST KEY CHANGED"
+        )),
         "{err}"
     );
 }
