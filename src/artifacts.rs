@@ -58,7 +58,7 @@ pub enum HostClass {
 }
 
 impl HostClass {
-    fn includes(self, host: &PlannedHost) -> bool {
+    pub fn includes(self, host: &PlannedHost) -> bool {
         match self {
             Self::Node => host.has(Role::ControlPlane) || host.has(Role::Worker),
             Self::ControlPlane => host.has(Role::ControlPlane),
@@ -70,6 +70,8 @@ impl HostClass {
 /// A verified file to install: its bytes were read and matched the manifest's sum.
 #[derive(Debug, Clone)]
 pub struct Artifact {
+    /// Where it came from, relative to the bundle directory.
+    pub source: PathBuf,
     pub install: PathBuf,
     pub mode: u32,
     pub content: Vec<u8>,
@@ -87,6 +89,7 @@ pub struct Link {
 /// A bundle whose every file has been checked.
 #[derive(Debug, Clone)]
 pub struct Bundle {
+    pub dir: PathBuf,
     pub kubernetes_version: String,
     pub files: Vec<Artifact>,
     pub links: Vec<Link>,
@@ -184,6 +187,7 @@ impl Bundle {
                 });
             }
             files.push(Artifact {
+                source: f.source,
                 install: f.install,
                 mode,
                 content,
@@ -200,6 +204,7 @@ impl Bundle {
             })
             .collect();
         Ok(Self {
+            dir: dir.to_path_buf(),
             kubernetes_version: manifest.kubernetes_version,
             files,
             links,
@@ -209,6 +214,11 @@ impl Bundle {
     /// The files `host` needs from this bundle.
     pub fn files_for<'a>(&'a self, host: &'a PlannedHost) -> impl Iterator<Item = &'a Artifact> {
         self.files.iter().filter(move |f| f.hosts.includes(host))
+    }
+
+    /// The checked file whose source is `path` (a path under the bundle directory).
+    pub fn file(&self, path: &Path) -> Option<&Artifact> {
+        self.files.iter().find(|f| self.dir.join(&f.source) == path)
     }
 
     pub fn links_for<'a>(&'a self, host: &'a PlannedHost) -> impl Iterator<Item = &'a Link> {
