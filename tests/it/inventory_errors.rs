@@ -431,7 +431,10 @@ fn cni_manifest_must_exist() {
     );
     // Offline: inside the bundle, never outside it.
     let bundle = "[artifacts]\nbundle = \"/nonexistent-bundle\"\n\n[cni]\n";
-    let e = plan_error("[[host]]", &format!("{bundle}manifest = \"cni.yaml\"\n\n[[host]]"));
+    let e = plan_error(
+        "[[host]]",
+        &format!("{bundle}manifest = \"cni.yaml\"\n\n[[host]]"),
+    );
     assert_has(
         &e,
         &[
@@ -440,7 +443,10 @@ fn cni_manifest_must_exist() {
             "relative to the [artifacts] bundle directory",
         ],
     );
-    let e = plan_error("[[host]]", &format!("{bundle}manifest = \"../cni.yaml\"\n\n[[host]]"));
+    let e = plan_error(
+        "[[host]]",
+        &format!("{bundle}manifest = \"../cni.yaml\"\n\n[[host]]"),
+    );
     assert_has(
         &e,
         &[
@@ -452,7 +458,11 @@ fn cni_manifest_must_exist() {
 
 #[test]
 fn cni_manifest_next_to_the_inventory_is_accepted() {
-    let text = VALID.replacen("[[host]]", "[cni]\nmanifest = \"calico.yaml\"\n\n[[host]]", 1);
+    let text = VALID.replacen(
+        "[[host]]",
+        "[cni]\nmanifest = \"calico.yaml\"\n\n[[host]]",
+        1,
+    );
     let (dir, path) = write_inventory(&text);
     std::fs::write(dir.path().join("calico.yaml"), "kind: List\n").expect("write");
     let out = kbs().arg("plan").arg(&path).output().expect("run kbs");

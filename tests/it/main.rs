@@ -3,6 +3,7 @@
 //! (lab.rs), openssl, etcd, haproxy, keepalived and systemd-analyze.
 
 mod apply;
+mod cni;
 mod common;
 mod inventory_errors;
 mod keys;
