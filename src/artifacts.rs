@@ -257,6 +257,9 @@ mod tests {
         let b = Bundle::load(dir.path(), &version()).expect("loads");
         assert_eq!(b.files[0].mode, 0o755);
         assert_eq!(b.files[0].install, Path::new("/usr/bin/kubeadm"));
+        // [cni] manifest names a bundle file by its path under the bundle directory.
+        assert!(b.file(&dir.path().join("bin/kubeadm")).is_some());
+        assert!(b.file(&dir.path().join("bin/other")).is_none());
     }
 
     #[test]
