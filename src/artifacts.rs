@@ -59,7 +59,7 @@ pub enum HostClass {
 }
 
 impl HostClass {
-    fn includes(self, host: &PlannedHost) -> bool {
+    pub fn includes(self, host: &PlannedHost) -> bool {
         match self {
             Self::Node => host.has(Role::ControlPlane) || host.has(Role::Worker),
             Self::ControlPlane => host.has(Role::ControlPlane),
@@ -71,6 +71,8 @@ impl HostClass {
 /// A verified file to install: its bytes were read and matched the manifest's sum.
 #[derive(Debug, Clone)]
 pub struct Artifact {
+    /// Where it came from, relative to the bundle directory.
+    pub source: PathBuf,
     pub install: PathBuf,
     pub mode: u32,
     /// Shared by every host that gets the file.
@@ -91,6 +93,7 @@ pub struct Link {
 /// A bundle whose every file has been checked.
 #[derive(Debug, Clone)]
 pub struct Bundle {
+    pub dir: PathBuf,
     pub kubernetes_version: String,
     pub files: Vec<Artifact>,
     pub links: Vec<Link>,
@@ -188,6 +191,7 @@ impl Bundle {
                 });
             }
             files.push(Artifact {
+                source: f.source,
                 install: f.install,
                 mode,
                 content: Arc::from(content),
@@ -205,6 +209,7 @@ impl Bundle {
             })
             .collect();
         Ok(Self {
+            dir: dir.to_path_buf(),
             kubernetes_version: manifest.kubernetes_version,
             files,
             links,
@@ -214,6 +219,11 @@ impl Bundle {
     /// The files `host` needs from this bundle.
     pub fn files_for<'a>(&'a self, host: &'a PlannedHost) -> impl Iterator<Item = &'a Artifact> {
         self.files.iter().filter(move |f| f.hosts.includes(host))
+    }
+
+    /// The checked file whose source is `path` (a path under the bundle directory).
+    pub fn file(&self, path: &Path) -> Option<&Artifact> {
+        self.files.iter().find(|f| self.dir.join(&f.source) == path)
     }
 
     pub fn links_for<'a>(&'a self, host: &'a PlannedHost) -> impl Iterator<Item = &'a Link> {
@@ -252,6 +262,9 @@ mod tests {
         let b = Bundle::load(dir.path(), &version()).expect("loads");
         assert_eq!(b.files[0].mode, 0o755);
         assert_eq!(b.files[0].install, Path::new("/usr/bin/kubeadm"));
+        // [cni] manifest names a bundle file by its path under the bundle directory.
+        assert!(b.file(&dir.path().join("bin/kubeadm")).is_some());
+        assert!(b.file(&dir.path().join("bin/other")).is_none());
     }
 
     #[test]

@@ -82,6 +82,9 @@ identity_file = "~/.ssh/id_ed25519"
 # [pki]
 # algorithm = "ecdsa-p256"         # or "rsa-2048"
 # extra_sans = ["api.example.com"]
+
+# [cni]
+# manifest = "calico.yaml"         # applied with kubectl once the API is up; relative to this file, or to [artifacts] bundle
 "#,
         n = ips.len(),
         t = topology.as_str(),

@@ -28,6 +28,8 @@ pub struct Inventory {
     pub etcd: EtcdSettings,
     pub pki: PkiSettings,
     pub artifacts: Artifacts,
+    /// The CNI to apply once the control plane is up; `None` leaves networking to the operator.
+    pub cni: Option<Cni>,
     pub security: SecuritySettings,
     /// `[backup]`: scheduled etcd snapshots on the etcd hosts and the default backup recipient.
     pub backup: Option<BackupSettings>,
@@ -60,6 +62,15 @@ pub enum Artifacts {
     /// An offline bundle directory on this machine (air-gapped sites), checked against its
     /// manifest of SHA-256 sums before anything is copied.
     Bundle(PathBuf),
+}
+
+/// `[cni] manifest`: the CNI is whatever this manifest installs (Calico, Flannel, Cilium, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cni {
+    /// The manifest on this machine. With an offline bundle it was written relative to the
+    /// bundle directory and must be one of the bundle's files (so its SHA-256 is checked);
+    /// otherwise it was written relative to the inventory.
+    pub manifest: PathBuf,
 }
 
 #[derive(Debug, Clone)]

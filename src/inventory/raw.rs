@@ -20,6 +20,8 @@ pub(super) struct RawInventory {
     #[serde(default)]
     pub artifacts: RawArtifacts,
     #[serde(default)]
+    pub cni: RawCni,
+    #[serde(default)]
     pub security: RawSecurity,
     #[serde(default)]
     pub backup: Option<RawBackup>,
@@ -80,6 +82,12 @@ pub(super) struct RawPki {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawArtifacts {
     pub bundle: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCni {
+    pub manifest: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -13,7 +13,7 @@ use super::raw::{
     RawBackup, RawEndpoint, RawHost, RawInventory, RawNamespace, RawSecurity, RawSsh,
 };
 use super::{
-    Artifacts, BackupSettings, Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName,
+    Artifacts, BackupSettings, Cluster, Cni, Endpoint, EndpointMode, EtcdSettings, Host, HostName,
     Inventory, JumpHost, KubeVersion, NamespaceBaseline, PkiSettings, Role, SecuritySettings,
     SshSettings,
 };
@@ -84,6 +84,11 @@ fn build(r: &mut Reporter, base: &Path, path: &Path, raw: RawInventory) -> Optio
         check_addresses_outside_subnets(r, c, &raw);
     }
     let etcd = etcd(r, &raw, &hosts);
+    let artifacts = match &raw.artifacts.bundle {
+        Some(b) => Artifacts::Bundle(resolve_path(base, b.get_ref())),
+        None => Artifacts::Online,
+    };
+    let cni = cni(r, base, &raw, &artifacts);
     Some(Inventory {
         path: path.to_path_buf(),
         cluster: cluster?,
@@ -91,10 +96,8 @@ fn build(r: &mut Reporter, base: &Path, path: &Path, raw: RawInventory) -> Optio
         ssh: defaults?,
         etcd,
         pki,
-        artifacts: match &raw.artifacts.bundle {
-            Some(b) => Artifacts::Bundle(resolve_path(base, b.get_ref())),
-            None => Artifacts::Online,
-        },
+        artifacts,
+        cni,
         security,
         backup,
         hosts: hosts.into_iter().map(|(h, _)| h).collect::<Option<_>>()?,
@@ -264,6 +267,51 @@ fn parse_ip(r: &mut Reporter, field: &str, v: &Spanned<String>) -> Option<IpAddr
             None
         }
     }
+}
+
+/// `[cni] manifest`: inside the bundle for offline sites (the bundle is the only thing that
+/// travels there, and its manifest checks the file's sum), else relative to the inventory.
+/// A missing file is reported now rather than after the cluster is half built.
+fn cni(r: &mut Reporter, base: &Path, raw: &RawInventory, artifacts: &Artifacts) -> Option<Cni> {
+    let m = raw.cni.manifest.as_ref()?;
+    let text = m.get_ref();
+    let manifest = match artifacts {
+        Artifacts::Bundle(dir) => {
+            let rel = Path::new(text);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                r.error(
+                    span(m),
+                    format!("cni.manifest `{text}` is not a path inside the artifact bundle"),
+                    "outside the bundle",
+                    "with [artifacts] bundle set, name the manifest relative to the bundle directory and list it in its bundle.toml, e.g. \"cni/calico.yaml\"",
+                );
+                return None;
+            }
+            dir.join(rel)
+        }
+        Artifacts::Online => resolve_path(base, text),
+    };
+    if !manifest.is_file() {
+        let where_ = match artifacts {
+            Artifacts::Bundle(_) => "relative to the [artifacts] bundle directory",
+            Artifacts::Online => "relative to the inventory",
+        };
+        r.error(
+            span(m),
+            format!(
+                "cni.manifest: {} does not exist or is not a file",
+                manifest.display()
+            ),
+            "no such file",
+            format!("give the path of the CNI's YAML manifest ({where_}), or remove [cni] to install a CNI yourself"),
+        );
+        return None;
+    }
+    Some(Cni { manifest })
 }
 
 /// A user-written path: `~/` is the home directory, relative paths are relative to the inventory.

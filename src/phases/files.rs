@@ -113,6 +113,19 @@ impl Desired {
     }
 }
 
+impl From<&crate::artifacts::Artifact> for Desired {
+    fn from(a: &crate::artifacts::Artifact) -> Self {
+        // The bundle's sum was checked when it was loaded: no need to hash again.
+        Self {
+            path: a.install.clone(),
+            mode: a.mode,
+            owner: None,
+            content: a.content.clone(),
+            sha256: a.sha256.clone(),
+        }
+    }
+}
+
 impl From<&RenderedFile> for Desired {
     fn from(f: &RenderedFile) -> Self {
         Self::new(

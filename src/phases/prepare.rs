@@ -93,16 +93,7 @@ async fn prepare_host(
     let mut changed = Vec::new();
     match bundle {
         Some(b) => {
-            let files: Vec<Desired> = b
-                .files_for(h)
-                .map(|a| Desired {
-                    path: a.install.clone(),
-                    mode: a.mode,
-                    owner: None,
-                    content: a.content.clone(),
-                    sha256: a.sha256.clone(),
-                })
-                .collect();
+            let files: Vec<Desired> = b.files_for(h).map(Desired::from).collect();
             changed.extend(sync(cx, host, "prepare/artifacts", &files).await?);
             for l in b.links_for(h) {
                 let (p, t) = (quote(&l.path), quote(&l.target));
@@ -202,6 +193,11 @@ async fn online_install(cx: &Ctx, h: &PlannedHost) -> Result<Vec<String>, ApplyE
     if h.has(Role::ControlPlane) || h.has(Role::Worker) {
         pkgs.extend(["kubelet", "kubeadm", "containerd"]);
     }
+    // The CNI phase applies its manifest with kubectl on the first control plane; any control
+    // plane may become the one an operator uses.
+    if h.has(Role::ControlPlane) {
+        pkgs.push("kubectl");
+    }
     if h.has(Role::Etcd) {
         pkgs.push("etcd-server");
     }
@@ -217,13 +213,18 @@ async fn online_install(cx: &Ctx, h: &PlannedHost) -> Result<Vec<String>, ApplyE
         "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq curl gpg ca-certificates; \
          install -d -m 0755 /etc/apt/keyrings; curl -fsSL {repo}Release.key | gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes.gpg; \
          echo 'deb [signed-by=/etc/apt/keyrings/kubernetes.gpg] {repo} /' > /etc/apt/sources.list.d/kubernetes.list; apt-get update -qq; \
-         apt-get install -y -qq --allow-downgrades {}; apt-mark hold kubelet kubeadm 2>/dev/null || true; \
+         apt-get install -y -qq --allow-downgrades {}; apt-mark hold {} 2>/dev/null || true; \
          ln -sf /usr/bin/etcd /usr/local/bin/etcd 2>/dev/null || true; ln -sf /usr/bin/etcdctl /usr/local/bin/etcdctl 2>/dev/null || true",
         pkgs.iter()
             .map(|p| match *p {
-                "kubelet" | "kubeadm" => format!("{p}={want}-*"),
+                "kubelet" | "kubeadm" | "kubectl" => format!("{p}={want}-*"),
                 p => p.to_string(),
             })
+            .collect::<Vec<_>>()
+            .join(" "),
+        pkgs.iter()
+            .filter(|p| p.starts_with("kube"))
+            .copied()
             .collect::<Vec<_>>()
             .join(" ")
     );

@@ -45,7 +45,17 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
     if !workers.is_empty() {
         steps.push(format!("kubeadm join on {workers}"));
     }
-    steps.push("install the CNI, fetch the admin kubeconfig, verify the API through the endpoint and that every node registered".into());
+    let verify = "verify the API through the endpoint and that every node registered";
+    steps.push(match &plan.inventory.cni {
+        Some(cni) => format!(
+            "CNI: kubectl apply -f {} on {first} (again only when it changes), then {verify}",
+            cni.manifest.file_name().map_or_else(
+                || cni.manifest.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
+        ),
+        None => format!("{verify}; no CNI is installed ([cni] manifest is unset)"),
+    });
     steps
 }
 

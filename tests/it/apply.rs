@@ -255,6 +255,7 @@ fn lab_killing_kbs_in_any_phase_then_applying_again_converges() {
         "front started",
         "kubeadm/init started",
         "kubeadm/join-control-plane started",
+        "cni started",
         "verify started",
     ] {
         lab.cmd(&["down"]);

@@ -415,3 +415,61 @@ fn security_settings_are_checked() {
         ],
     );
 }
+
+#[test]
+fn cni_manifest_must_exist() {
+    // Online: relative to the inventory.
+    let e = plan_error("[[host]]", "[cni]\nmanifest = \"calico.yaml\"\n\n[[host]]");
+    assert_has(
+        &e,
+        &[
+            "cni.manifest: ",
+            "calico.yaml does not exist or is not a file",
+            "inventory.toml:13:12",
+            "relative to the inventory",
+        ],
+    );
+    // Offline: inside the bundle, never outside it.
+    let bundle = "[artifacts]\nbundle = \"/nonexistent-bundle\"\n\n[cni]\n";
+    let e = plan_error(
+        "[[host]]",
+        &format!("{bundle}manifest = \"cni.yaml\"\n\n[[host]]"),
+    );
+    assert_has(
+        &e,
+        &[
+            "/nonexistent-bundle/cni.yaml does not exist",
+            "inventory.toml:16:12",
+            "relative to the [artifacts] bundle directory",
+        ],
+    );
+    let e = plan_error(
+        "[[host]]",
+        &format!("{bundle}manifest = \"../cni.yaml\"\n\n[[host]]"),
+    );
+    assert_has(
+        &e,
+        &[
+            "cni.manifest `../cni.yaml` is not a path inside the artifact bundle",
+            "inventory.toml:16:12",
+        ],
+    );
+}
+
+#[test]
+fn cni_manifest_next_to_the_inventory_is_accepted() {
+    let text = VALID.replacen(
+        "[[host]]",
+        "[cni]\nmanifest = \"calico.yaml\"\n\n[[host]]",
+        1,
+    );
+    let (dir, path) = write_inventory(&text);
+    std::fs::write(dir.path().join("calico.yaml"), "kind: List\n").expect("write");
+    let out = kbs().arg("plan").arg(&path).output().expect("run kbs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("CNI: kubectl apply -f calico.yaml on node-1"),
+        "{stdout}"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod apply;
 mod check;
+mod cni;
 mod common;
 mod inventory_errors;
 mod keys;

@@ -1,4 +1,4 @@
-"""Shared code of the kbs lab STAND-INS for kubeadm / kube-apiserver / kubelet.
+"""Shared code of the kbs lab STAND-INS for kubeadm / kube-apiserver / kubelet / kubectl.
 
 These are NOT Kubernetes.  They exist because the lab hosts cannot obtain the
 real binaries; they reproduce the parts of kubeadm's behaviour that kbs relies

@@ -1,0 +1,190 @@
+//! The CNI phase on lab hosts: the lab inventory's `[cni] manifest` (tests/lab/cni.yaml, carried
+//! by the bundle) is applied once with kubectl (the lab's stand-in) through the API into etcd, is
+//! not applied again while it is unchanged, and is applied again once it changes.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::common::kbs;
+use crate::lab::{Lab, up};
+
+const MARKER: &str = "/etc/kbs/cni/applied.sha256";
+
+fn apply(inventory: &Path, state: &Path, extra: &[&str]) -> String {
+    let out = kbs()
+        .arg("apply")
+        .arg(inventory)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--log-format", "plain"])
+        .args(extra)
+        .output()
+        .expect("run kbs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kbs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// GET `path` through the endpoint with the state dir's admin credentials, from this machine.
+fn api_get(state: &Path, path: &str) -> Value {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, server) =
+        kbs::phases::admin_client(&kbs::state::StateDir::new(state)).expect("admin kubeconfig");
+    rt.block_on(async {
+        let resp = client
+            .get(format!("{server}{path}"))
+            .send()
+            .await
+            .expect("GET through the endpoint");
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.expect("JSON")
+    })
+}
+
+/// The marker's content and mtime on node-1.
+fn marker(lab: &Lab) -> String {
+    lab.exec("node-1", &format!("cat {MARKER}; stat -c %Y.%y {MARKER}"))
+}
+
+fn sha256_of(path: &Path) -> String {
+    kbs::artifacts::sha256_hex(&std::fs::read(path).expect("read manifest"))
+}
+
+/// A copy of the lab's bundle whose CNI manifest has `edit` applied (and its sum updated in
+/// bundle.toml), and a copy of the lab's inventory that uses it. The lab's own bundle is left as
+/// `lab up` built it.
+fn changed_bundle(lab: &Lab, dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
+    let inventory = std::fs::read_to_string(lab.inventory()).expect("inventory");
+    let bundle = inventory
+        .lines()
+        .find_map(|l| l.strip_prefix("bundle = \""))
+        .and_then(|l| l.split('"').next())
+        .expect("the lab inventory names its bundle")
+        .to_string();
+    let copy = dir.join("bundle");
+    let st = std::process::Command::new("cp")
+        .args(["-a", &bundle])
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(st.success());
+    let cni = copy.join("cni/cni.yaml");
+    let old = sha256_of(&cni);
+    let text = std::fs::read_to_string(&cni).expect("cni.yaml");
+    std::fs::write(&cni, edit(&text)).expect("write cni.yaml");
+    let manifest = std::fs::read_to_string(copy.join("bundle.toml")).expect("bundle.toml");
+    assert!(manifest.contains(&old), "bundle.toml lists cni.yaml's sum");
+    std::fs::write(
+        copy.join("bundle.toml"),
+        manifest.replace(&old, &sha256_of(&cni)),
+    )
+    .expect("write bundle.toml");
+    let path = dir.join("inventory.toml");
+    std::fs::write(&path, inventory.replace(&bundle, &copy.to_string_lossy()))
+        .expect("write inventory");
+    path
+}
+
+#[test]
+fn lab_cni_applied_once_then_only_when_it_changes() {
+    let Some(lab) = up(&["3"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    let inventory = lab.inventory();
+
+    let out = apply(&inventory, state.path(), &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/cni/cni.yaml (new CNI manifest"),
+        "{out}"
+    );
+    // The objects are in the cluster, read back through the endpoint from this machine.
+    let ds = api_get(
+        state.path(),
+        "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel-ds",
+    );
+    assert_eq!(ds["kind"], "DaemonSet", "{ds}");
+    let cm = api_get(
+        state.path(),
+        "/api/v1/namespaces/kube-flannel/configmaps/kube-flannel-cfg",
+    );
+    let net_conf = cm["data"]["net-conf.json"].as_str().unwrap_or_default();
+    assert!(net_conf.contains("10.244.0.0/16"), "{cm}");
+    for path in [
+        "/api/v1/namespaces/kube-flannel",
+        "/api/v1/namespaces/kube-flannel/serviceaccounts/flannel",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/flannel",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/flannel",
+    ] {
+        assert_eq!(
+            api_get(state.path(), path)["metadata"]["name"],
+            path.rsplit('/').next().unwrap_or_default()
+        );
+    }
+    // ... and kubectl on the host lists them.
+    let listed: Value = serde_json::from_str(&lab.exec(
+        "node-1",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get daemonsets -A -o json",
+    ))
+    .expect("kubectl get -o json");
+    assert_eq!(listed["items"][0]["metadata"]["namespace"], "kube-flannel");
+    let applied = marker(&lab);
+    let bundle_manifest = lab.exec("node-1", "sha256sum < /etc/kbs/cni/cni.yaml");
+    assert!(
+        applied.starts_with(bundle_manifest.split_whitespace().next().unwrap_or("?")),
+        "{applied}"
+    );
+
+    // Unchanged: nothing is done and kubectl is not run again (the marker is not rewritten, the
+    // objects keep their resourceVersion).
+    let out = apply(&inventory, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+    assert_eq!(marker(&lab), applied);
+    let again = api_get(
+        state.path(),
+        "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel-ds",
+    );
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        ds["metadata"]["resourceVersion"]
+    );
+
+    // Changed (a new bundle with another backend): a dry run only reports it, a run applies it.
+    let dir = tempfile::tempdir().expect("tmp");
+    let changed = changed_bundle(&lab, dir.path(), |t| {
+        t.replace("\"Type\": \"vxlan\"", "\"Type\": \"host-gw\"")
+    });
+    let out = apply(&changed, state.path(), &["--dry-run"]);
+    assert!(
+        out.contains("would kubectl apply -f /etc/kbs/cni/cni.yaml (changed CNI manifest"),
+        "{out}"
+    );
+    assert_eq!(marker(&lab), applied, "a dry run changed the marker");
+    let out = apply(&changed, state.path(), &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/cni/cni.yaml (changed CNI manifest"),
+        "{out}"
+    );
+    let cm = api_get(
+        state.path(),
+        "/api/v1/namespaces/kube-flannel/configmaps/kube-flannel-cfg",
+    );
+    assert!(
+        cm["data"]["net-conf.json"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("host-gw"),
+        "{cm}"
+    );
+    let now = marker(&lab);
+    assert_ne!(now, applied);
+    assert!(
+        now.starts_with(&sha256_of(&dir.path().join("bundle/cni/cni.yaml"))),
+        "{now}"
+    );
+    let out = apply(&changed, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+}
