@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet
 kbs=$PWD/target/release/kbs
 lab=tests/lab/lab
-inv=tests/lab/run/inventory.toml
+inv=$($lab inventory)   # honours KBS_LAB_ID, so a bench can run beside a test run
 state=$(mktemp -d)
 trap 'rm -rf "$state"; $lab down >/dev/null 2>&1 || true' EXIT
 
