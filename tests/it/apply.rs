@@ -107,8 +107,17 @@ pub(crate) fn node_names(lab: &Lab, state: &Path) -> BTreeSet<String> {
         format!("https://{}:8443", lab.ip(100)),
         "admin.conf points at the endpoint"
     );
-    rt.block_on(kbs::phases::nodes(&client, &server))
-        .expect("the API lists nodes with the admin kubeconfig")
+    // Right after a host is killed or the front restarted, the VIP may be moving: retry a while.
+    let started = Instant::now();
+    loop {
+        match rt.block_on(kbs::phases::nodes(&client, &server)) {
+            Ok(nodes) => return nodes,
+            Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                panic!("the API lists no nodes with the admin kubeconfig: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }
 
 /// The endpoint's TLS certificate verifies, for the VIP, against the state dir's CA.

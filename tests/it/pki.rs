@@ -494,7 +494,7 @@ fn renew_reissues_leaves_with_the_same_names_and_keeps_cas() {
     c.generate();
     let before = snapshot(&c.state);
     kbs()
-        .args(["certs", "renew"])
+        .args(["certs", "renew", "--local"])
         .arg(&c.inventory)
         .assert()
         .success();
@@ -528,7 +528,7 @@ fn renew_reissues_leaves_with_the_same_names_and_keeps_cas() {
 fn renew_without_cas_fails_clearly() {
     let c = Cluster::new("edge", &HOSTS[..1], "");
     let out = kbs()
-        .args(["certs", "renew"])
+        .args(["certs", "renew", "--local"])
         .arg(&c.inventory)
         .output()
         .unwrap();
