@@ -57,17 +57,8 @@ struct Out<'a> {
 
 impl Out<'_> {
     fn push(&mut self, name: &'static str, status: CheckStatus, found: String, fix: &str) {
-        self.checks.push(Check {
-            host: self.host.to_string(),
-            name,
-            status,
-            found,
-            fix: if status == CheckStatus::Pass {
-                String::new()
-            } else {
-                fix.to_string()
-            },
-        });
+        self.checks
+            .push(Check::new(self.host, name, status, found, fix));
     }
 
     /// Pass when `problems` is empty (found = `ok`), else `status` with the problems listed.

@@ -33,6 +33,30 @@ pub struct Check {
     pub fix: String,
 }
 
+impl Check {
+    /// A check result; the fix is kept only when there is something to fix.
+    pub fn new(
+        host: &str,
+        name: &'static str,
+        status: CheckStatus,
+        found: String,
+        fix: &str,
+    ) -> Self {
+        let fix = if status == CheckStatus::Pass {
+            String::new()
+        } else {
+            fix.to_string()
+        };
+        Self {
+            host: host.to_string(),
+            name,
+            status,
+            found,
+            fix,
+        }
+    }
+}
+
 /// Every check name: what `--skip-check` accepts.
 pub const CHECKS: [&str; 12] = [
     "os",
@@ -76,17 +100,7 @@ fn needed_ports(plan: &ClusterPlan, host: &PlannedHost) -> Vec<(u16, &'static st
 pub fn evaluate(plan: &ClusterPlan, host: &PlannedHost, f: &Facts) -> Vec<Check> {
     let mut out = Vec::new();
     let mut check = |name, status, found: String, fix: &str| {
-        out.push(Check {
-            host: host.name.clone(),
-            name,
-            status,
-            found,
-            fix: if status == CheckStatus::Pass {
-                String::new()
-            } else {
-                fix.to_string()
-            },
-        })
+        out.push(Check::new(&host.name, name, status, found, fix))
     };
     let cp = host.has(Role::ControlPlane);
     let os_ok = matches!(
