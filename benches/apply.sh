@@ -6,15 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 kbs=$PWD/target/release/kbs
-lab=tests/lab/lab
-inv=$($lab inventory)   # honours KBS_LAB_ID, so a bench can run beside a test run
+lab=tests/lab/lab   # honours KBS_LAB_ID, so a bench can run beside a test run
 state=$(mktemp -d)
 trap 'rm -rf "$state"; $lab down >/dev/null 2>&1 || true' EXIT
 
 secs() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { print b - a }'; }
 fresh() { $lab down >/dev/null 2>&1; rm -rf "$state"; mkdir -p "$state"; $lab up "$1" >/dev/null; }
-apply() { $kbs apply "$inv" --state-dir "$state" --log-format plain; }
-add_node() { $kbs add-node "$inv" --state-dir "$state" --log-format plain --host "$1"; }
+apply() { $kbs apply "$($lab inventory)" --state-dir "$state" --log-format plain; }
+add_node() { $kbs add-node "$($lab inventory)" --state-dir "$state" --log-format plain --host "$1"; }
 
 fresh 3
 printf 'apply, 3 hosts from bare   %6.1f s\n' "$(secs apply)"
