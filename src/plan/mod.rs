@@ -216,17 +216,7 @@ impl ClusterPlan {
         let hosts = plan_roles(hosts_in, topology, &layout);
         let etcd = place_members(hosts_in, &layout);
         let front = front(&inventory, &hosts);
-        let tolerance = FailureTolerance::compute(&hosts, &layout.per_host, &front);
-        let mut plan = Self {
-            inventory,
-            topology,
-            hosts,
-            etcd,
-            front,
-            tolerance,
-            rationale: Vec::new(),
-            warnings: Vec::new(),
-        };
+        let mut plan = Self::assemble(inventory, topology, hosts, etcd, front);
         plan.rationale = rationale(&plan);
         plan.warnings = warnings(&plan, &layout);
         plan
@@ -261,6 +251,17 @@ impl ClusterPlan {
             .collect();
         let mut front = self.front.clone();
         front.hosts.retain(|h| h != host);
+        Self::assemble(inventory, self.topology, hosts, etcd, front)
+    }
+
+    /// A plan from its parts, with the failure tolerance computed for them.
+    fn assemble(
+        inventory: Inventory,
+        topology: Topology,
+        hosts: Vec<PlannedHost>,
+        etcd: Vec<EtcdMember>,
+        front: Front,
+    ) -> Self {
         let members: Vec<usize> = hosts
             .iter()
             .map(|h| etcd.iter().filter(|m| m.host == h.name).count())
@@ -268,7 +269,7 @@ impl ClusterPlan {
         let tolerance = FailureTolerance::compute(&hosts, &members, &front);
         Self {
             inventory,
-            topology: self.topology,
+            topology,
             hosts,
             etcd,
             front,
