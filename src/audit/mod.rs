@@ -1,7 +1,7 @@
 //! `kbs check`: audits a cluster's hosts against the production checklist (docs/security.md,
 //! "kbs check"). It only reads: one facts script and one probe script per host over SSH (both
 //! read-only), two credential-less requests to each etcd member's client port from this machine,
-//! and the state dir's PKI. The judgement is pure (`rules`), tested on captured output.
+//! GET requests for the namespace baselines through the endpoint, and the state dir's PKI. The judgement is pure (`rules`), tested on captured output.
 
 pub mod probe;
 pub mod rules;
@@ -258,5 +258,60 @@ pub async fn run(
     checks.push(rules::local_certs(
         local.as_ref().map_err(|e| e.to_string()),
     ));
+    checks.extend(baselines(plan, state).await);
     Ok(AuditReport::new(checks))
+}
+
+/// One GET with the admin credentials: the object, `None` for 404.
+async fn fetch(client: &reqwest::Client, server: &str, path: &str) -> rules::Fetched {
+    let resp = client
+        .get(format!("{server}{path}"))
+        .send()
+        .await
+        .map_err(|e| format!("{server}: {e:#}"))?;
+    match resp.status() {
+        reqwest::StatusCode::NOT_FOUND => Ok(None),
+        s if s.is_success() => resp
+            .json()
+            .await
+            .map(Some)
+            .map_err(|e| format!("GET {path}: {e}")),
+        s => Err(format!("GET {path}: {s}")),
+    }
+}
+
+/// The inventory's namespace baselines as the API holds them, read from this machine through
+/// the endpoint with the state dir's admin kubeconfig (GET requests only).
+async fn baselines(plan: &ClusterPlan, state: &StateDir) -> Vec<Check> {
+    let namespaces = &plan.inventory.security.namespaces;
+    if namespaces.is_empty() {
+        return Vec::new();
+    }
+    use crate::render::{BASELINE_LIMITS, BASELINE_POLICY, BASELINE_QUOTA};
+    let client = crate::phases::admin_client(state);
+    let mut checks = Vec::new();
+    let get = async |path: String| match &client {
+        Ok((c, server)) => fetch(c, server, &path).await,
+        Err(e) => Err(e.clone()),
+    };
+    for ns in namespaces {
+        let n = &ns.name;
+        let read = rules::BaselineRead {
+            namespace: get(format!("/api/v1/namespaces/{n}")).await,
+            quota: get(format!(
+                "/api/v1/namespaces/{n}/resourcequotas/{BASELINE_QUOTA}"
+            ))
+            .await,
+            limits: get(format!(
+                "/api/v1/namespaces/{n}/limitranges/{BASELINE_LIMITS}"
+            ))
+            .await,
+            policy: get(format!(
+                "/apis/networking.k8s.io/v1/namespaces/{n}/networkpolicies/{BASELINE_POLICY}"
+            ))
+            .await,
+        };
+        checks.push(rules::namespace_baseline(ns, &read));
+    }
+    checks
 }

@@ -11,13 +11,12 @@ use std::fmt::Write;
 use crate::inventory::Role;
 use crate::pki::{REMOTE_ETCD_PKI_DIR, REMOTE_KUBECONFIG_DIR, REMOTE_PKI_DIR};
 use crate::plan::{ClusterPlan, PlannedHost};
-use crate::render::{ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, ENCRYPTION_CONFIG_PATH};
+use crate::render::{ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, Component, ENCRYPTION_CONFIG_PATH};
 
 pub(crate) const MARK: &str = "### kbs:";
 pub(crate) const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
 pub(crate) const KUBELET_PATCH: &str =
     "/etc/kubernetes/kubeadm/patches/kubeletconfiguration+merge.yaml";
-pub(crate) const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 /// The sysctls the kubelet checks with protectKernelDefaults, with the values it wants (and
 /// /etc/sysctl.d/90-kbs.conf sets).
 pub(crate) const KERNEL_DEFAULTS: [(&str, &str); 6] = [
@@ -72,12 +71,15 @@ pub(crate) fn script(plan: &ClusterPlan, host: &PlannedHost) -> String {
         );
     }
     if host.has(Role::ControlPlane) {
-        // The running API server's own arguments (`[k]` so the pattern does not match itself).
-        let _ = writeln!(
-            s,
-            "pid=$(pgrep -o -f '[k]ube-apiserver.* --'); [ -n \"$pid\" ] && {{ echo '{MARK}apiserver-process'; tr '\\0' '\\n' < /proc/$pid/cmdline; echo; }}"
-        );
-        cat(&mut s, "apiserver-manifest", APISERVER_MANIFEST);
+        for c in Component::ALL {
+            // The running component's own arguments (`[k]` so the pattern does not match itself).
+            let (short, bin) = (c.short(), &c.binary()[1..]);
+            let _ = writeln!(
+                s,
+                "pid=$(pgrep -o -f '[k]{bin}.* --'); [ -n \"$pid\" ] && {{ echo '{MARK}{short}-process'; tr '\\0' '\\n' < /proc/$pid/cmdline; echo; }}"
+            );
+            cat(&mut s, &format!("{short}-manifest"), &c.manifest());
+        }
         cat(&mut s, "audit-policy", AUDIT_POLICY_PATH);
         cat(&mut s, "admission", ADMISSION_CONFIG_PATH);
         let p = q(ENCRYPTION_CONFIG_PATH);

@@ -8,11 +8,13 @@ use time::OffsetDateTime;
 
 use super::probe::{FileStat, KERNEL_DEFAULTS, Sections, file_stats};
 use crate::facts::Facts;
-use crate::inventory::{PodSecurityLevel, Role};
+use crate::inventory::{NamespaceBaseline, PodSecurityLevel, Role};
 use crate::phases::{Check, CheckStatus};
 use crate::pki::{CertInfo, HostFile, REMOTE_ETCD_PKI_DIR, REMOTE_PKI_DIR};
 use crate::plan::{ClusterPlan, PlannedHost};
-use crate::render::ENCRYPTION_CONFIG_PATH;
+use crate::render::{
+    BASELINE_LIMITS, BASELINE_POLICY, BASELINE_QUOTA, Component, ENCRYPTION_CONFIG_PATH,
+};
 
 /// What a request to an etcd client port got, from this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,12 +88,13 @@ fn ptr<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
     v.pointer(path)
 }
 
-/// The effective API server flags (the last occurrence wins), from the process or the manifest.
-fn apiserver_args(s: &Sections) -> Option<(&'static str, BTreeMap<String, String>)> {
-    let (source, lines): (&str, Vec<String>) = if let Some(p) = s.get("apiserver-process") {
+/// A component's effective flags (the last occurrence wins), from its process or its manifest.
+fn component_args(s: &Sections, c: Component) -> Option<(&'static str, BTreeMap<String, String>)> {
+    let short = c.short();
+    let (source, lines): (&str, Vec<String>) = if let Some(p) = s.get(&format!("{short}-process")) {
         ("running process", p.lines().map(str::to_string).collect())
     } else {
-        let manifest = yaml(s.get("apiserver-manifest"))?;
+        let manifest = yaml(s.get(&format!("{short}-manifest")))?;
         let cmd = ptr(&manifest, "/spec/containers/0/command")?.as_array()?;
         let mut lines: Vec<String> = cmd
             .iter()
@@ -260,56 +263,78 @@ fn swap(o: &mut Out, s: &Sections) {
     );
 }
 
+/// Values that weaken a component when kbs did not render them itself.
+fn relaxing_values(c: Component) -> &'static [(&'static str, &'static str)] {
+    match c {
+        Component::ApiServer => &[("anonymous-auth", "true"), ("profiling", "true")],
+        Component::ControllerManager | Component::Scheduler => &[("profiling", "true")],
+    }
+}
+
+fn component_flags(o: &mut Out, i: &HostInput, c: Component) {
+    let name = match c {
+        Component::ApiServer => "apiserver-flags",
+        Component::ControllerManager => "controller-manager-flags",
+        Component::Scheduler => "scheduler-flags",
+    };
+    let fix = format!(
+        "run kbs apply (it renders {}.extraArgs) and re-create {}; relax a default only in the inventory's [security]",
+        match c {
+            Component::ApiServer => "apiServer",
+            Component::ControllerManager => "controllerManager",
+            Component::Scheduler => "scheduler",
+        },
+        c.binary()
+    );
+    let want = crate::render::component_flags(i.plan, c);
+    let Some((source, have)) = component_args(i.sections, c) else {
+        o.push(
+            name,
+            CheckStatus::Fail,
+            format!("no running {} and no manifest", c.binary()),
+            &fix,
+        );
+        return;
+    };
+    let mut problems: Vec<String> = want
+        .iter()
+        .filter_map(|(k, v)| match have.get(*k) {
+            None => Some(format!("--{k} missing")),
+            Some(h) if h != v => Some(format!("--{k}={h} (want {v})")),
+            Some(_) => None,
+        })
+        .collect();
+    problems.extend(
+        relaxing_values(c)
+            .iter()
+            .filter(|(k, v)| have.get(*k).map(String::as_str) == Some(*v))
+            .filter(|(k, _)| !want.iter().any(|(w, _)| w == k))
+            .map(|(k, v)| format!("--{k}={v}")),
+    );
+    // Serving certificates for kubelets need the controller-manager's CSR signer to sign them
+    // (on by default; CIS 1.3.6).
+    if c == Component::ControllerManager
+        && have.get("feature-gates").is_some_and(|g| {
+            g.split(',')
+                .any(|f| f.trim() == "RotateKubeletServerCertificate=false")
+        })
+    {
+        problems.push("--feature-gates has RotateKubeletServerCertificate=false".into());
+    }
+    if problems.is_empty() {
+        let found = format!("{} hardened flags as rendered ({source})", want.len());
+        o.push(name, CheckStatus::Pass, found, &fix);
+    } else {
+        let found = format!("{} ({source})", problems.join("; "));
+        o.push(name, CheckStatus::Fail, found, &fix);
+    }
+}
+
 fn apiserver(o: &mut Out, i: &HostInput) {
     let s = i.sections;
     let sec = &i.plan.inventory.security;
-    let want = crate::render::apiserver_flags(i.plan);
-    match apiserver_args(s) {
-        None => o.push(
-            "apiserver-flags",
-            CheckStatus::Fail,
-            "no running kube-apiserver and no manifest".into(),
-            "run kbs apply; check the API server with journalctl / crictl",
-        ),
-        Some((source, have)) => {
-            let problems: Vec<String> = want
-                .iter()
-                .filter_map(|(k, v)| match have.get(*k) {
-                    None => Some(format!("--{k} missing")),
-                    Some(h) if h != v => Some(format!("--{k}={h} (want {v})")),
-                    Some(_) => None,
-                })
-                .collect();
-            let relaxed: Vec<String> = [("anonymous-auth", "true"), ("profiling", "true")]
-                .into_iter()
-                .filter(|(k, v)| have.get(*k).map(String::as_str) == Some(*v))
-                .filter(|(k, _)| !want.iter().any(|(w, _)| w == k))
-                .map(|(k, v)| format!("--{k}={v}"))
-                .collect();
-            let status = if problems.is_empty() && relaxed.is_empty() {
-                CheckStatus::Pass
-            } else {
-                CheckStatus::Fail
-            };
-            let found = if status == CheckStatus::Pass {
-                format!("{} hardened flags as rendered ({source})", want.len())
-            } else {
-                format!(
-                    "{} ({source})",
-                    problems
-                        .into_iter()
-                        .chain(relaxed)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
-            };
-            o.push(
-                "apiserver-flags",
-                status,
-                found,
-                "run kbs apply (it renders apiServer.extraArgs) and re-create the API server; relax a default only in the inventory's [security]",
-            );
-        }
+    for c in Component::ALL {
+        component_flags(o, i, c);
     }
     if sec.audit_log {
         let policy = s.get("audit-policy");
@@ -908,6 +933,144 @@ pub fn local_certs(report: Result<&crate::pki::CheckReport, String>) -> Check {
         } else {
             fix.into()
         },
+    }
+}
+
+/// What the API answered for one object of a namespace baseline: `Ok(None)` is 404.
+pub type Fetched = Result<Option<Value>, String>;
+
+/// The objects of one namespace baseline as the API holds them.
+#[derive(Debug, Clone)]
+pub struct BaselineRead {
+    pub namespace: Fetched,
+    pub quota: Fetched,
+    pub limits: Fetched,
+    pub policy: Fetched,
+}
+
+/// One `namespace-baseline` check (host `cluster`): the namespace exists with the quota, the
+/// container defaults and the default-deny policy the inventory asks for.
+pub fn namespace_baseline(ns: &NamespaceBaseline, read: &BaselineRead) -> Check {
+    let fix = "run kbs apply: it applies /etc/kbs/baselines/<namespace>.yaml on the first control plane again";
+    let mut problems = Vec::new();
+    let mut present = Vec::new();
+    let mut need =
+        |what: String, fetched: &Fetched, judge: &dyn Fn(&Value) -> Vec<String>| match fetched {
+            Err(e) => problems.push(format!("{what}: cannot read it: {e}")),
+            Ok(None) => problems.push(format!("{what} missing")),
+            Ok(Some(v)) => {
+                let bad = judge(v);
+                if bad.is_empty() {
+                    present.push(what);
+                } else {
+                    problems.push(format!("{what}: {}", bad.join(", ")));
+                }
+            }
+        };
+    need(format!("namespace {}", ns.name), &read.namespace, &|_| {
+        Vec::new()
+    });
+    if !ns.quota.is_empty() {
+        need(
+            format!("ResourceQuota {BASELINE_QUOTA}"),
+            &read.quota,
+            &|v| {
+                ns.quota
+                    .iter()
+                    .filter_map(|(k, want)| {
+                        let have = v.pointer(&format!("/spec/hard/{k}")).map(scalar);
+                        (have.as_deref() != Some(want.as_str())).then(|| {
+                            format!("{k}={} (want {want})", have.as_deref().unwrap_or("unset"))
+                        })
+                    })
+                    .collect()
+            },
+        );
+    }
+    let defaults = [("cpu", &ns.container_cpu), ("memory", &ns.container_memory)];
+    if defaults.iter().any(|(_, v)| v.is_some()) {
+        need(
+            format!("LimitRange {BASELINE_LIMITS}"),
+            &read.limits,
+            &|v| {
+                let container = v
+                    .pointer("/spec/limits")
+                    .and_then(Value::as_array)
+                    .and_then(|l| {
+                        l.iter()
+                            .find(|e| e.get("type").and_then(Value::as_str) == Some("Container"))
+                    });
+                let Some(c) = container else {
+                    return vec!["no Container limits".into()];
+                };
+                let mut bad = Vec::new();
+                for (res, want) in defaults {
+                    let Some(want) = want else { continue };
+                    for field in ["default", "defaultRequest"] {
+                        let have = c.pointer(&format!("/{field}/{res}")).map(scalar);
+                        if have.as_deref() != Some(want.as_str()) {
+                            bad.push(format!(
+                                "{field}.{res}={} (want {want})",
+                                have.as_deref().unwrap_or("unset")
+                            ));
+                        }
+                    }
+                }
+                bad
+            },
+        );
+    }
+    if ns.default_deny {
+        need(
+            format!("NetworkPolicy {BASELINE_POLICY}"),
+            &read.policy,
+            &|v| {
+                let mut bad = Vec::new();
+                let selects_all = v
+                    .pointer("/spec/podSelector")
+                    .is_none_or(|s| s.as_object().is_none_or(|o| o.values().all(is_empty)));
+                if !selects_all {
+                    bad.push("does not select every pod".to_string());
+                }
+                let types: Vec<&str> = v
+                    .pointer("/spec/policyTypes")
+                    .and_then(Value::as_array)
+                    .map(|t| t.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                for t in ["Ingress", "Egress"] {
+                    if !types.contains(&t) {
+                        bad.push(format!("policyTypes lacks {t}"));
+                    }
+                }
+                if v.pointer("/spec/ingress")
+                    .and_then(Value::as_array)
+                    .is_some_and(|i| !i.is_empty())
+                {
+                    bad.push("allows ingress".into());
+                }
+                bad
+            },
+        );
+    }
+    let (status, found) = if problems.is_empty() {
+        (CheckStatus::Pass, present.join(", "))
+    } else {
+        (CheckStatus::Fail, problems.join("; "))
+    };
+    Check::new("cluster", "namespace-baseline", status, found, fix)
+}
+
+/// A quantity as the API may return it: a string, or a number for a plain count.
+fn scalar(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     }
 }
 

@@ -238,6 +238,10 @@ pub struct SecuritySettings {
     /// Overrides of the size-based API request limits.
     pub max_requests_inflight: Option<u32>,
     pub max_mutating_requests_inflight: Option<u32>,
+    /// kube-controller-manager and kube-scheduler listen on every address instead of 127.0.0.1.
+    pub expose_component_ports: bool,
+    /// Override of the size-based `--terminated-pod-gc-threshold`.
+    pub terminated_pod_gc_threshold: Option<u32>,
     /// Namespaces kbs creates after the cluster is up, with their guard rails.
     pub namespaces: Vec<NamespaceBaseline>,
 }
@@ -258,6 +262,8 @@ impl Default for SecuritySettings {
             reserve_resources: true,
             max_requests_inflight: None,
             max_mutating_requests_inflight: None,
+            expose_component_ports: false,
+            terminated_pod_gc_threshold: None,
             namespaces: Vec::new(),
         }
     }
@@ -278,7 +284,11 @@ impl SecuritySettings {
         );
         relaxed(
             self.profiling,
-            "profiling = true: the API server serves /debug/pprof.",
+            "profiling = true: the API server, controller-manager and scheduler serve /debug/pprof.",
+        );
+        relaxed(
+            self.expose_component_ports,
+            "expose_component_ports = true: kube-controller-manager and kube-scheduler listen on every address, not only 127.0.0.1.",
         );
         relaxed(
             !self.audit_log,

@@ -106,6 +106,8 @@ pub(super) struct RawSecurity {
     pub reserve_resources: Option<bool>,
     pub max_requests_inflight: Option<Spanned<u32>>,
     pub max_mutating_requests_inflight: Option<Spanned<u32>>,
+    pub expose_component_ports: Option<bool>,
+    pub terminated_pod_gc_threshold: Option<Spanned<u32>>,
     #[serde(default, rename = "namespace")]
     pub namespaces: Vec<RawNamespace>,
 }

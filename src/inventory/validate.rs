@@ -871,6 +871,15 @@ fn security(r: &mut Reporter, raw: &RawSecurity) -> SecuritySettings {
             "max_mutating_requests_inflight",
             inflight_help,
         ),
+        expose_component_ports: raw
+            .expose_component_ports
+            .unwrap_or(d.expose_component_ports),
+        terminated_pod_gc_threshold: at_least_one(
+            r,
+            &raw.terminated_pod_gc_threshold,
+            "terminated_pod_gc_threshold",
+            "give a positive pod count, or remove the key to size it from the cluster (docs/security.md)",
+        ),
         namespaces,
     }
 }

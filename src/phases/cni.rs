@@ -17,7 +17,9 @@ use crate::ssh::Exec;
 const MANIFEST: &str = "/etc/kbs/cni/cni.yaml";
 /// The SHA-256 of the manifest last applied successfully.
 const APPLIED: &str = "/etc/kbs/cni/applied.sha256";
-const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+pub(super) const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+/// Fails the remote script early, with the reason, where kubectl is missing.
+pub(super) const NEED_KUBECTL: &str = "command -v kubectl >/dev/null || { echo 'kubectl is not installed: the bundle needs it for control planes (or use online mode)' >&2; exit 1; }";
 const STEP: &str = "cni/apply";
 
 /// The manifest as it should be on `first`.
@@ -62,7 +64,7 @@ fn desired(cni: &Cni, bundle: Option<&Bundle>, first: &PlannedHost) -> Result<De
     }
 }
 
-fn quote(p: &Path) -> String {
+pub(super) fn quote(p: &Path) -> String {
     shlex::try_quote(&p.to_string_lossy())
         .map(|q| q.into_owned())
         .unwrap_or_default()
@@ -103,7 +105,7 @@ pub(super) async fn run(cx: &Ctx, bundle: Option<&Bundle>) -> Result<(), ApplyEr
         let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
         // The marker goes in atomically and only after kubectl succeeded.
         let script = format!(
-            "command -v kubectl >/dev/null || {{ echo 'kubectl is not installed: the bundle needs it for control planes (or use online mode)' >&2; exit 1; }}; \
+            "{NEED_KUBECTL}; \
              kubectl --kubeconfig {ADMIN_CONF} apply -f {path} && install -d -m 0755 /etc/kbs/cni && \
              printf '%s\\n' {sum} > {APPLIED}.tmp && mv -f {APPLIED}.tmp {APPLIED}"
         );

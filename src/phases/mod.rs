@@ -1,13 +1,14 @@
 //! `kbs apply` and `kbs add-node`: the phases that take bare hosts to a running cluster.
 //!
 //! The workflow is a literal list (`apply`): connect and gather facts, preflight, PKI, prepare
-//! hosts, etcd, the front, kubeadm init and joins, the CNI, verify. Each phase reads what is on the hosts,
+//! hosts, etcd, the front, kubeadm init and joins, the CNI, namespace baselines, verify. Each phase reads what is on the hosts,
 //! compares it with what the plan and the renderer want, and changes only the difference, so a
 //! second run changes nothing and a run cut off anywhere is finished by running it again. Every
 //! change goes through `Ctx::change`, which in `--dry-run` records what would happen instead.
 
 pub mod journal;
 
+mod baselines;
 mod cni;
 pub(crate) mod connect;
 pub(crate) mod etcd;
@@ -334,6 +335,7 @@ pub async fn apply(
     front::run(&cx, &rendered).await?;
     kubeadm::run(&cx, &rendered).await?;
     cni::run(&cx, bundle.as_ref()).await?;
+    baselines::run(&cx, &rendered).await?;
     verify::run(&cx).await?;
     cx.connector.disconnect_all().await;
     report.changes = cx.changes();

@@ -46,15 +46,33 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
         steps.push(format!("kubeadm join on {workers}"));
     }
     let verify = "verify the API through the endpoint and that every node registered";
-    steps.push(match &plan.inventory.cni {
-        Some(cni) => format!(
-            "CNI: kubectl apply -f {} on {first} (again only when it changes), then {verify}",
-            cni.manifest.file_name().map_or_else(
-                || cni.manifest.display().to_string(),
-                |n| n.to_string_lossy().into_owned()
+    let mut last: Vec<String> = plan
+        .inventory
+        .cni
+        .iter()
+        .map(|cni| {
+            format!(
+                "CNI: kubectl apply -f {} on {first} (again only when it changes)",
+                cni.manifest.file_name().map_or_else(
+                    || cni.manifest.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
             )
-        ),
-        None => format!("{verify}; no CNI is installed ([cni] manifest is unset)"),
+        })
+        .collect();
+    let namespaces = &plan.inventory.security.namespaces;
+    if !namespaces.is_empty() {
+        let names: Vec<&str> = namespaces.iter().map(|n| n.name.as_str()).collect();
+        last.push(format!(
+            "namespace baselines {}: kubectl apply on {first} where the cluster differs",
+            names.join(", ")
+        ));
+    }
+    let no_cni = "no CNI is installed ([cni] manifest is unset)";
+    steps.push(match (last.is_empty(), plan.inventory.cni.is_some()) {
+        (true, _) => format!("{verify}; {no_cni}"),
+        (false, true) => format!("{}, then {verify}", last.join("; ")),
+        (false, false) => format!("{}, then {verify}; {no_cni}", last.join("; ")),
     });
     steps
 }

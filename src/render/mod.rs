@@ -21,8 +21,9 @@ pub use context::VIP_INTERFACE_PLACEHOLDER;
 use context::{HostContext, KubeVipCtx, MemberCtx};
 use security::NamespaceCtx;
 pub use security::{
-    ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, AUTHENTICATION_CONFIG_PATH, ENCRYPTION_CONFIG_PATH,
-    KUBEADM_PATCHES_DIR, apiserver_flags,
+    ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, AUTHENTICATION_CONFIG_PATH, BASELINE_LIMITS,
+    BASELINE_POLICY, BASELINE_QUOTA, Component, ENCRYPTION_CONFIG_PATH, KUBEADM_PATCHES_DIR,
+    component_flags, terminated_pod_gc_threshold,
 };
 pub use templates::Templates;
 

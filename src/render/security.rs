@@ -1,5 +1,6 @@
-//! The hardened defaults as template values: API server flags and mounts, kubelet settings,
-//! per-host node allocatable, namespace baselines. docs/security.md explains every choice.
+//! The hardened defaults as template values: API server, controller-manager and scheduler
+//! flags, API server mounts, kubelet settings, per-host node allocatable, namespace baselines.
+//! docs/security.md explains every choice.
 
 use serde::Serialize;
 
@@ -46,10 +47,48 @@ const ASSUMED_HOST: HostResources = HostResources {
     cpus: 2,
 };
 
+/// The control-plane components whose flags kbs renders into the ClusterConfiguration
+/// (`apiServer`, `controllerManager`, `scheduler` `.extraArgs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    ApiServer,
+    ControllerManager,
+    Scheduler,
+}
+
+impl Component {
+    pub const ALL: [Self; 3] = [Self::ApiServer, Self::ControllerManager, Self::Scheduler];
+
+    /// The binary, which also names its static pod manifest.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::ApiServer => "kube-apiserver",
+            Self::ControllerManager => "kube-controller-manager",
+            Self::Scheduler => "kube-scheduler",
+        }
+    }
+
+    /// The short name `kbs check` uses (`apiserver-flags`, ...).
+    pub fn short(self) -> &'static str {
+        match self {
+            Self::ApiServer => "apiserver",
+            Self::ControllerManager => "controller-manager",
+            Self::Scheduler => "scheduler",
+        }
+    }
+
+    /// Where kubeadm writes its static pod manifest.
+    pub fn manifest(self) -> String {
+        format!("/etc/kubernetes/manifests/{}.yaml", self.binary())
+    }
+}
+
 #[derive(Serialize)]
 pub struct SecurityCtx {
     apiserver_args: Vec<Arg>,
     apiserver_volumes: Vec<Volume>,
+    controller_manager_args: Vec<Arg>,
+    scheduler_args: Vec<Arg>,
     encryption_key: String,
     anonymous_paths: Vec<&'static str>,
     pod_security_enforce: &'static str,
@@ -88,10 +127,18 @@ struct ReservedCtx {
     eviction_memory: String,
 }
 
+/// The objects of a namespace baseline besides the Namespace; `kbs check` looks them up by name.
+pub const BASELINE_QUOTA: &str = "kbs-quota";
+pub const BASELINE_LIMITS: &str = "kbs-container-defaults";
+pub const BASELINE_POLICY: &str = "kbs-default-deny";
+
 /// One namespace baseline as `baseline-namespace.yaml` sees it.
 #[derive(Serialize)]
 pub struct NamespaceCtx<'a> {
     name: &'a str,
+    quota_name: &'static str,
+    limits_name: &'static str,
+    policy_name: &'static str,
     quota: Vec<QuotaItem<'a>>,
     container_cpu: Option<&'a str>,
     container_memory: Option<&'a str>,
@@ -108,6 +155,9 @@ impl<'a> NamespaceCtx<'a> {
     pub fn new(ns: &'a NamespaceBaseline) -> Self {
         Self {
             name: &ns.name,
+            quota_name: BASELINE_QUOTA,
+            limits_name: BASELINE_LIMITS,
+            policy_name: BASELINE_POLICY,
             quota: ns
                 .quota
                 .iter()
@@ -129,15 +179,13 @@ impl SecurityCtx {
         } else {
             Vec::new()
         };
-        let nodes = plan
-            .hosts
-            .iter()
-            .filter(|h| h.has(Role::ControlPlane) || h.has(Role::Worker))
-            .count();
+        let nodes = node_count(plan);
         let (args, volumes) = apiserver(s, !anonymous_paths.is_empty(), nodes);
         Self {
             apiserver_args: args,
             apiserver_volumes: volumes,
+            controller_manager_args: controller_manager(s, nodes),
+            scheduler_args: scheduler(s),
             encryption_key: inputs.encryption_key.as_base64().to_string(),
             anonymous_paths,
             pod_security_enforce: s.pod_security.as_str(),
@@ -156,33 +204,87 @@ impl SecurityCtx {
     }
 }
 
-/// The API server flags apply renders into `apiServer.extraArgs` for this plan, as (name, value):
-/// what `kbs check` expects to find on every control plane.
-pub fn apiserver_flags(plan: &ClusterPlan) -> Vec<(&'static str, String)> {
-    let s = &plan.inventory.security;
-    let authn_config = !s.anonymous_auth
-        && plan.inventory.cluster.kubernetes_version.minor >= ANONYMOUS_CONDITIONS_MINOR;
-    let nodes = plan
-        .hosts
+/// Control planes and workers: what the size-based limits count.
+fn node_count(plan: &ClusterPlan) -> usize {
+    plan.hosts
         .iter()
         .filter(|h| h.has(Role::ControlPlane) || h.has(Role::Worker))
-        .count();
-    apiserver(s, authn_config, nodes)
-        .0
-        .into_iter()
-        .map(|a| (a.name, a.value))
-        .collect()
+        .count()
+}
+
+/// The flags apply renders into `component`'s `extraArgs` for this plan, as (name, value): what
+/// `kbs check` expects to find on every control plane.
+pub fn component_flags(plan: &ClusterPlan, component: Component) -> Vec<(&'static str, String)> {
+    let s = &plan.inventory.security;
+    let nodes = node_count(plan);
+    let args = match component {
+        Component::ApiServer => {
+            let authn_config = !s.anonymous_auth
+                && plan.inventory.cluster.kubernetes_version.minor >= ANONYMOUS_CONDITIONS_MINOR;
+            apiserver(s, authn_config, nodes).0
+        }
+        Component::ControllerManager => controller_manager(s, nodes),
+        Component::Scheduler => scheduler(s),
+    };
+    args.into_iter().map(|a| (a.name, a.value)).collect()
+}
+
+fn arg(name: &'static str, value: impl Into<String>) -> Arg {
+    Arg {
+        name,
+        value: value.into(),
+    }
+}
+
+/// What the controller-manager and the scheduler share (CIS 1.3.2, 1.3.7, 1.4.1, 1.4.2): no
+/// pprof, their secure port (10257 / 10259) on loopback only, and the API server's TLS.
+/// kubeadm already binds them to 127.0.0.1; written anyway so the config says what runs.
+fn component_common(s: &SecuritySettings) -> Vec<Arg> {
+    let mut args = Vec::new();
+    if !s.profiling {
+        args.push(arg("profiling", "false"));
+    }
+    let bind = if s.expose_component_ports {
+        "0.0.0.0"
+    } else {
+        "127.0.0.1"
+    };
+    args.push(arg("bind-address", bind));
+    args.push(arg("tls-min-version", "VersionTLS12"));
+    args.push(arg("tls-cipher-suites", CIPHER_SUITES.join(",")));
+    args
+}
+
+fn controller_manager(s: &SecuritySettings, nodes: usize) -> Vec<Arg> {
+    let mut args = component_common(s);
+    // Each controller acts with its own service account, so RBAC limits each one (CIS 1.3.3).
+    args.push(arg("use-service-account-credentials", "true"));
+    args.push(arg(
+        "terminated-pod-gc-threshold",
+        s.terminated_pod_gc_threshold
+            .unwrap_or_else(|| terminated_pod_gc_threshold(nodes))
+            .to_string(),
+    ));
+    args
+}
+
+fn scheduler(s: &SecuritySettings) -> Vec<Arg> {
+    component_common(s)
+}
+
+/// Terminated pods kept before the pod garbage collector deletes the oldest (CIS 1.3.1): 100 per
+/// node, at least 500, at most Kubernetes' default 12500. Every one stays in etcd and in every
+/// pod informer's cache; 12500 suits large clusters, not small control planes.
+pub fn terminated_pod_gc_threshold(nodes: usize) -> u32 {
+    u32::try_from(nodes.saturating_mul(100))
+        .unwrap_or(u32::MAX)
+        .clamp(500, 12_500)
 }
 
 fn apiserver(s: &SecuritySettings, authn_config: bool, nodes: usize) -> (Vec<Arg>, Vec<Volume>) {
     let mut args = Vec::new();
     let mut volumes = Vec::new();
-    let mut arg = |name, value: &str| {
-        args.push(Arg {
-            name,
-            value: value.to_string(),
-        })
-    };
+    let mut push = |name, value: &str| args.push(arg(name, value));
     // Mounting directories, not files: apply replaces files by rename, which a file bind mount
     // would not see.
     let config_dir = |name, dir| Volume {
@@ -192,25 +294,25 @@ fn apiserver(s: &SecuritySettings, authn_config: bool, nodes: usize) -> (Vec<Arg
         read_only: true,
         path_type: "Directory",
     };
-    arg("authorization-mode", "Node,RBAC");
+    push("authorization-mode", "Node,RBAC");
     if authn_config {
-        arg("authentication-config", AUTHENTICATION_CONFIG_PATH);
+        push("authentication-config", AUTHENTICATION_CONFIG_PATH);
         volumes.push(config_dir(
             "kbs-authentication",
             "/etc/kubernetes/authentication",
         ));
     }
     if !s.profiling {
-        arg("profiling", "false");
+        push("profiling", "false");
     }
-    arg("tls-min-version", "VersionTLS12");
-    arg("tls-cipher-suites", &CIPHER_SUITES.join(","));
+    push("tls-min-version", "VersionTLS12");
+    push("tls-cipher-suites", &CIPHER_SUITES.join(","));
     if s.audit_log {
-        arg("audit-policy-file", AUDIT_POLICY_PATH);
-        arg("audit-log-path", &format!("{AUDIT_LOG_DIR}/audit.log"));
-        arg("audit-log-maxage", &s.audit_log_max_age_days.to_string());
-        arg("audit-log-maxbackup", &s.audit_log_max_backups.to_string());
-        arg("audit-log-maxsize", &s.audit_log_max_size_mb.to_string());
+        push("audit-policy-file", AUDIT_POLICY_PATH);
+        push("audit-log-path", &format!("{AUDIT_LOG_DIR}/audit.log"));
+        push("audit-log-maxage", &s.audit_log_max_age_days.to_string());
+        push("audit-log-maxbackup", &s.audit_log_max_backups.to_string());
+        push("audit-log-maxsize", &s.audit_log_max_size_mb.to_string());
         volumes.push(config_dir("kbs-audit-policy", "/etc/kubernetes/audit"));
         volumes.push(Volume {
             name: "kbs-audit-log",
@@ -221,17 +323,17 @@ fn apiserver(s: &SecuritySettings, authn_config: bool, nodes: usize) -> (Vec<Arg
         });
     }
     if s.encrypt_secrets {
-        arg("encryption-provider-config", ENCRYPTION_CONFIG_PATH);
+        push("encryption-provider-config", ENCRYPTION_CONFIG_PATH);
         volumes.push(config_dir("kbs-encryption", "/etc/kubernetes/encryption"));
     }
-    arg("admission-control-config-file", ADMISSION_CONFIG_PATH);
+    push("admission-control-config-file", ADMISSION_CONFIG_PATH);
     volumes.push(config_dir("kbs-admission", "/etc/kubernetes/admission"));
     let (reads, writes) = inflight_limits(nodes);
-    arg(
+    push(
         "max-requests-inflight",
         &s.max_requests_inflight.unwrap_or(reads).to_string(),
     );
-    arg(
+    push(
         "max-mutating-requests-inflight",
         &s.max_mutating_requests_inflight
             .unwrap_or(writes)
@@ -334,5 +436,12 @@ mod tests {
         assert_eq!(inflight_limits(1), (200, 100));
         assert_eq!(inflight_limits(20), (400, 200));
         assert_eq!(inflight_limits(1000), (1600, 800));
+    }
+
+    #[test]
+    fn the_pod_gc_threshold_grows_with_the_cluster_up_to_kubes_default() {
+        assert_eq!(terminated_pod_gc_threshold(1), 500);
+        assert_eq!(terminated_pod_gc_threshold(20), 2000);
+        assert_eq!(terminated_pod_gc_threshold(1000), 12_500);
     }
 }

@@ -1,13 +1,15 @@
-//! `kbs check` on a cluster made by `kbs apply` on lab hosts: everything passes (warnings only
-//! for what a container cannot do), then each item is broken by hand on one host and check must
-//! name it (exit 2, that check failing on that host), and check itself changes nothing.
+//! `kbs check` on a cluster made by `kbs apply` on lab hosts (with a namespace baseline):
+//! everything passes (warnings only for what a container cannot do), then each item is broken by
+//! hand on one host (or in the cluster) and check must name it (exit 2, that check failing on
+//! that host), and check itself changes nothing. The baseline is read back through the API and
+//! kubectl, and a second apply changes nothing.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::kbs;
+use crate::common::{api_get, apply, kbs};
 use crate::lab::{Lab, up};
 
 /// Everything kbs manages on a host, and SSH's and root's files.
@@ -18,10 +20,14 @@ const WATCHED: &str = "/etc/kubernetes /etc/kbs /etc/haproxy /etc/keepalived /et
 /// sysctls shared with the Docker host.
 const LAB_WARNINGS: [&str; 4] = ["cgroup", "time-sync", "kubelet-reserved", "kernel-defaults"];
 
-fn check(lab: &Lab, state: &Path) -> (i32, Value) {
+/// The namespace baseline the lab inventory gets.
+const BASELINE: &str = "\n[[security.namespace]]\nname = \"shop\"\nrequests_cpu = \"4\"\npods = 50\n\
+    container_cpu = \"250m\"\ncontainer_memory = \"256Mi\"\n";
+
+fn check(inventory: &Path, state: &Path) -> (i32, Value) {
     let out = kbs()
         .arg("check")
-        .arg(lab.inventory())
+        .arg(inventory)
         .arg("--state-dir")
         .arg(state)
         .args(["--log-format", "plain", "--output", "json"])
@@ -54,8 +60,8 @@ fn not_passed(report: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn assert_clean(lab: &Lab, state: &Path) {
-    let (code, report) = check(lab, state);
+fn assert_clean(inventory: &Path, state: &Path) {
+    let (code, report) = check(inventory, state);
     let bad = not_passed(&report);
     assert!(
         bad.iter()
@@ -67,8 +73,8 @@ fn assert_clean(lab: &Lab, state: &Path) {
 }
 
 /// Check exits 2 and `name` fails on `host` (and the found text contains `found`).
-fn assert_fails(lab: &Lab, state: &Path, host: &str, name: &str, found: &str) {
-    let (code, report) = check(lab, state);
+fn assert_fails(inventory: &Path, state: &Path, host: &str, name: &str, found: &str) {
+    let (code, report) = check(inventory, state);
     let c = report["checks"]
         .as_array()
         .expect("checks")
@@ -157,25 +163,53 @@ fn lab_check_passes_after_apply_finds_each_break_and_changes_nothing() {
     let Some(lab) = up(&["3"]) else { return };
     let state = tempfile::tempdir().expect("tmp");
     let s = state.path();
-    let out = kbs()
-        .arg("apply")
-        .arg(lab.inventory())
-        .arg("--state-dir")
-        .arg(s)
-        .args(["--log-format", "plain"])
-        .output()
-        .expect("run kbs");
+    let inv = s.join("inventory.toml");
+    let text = std::fs::read_to_string(lab.inventory()).expect("inventory");
+    std::fs::write(&inv, format!("{text}{BASELINE}")).expect("write inventory");
+    let out = apply(&inv, s, &[]);
     assert!(
-        out.status.success(),
-        "apply: {}",
-        String::from_utf8_lossy(&out.stderr)
+        out.contains("kubectl apply -f /etc/kbs/baselines/shop.yaml (namespace baseline shop"),
+        "{out}"
     );
 
+    // The baseline is in the cluster: read back through the endpoint, and with kubectl on node-1.
+    let quota = api_get(s, "/api/v1/namespaces/shop/resourcequotas/kbs-quota");
+    assert_eq!(quota["spec"]["hard"]["requests.cpu"], "4", "{quota}");
+    let limits = api_get(
+        s,
+        "/api/v1/namespaces/shop/limitranges/kbs-container-defaults",
+    );
+    assert_eq!(
+        limits["spec"]["limits"][0]["default"]["memory"], "256Mi",
+        "{limits}"
+    );
+    let policy = api_get(
+        s,
+        "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/kbs-default-deny",
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let listed = lab.exec(
+        "node-1",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get namespaces -o name && \
+         kubectl --kubeconfig /etc/kubernetes/admin.conf get networkpolicies -n shop -o name",
+    );
+    assert!(
+        listed.contains("namespace/shop")
+            && listed.contains("networkpolicy.networking.k8s.io/kbs-default-deny"),
+        "{listed}"
+    );
+    // Converged: a second apply changes nothing (kubectl diff finds the cluster as rendered).
+    let again = apply(&inv, s, &[]);
+    assert!(again.starts_with("no changes"), "{again}");
+
     // A converged cluster: nothing fails; the table form prints a score.
-    assert_clean(&lab, s);
+    assert_clean(&inv, s);
     let table = kbs()
         .arg("check")
-        .arg(lab.inventory())
+        .arg(&inv)
         .arg("--state-dir")
         .arg(s)
         .output()
@@ -189,7 +223,7 @@ fn lab_check_passes_after_apply_finds_each_break_and_changes_nothing() {
     // Read-only: no file kbs manages (nor a temp file) changed, appeared or vanished.
     let hosts = ["node-1", "node-2", "node-3"];
     let before: Vec<String> = hosts.iter().map(|h| snapshot(&lab, h)).collect();
-    let _ = check(&lab, s);
+    let _ = check(&inv, s);
     let after: Vec<String> = hosts.iter().map(|h| snapshot(&lab, h)).collect();
     for (b, a) in before.iter().zip(&after) {
         let gone: Vec<&str> = b.lines().filter(|l| !a.lines().any(|x| x == *l)).collect();
@@ -203,7 +237,7 @@ fn lab_check_passes_after_apply_finds_each_break_and_changes_nothing() {
     // 1. A loose private key.
     lab.exec("node-2", "chmod 644 /etc/kubernetes/pki/apiserver.key");
     assert_fails(
-        &lab,
+        &inv,
         s,
         "node-2",
         "key-files",
@@ -231,7 +265,7 @@ fn lab_check_passes_after_apply_finds_each_break_and_changes_nothing() {
         "with client-cert-auth off, etcdctl with only --cacert gets through"
     );
     assert_fails(
-        &lab,
+        &inv,
         s,
         "node-3",
         "etcd-client-auth",
@@ -252,7 +286,7 @@ fn lab_check_passes_after_apply_finds_each_break_and_changes_nothing() {
         "node-1",
         "cp -p /etc/fstab /root/fstab.orig && echo '/swapfile none swap sw 0 0' >> /etc/fstab",
     );
-    assert_fails(&lab, s, "node-1", "swap", "/swapfile");
+    assert_fails(&inv, s, "node-1", "swap", "/swapfile");
     lab.exec("node-1", "mv /root/fstab.orig /etc/fstab");
 
     // 4. Root may log in with a password.
@@ -261,7 +295,7 @@ fn lab_check_passes_after_apply_finds_each_break_and_changes_nothing() {
         "cp -p /etc/ssh/sshd_config.d/kbs-lab.conf /root/kbs-lab.conf.orig && \
          sed -i 's/^PermitRootLogin .*/PermitRootLogin yes/' /etc/ssh/sshd_config.d/kbs-lab.conf",
     );
-    assert_fails(&lab, s, "node-2", "ssh-root-login", "PermitRootLogin yes");
+    assert_fails(&inv, s, "node-2", "ssh-root-login", "PermitRootLogin yes");
     lab.exec(
         "node-2",
         "mv /root/kbs-lab.conf.orig /etc/ssh/sshd_config.d/kbs-lab.conf",
@@ -277,7 +311,7 @@ fn lab_check_passes_after_apply_finds_each_break_and_changes_nothing() {
         ),
     );
     assert_fails(
-        &lab,
+        &inv,
         s,
         "node-3",
         "cert-expiry",
@@ -288,6 +322,49 @@ fn lab_check_passes_after_apply_finds_each_break_and_changes_nothing() {
         "mv /root/fpc.crt.orig /etc/kubernetes/pki/front-proxy-client.crt",
     );
 
+    // 6. A controller-manager flag (the stand-in writes the static pod manifest kubeadm would).
+    let manifest = "/etc/kubernetes/manifests/kube-controller-manager.yaml";
+    lab.exec(
+        "node-2",
+        &format!(
+            "cp -p {manifest} /root/kcm.yaml.orig && sed -i 's/--profiling=false/--profiling=true/' {manifest}"
+        ),
+    );
+    assert_fails(
+        &inv,
+        s,
+        "node-2",
+        "controller-manager-flags",
+        "--profiling=true (want false)",
+    );
+    lab.exec("node-2", &format!("mv /root/kcm.yaml.orig {manifest}"));
+
+    // 7. A baseline object deleted by hand: check names it, and apply puts it back.
+    lab.exec(
+        "node-1",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf delete networkpolicy kbs-default-deny -n shop",
+    );
+    assert_fails(
+        &inv,
+        s,
+        "cluster",
+        "namespace-baseline",
+        "NetworkPolicy kbs-default-deny missing",
+    );
+    // A dry run says what apply would do, and does nothing.
+    let dry = apply(&inv, s, &["--dry-run"]);
+    assert!(
+        dry.contains(
+            "would kubectl apply -f /etc/kbs/baselines/shop.yaml (namespace baseline shop: differs from the cluster)"
+        ),
+        "{dry}"
+    );
+    let out = apply(&inv, s, &[]);
+    assert!(
+        out.contains("(namespace baseline shop: differs from the cluster)"),
+        "{out}"
+    );
+
     // Everything restored: clean again.
-    assert_clean(&lab, s);
+    assert_clean(&inv, s);
 }

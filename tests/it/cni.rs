@@ -6,45 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::kbs;
+use crate::common::{api_get, apply};
 use crate::lab::{Lab, up};
 
 const MARKER: &str = "/etc/kbs/cni/applied.sha256";
-
-fn apply(inventory: &Path, state: &Path, extra: &[&str]) -> String {
-    let out = kbs()
-        .arg("apply")
-        .arg(inventory)
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--log-format", "plain"])
-        .args(extra)
-        .output()
-        .expect("run kbs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "kbs failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// GET `path` through the endpoint with the state dir's admin credentials, from this machine.
-fn api_get(state: &Path, path: &str) -> Value {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, server) =
-        kbs::phases::admin_client(&kbs::state::StateDir::new(state)).expect("admin kubeconfig");
-    rt.block_on(async {
-        let resp = client
-            .get(format!("{server}{path}"))
-            .send()
-            .await
-            .expect("GET through the endpoint");
-        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
-        resp.json().await.expect("JSON")
-    })
-}
 
 /// The marker's content and mtime on node-1.
 fn marker(lab: &Lab) -> String {

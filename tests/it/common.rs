@@ -1,11 +1,12 @@
 //! Helpers shared by the integration tests: the binary, inventories, and rendered trees.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kbs::inventory::Inventory;
 use kbs::plan::ClusterPlan;
 use kbs::render::{RenderInputs, RenderedFile, Templates, render_host_files};
+use serde_json::Value;
 
 /// The kbs binary under test, with colours and terminal links off so output is stable.
 pub fn kbs() -> assert_cmd::Command {
@@ -127,4 +128,40 @@ pub fn files_ending(inputs: &RenderInputs, suffix: &str) -> Vec<(String, String,
         .collect();
     assert!(!files.is_empty(), "no rendered file ends with {suffix}");
     files
+}
+
+/// GET `path` through the endpoint with the state dir's admin credentials, from this machine.
+pub fn api_get(state: &Path, path: &str) -> Value {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, server) =
+        kbs::phases::admin_client(&kbs::state::StateDir::new(state)).expect("admin kubeconfig");
+    rt.block_on(async {
+        let resp = client
+            .get(format!("{server}{path}"))
+            .send()
+            .await
+            .expect("GET through the endpoint");
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.expect("JSON")
+    })
+}
+
+/// `kbs apply INVENTORY --state-dir STATE EXTRA...`, which must succeed; its stdout.
+pub fn apply(inventory: &Path, state: &Path, extra: &[&str]) -> String {
+    let out = kbs()
+        .arg("apply")
+        .arg(inventory)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--log-format", "plain"])
+        .args(extra)
+        .output()
+        .expect("run kbs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kbs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

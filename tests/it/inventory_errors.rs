@@ -401,6 +401,16 @@ fn security_settings_are_checked() {
         ],
     );
     let e = plan_error_text(&format!(
+        "{VALID}\n[security]\nterminated_pod_gc_threshold = 0\n"
+    ));
+    assert_has(
+        &e,
+        &[
+            "security.terminated_pod_gc_threshold must be at least 1",
+            "size it from the cluster",
+        ],
+    );
+    let e = plan_error_text(&format!(
         "{VALID}\n[[security.namespace]]\nname = \"kube-tools\"\n\n[[security.namespace]]\nname = \"shop\"\nrequests_memory = \"8 GB\"\n\n[[security.namespace]]\nname = \"shop\"\n"
     ));
     assert_has(

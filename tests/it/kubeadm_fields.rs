@@ -173,8 +173,9 @@ fn the_component_check_catches_a_misspelt_nested_field() {
     assert_eq!(bad, ["authentication.anonymous.enable", "readOnlyPorts"]);
 }
 
-/// Every extraArgs name is a real kube-apiserver flag and every kubeletExtraArgs name a real
-/// kubelet flag (tests/fixtures/kube-flags.json, with sources).
+/// Every extraArgs name is a real flag of its component (kube-apiserver, kube-controller-manager,
+/// kube-scheduler) and every kubeletExtraArgs name a real kubelet flag
+/// (tests/fixtures/kube-flags.json, with sources).
 #[test]
 fn every_rendered_flag_is_a_real_flag() {
     let flags = fixture("kube-flags.json");
@@ -190,6 +191,11 @@ fn every_rendered_flag_is_a_real_flag() {
         for doc in documents(text(&f)) {
             let lists = [
                 ("kube-apiserver", &doc["apiServer"]["extraArgs"]),
+                (
+                    "kube-controller-manager",
+                    &doc["controllerManager"]["extraArgs"],
+                ),
+                ("kube-scheduler", &doc["scheduler"]["extraArgs"]),
                 ("kubelet", &doc["nodeRegistration"]["kubeletExtraArgs"]),
             ];
             for (component, args) in lists {
@@ -205,7 +211,12 @@ fn every_rendered_flag_is_a_real_flag() {
         }
     }
     // The list holds nothing kbs does not render (so it stays the list of what was checked).
-    for component in ["kube-apiserver", "kubelet"] {
+    for component in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+    ] {
         for name in flags[component].as_object().unwrap().keys() {
             assert!(
                 seen.contains(&format!("{component}/{name}")),

@@ -50,9 +50,10 @@ fn plan_with(version: &str, security: &str) -> ClusterPlan {
 
 const RELAXED: &str = "[security]\nanonymous_auth = true\nprofiling = true\naudit_log = false\n\
     encrypt_secrets = false\npod_security = \"privileged\"\nprotect_kernel_defaults = false\n\
-    kubelet_serving_certificates = false\nreserve_resources = false\n";
+    kubelet_serving_certificates = false\nreserve_resources = false\nexpose_component_ports = true\n";
 
 const TIGHTENED: &str = "[security]\npod_security = \"restricted\"\nmax_requests_inflight = 150\n\
+    terminated_pod_gc_threshold = 2000\n\
     [[security.namespace]]\nname = \"shop\"\nrequests_cpu = \"4\"\nrequests_memory = \"8Gi\"\n\
     limits_cpu = \"8\"\nlimits_memory = \"16Gi\"\npods = 50\ncontainer_cpu = \"250m\"\n\
     container_memory = \"256Mi\"\n\
@@ -139,13 +140,18 @@ fn every_control_plane_gets_the_same_encryption_key() {
 }
 
 fn apiserver_args(files: &[RenderedFile]) -> Vec<(String, String)> {
+    extra_args(files, "apiServer")
+}
+
+/// `ClusterConfiguration.<component>.extraArgs` of init.yaml as (name, value).
+fn extra_args(files: &[RenderedFile], component: &str) -> Vec<(String, String)> {
     let init = find(files, "/etc/kubernetes/kubeadm/init.yaml").unwrap();
     let docs = documents(init);
     let cluster = docs
         .iter()
         .find(|d| d["kind"] == "ClusterConfiguration")
         .unwrap();
-    cluster["apiServer"]["extraArgs"]
+    cluster[component]["extraArgs"]
         .as_array()
         .unwrap()
         .iter()
@@ -247,6 +253,51 @@ fn hardened_defaults_are_rendered() {
         psa["exemptions"]["namespaces"],
         serde_json::json!(["kube-system"])
     );
+}
+
+#[test]
+fn controller_manager_and_scheduler_follow_the_cis_benchmark() {
+    let args = |plan: &ClusterPlan, component: &str| {
+        extra_args(&render(plan, &apply_inputs())["node-1"], component)
+    };
+    let has = |args: &[(String, String)], name: &str, value: &str| {
+        args.contains(&(name.to_string(), value.to_string()))
+    };
+    let plan = plan_with("1.32.0", "");
+    let cm = args(&plan, "controllerManager");
+    let sched = args(&plan, "scheduler");
+    for a in [&cm, &sched] {
+        assert!(has(a, "profiling", "false"), "{a:?}");
+        assert!(has(a, "bind-address", "127.0.0.1"), "{a:?}");
+        assert!(has(a, "tls-min-version", "VersionTLS12"), "{a:?}");
+        assert!(
+            a.iter()
+                .any(|(n, v)| n == "tls-cipher-suites" && !v.contains("CBC"))
+        );
+    }
+    assert!(has(&cm, "use-service-account-credentials", "true"));
+    // Three nodes: the 500 floor.
+    assert!(has(&cm, "terminated-pod-gc-threshold", "500"), "{cm:?}");
+    // What kbs check expects is what is rendered.
+    for (component, got) in [
+        (kbs::render::Component::ControllerManager, &cm),
+        (kbs::render::Component::Scheduler, &sched),
+    ] {
+        let want: Vec<(String, String)> = kbs::render::component_flags(&plan, component)
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect();
+        assert_eq!(&want, got);
+    }
+
+    let tightened = args(&plan_with("1.34.1", TIGHTENED), "controllerManager");
+    assert!(has(&tightened, "terminated-pod-gc-threshold", "2000"));
+    let relaxed = plan_with("1.34.1", RELAXED);
+    for component in ["controllerManager", "scheduler"] {
+        let a = args(&relaxed, component);
+        assert!(has(&a, "bind-address", "0.0.0.0"), "{a:?}");
+        assert!(!a.iter().any(|(n, _)| n == "profiling"), "{a:?}");
+    }
 }
 
 #[test]
@@ -428,5 +479,5 @@ fn plan_warns_for_each_relaxed_default_only() {
         .iter()
         .filter_map(|w| w.as_str().filter(|w| w.starts_with("security:")))
         .collect();
-    assert_eq!(warnings.len(), 8, "{warnings:#?}");
+    assert_eq!(warnings.len(), 9, "{warnings:#?}");
 }

@@ -1,6 +1,7 @@
 //! The rules on output captured from a lab control plane after `kbs apply` (testdata/node-1.out:
-//! the probe script's output on node-1, certificates issued 2026-11-21), each item then broken by
-//! editing the captured text.
+//! the probe script's output on node-1, certificates issued 2026-11-21; the controller-manager
+//! and scheduler manifests are the kubeadm stand-in's for the same ClusterConfiguration), each
+//! item then broken by editing the captured text.
 
 use std::path::Path;
 
@@ -376,4 +377,123 @@ fn a_worker_gets_no_control_plane_or_etcd_checks() {
     assert!(!script.contains("apiserver"));
     assert!(!script.contains("etcd-env"));
     assert!(script.contains("kubelet-config"));
+}
+
+fn baseline() -> NamespaceBaseline {
+    NamespaceBaseline {
+        name: "shop".into(),
+        quota: vec![("requests.cpu", "4".into()), ("pods", "50".into())],
+        container_cpu: Some("250m".into()),
+        container_memory: None,
+        default_deny: true,
+    }
+}
+
+/// The objects as the API server stand-in returns them after `kbs apply`.
+fn applied() -> BaselineRead {
+    let v = |s: &str| Ok(Some(serde_json::from_str::<Value>(s).expect("json")));
+    BaselineRead {
+        namespace: v(r#"{"kind":"Namespace","metadata":{"name":"shop"}}"#),
+        quota: v(r#"{"spec":{"hard":{"requests.cpu":"4","pods":"50"}}}"#),
+        limits: v(
+            r#"{"spec":{"limits":[{"type":"Container","default":{"cpu":"250m"},"defaultRequest":{"cpu":"250m"}}]}}"#,
+        ),
+        policy: v(
+            r#"{"spec":{"podSelector":{},"policyTypes":["Ingress","Egress"],"egress":[{"ports":[{"port":53}]}]}}"#,
+        ),
+    }
+}
+
+#[test]
+fn namespace_baselines_pass_as_applied_and_fail_when_an_object_goes() {
+    let c = namespace_baseline(&baseline(), &applied());
+    assert_eq!(c.status, CheckStatus::Pass, "{}", c.found);
+    assert_eq!(c.host, "cluster");
+    assert!(
+        c.found.contains("NetworkPolicy kbs-default-deny"),
+        "{}",
+        c.found
+    );
+
+    let mut r = applied();
+    r.quota = Ok(None);
+    let c = namespace_baseline(&baseline(), &r);
+    assert_eq!(c.status, CheckStatus::Fail);
+    assert!(
+        c.found.contains("ResourceQuota kbs-quota missing"),
+        "{}",
+        c.found
+    );
+
+    let mut r = applied();
+    r.quota = Ok(Some(
+        serde_json::json!({"spec": {"hard": {"requests.cpu": "8"}}}),
+    ));
+    r.policy = Ok(Some(
+        serde_json::json!({"spec": {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Egress"], "ingress": [{}]}}),
+    ));
+    let c = namespace_baseline(&baseline(), &r);
+    for part in [
+        "requests.cpu=8 (want 4)",
+        "pods=unset (want 50)",
+        "does not select every pod",
+        "policyTypes lacks Ingress",
+        "allows ingress",
+    ] {
+        assert!(c.found.contains(part), "{part} in {}", c.found);
+    }
+
+    let mut r = applied();
+    r.namespace = Err("no admin kubeconfig".into());
+    assert_eq!(
+        namespace_baseline(&baseline(), &r).status,
+        CheckStatus::Fail
+    );
+    // Only what the inventory asks for is required.
+    let mut b = baseline();
+    b.container_cpu = None;
+    b.default_deny = false;
+    let mut r = applied();
+    r.limits = Ok(None);
+    r.policy = Ok(None);
+    assert_eq!(namespace_baseline(&b, &r).status, CheckStatus::Pass);
+}
+
+#[test]
+fn controller_manager_and_scheduler_flags_as_deployed() {
+    let r = Run::new();
+    for name in ["controller-manager-flags", "scheduler-flags"] {
+        let c = r.get(name);
+        assert_eq!(c.status, CheckStatus::Pass, "{name}: {}", c.found);
+    }
+    let c = Run::new()
+        .edit(
+            "    - --bind-address=127.0.0.1\n    - --tls-min-version",
+            "    - --bind-address=0.0.0.0\n    - --tls-min-version",
+        )
+        .get("controller-manager-flags");
+    assert_eq!(c.status, CheckStatus::Fail);
+    assert!(
+        c.found.contains("--bind-address=0.0.0.0 (want 127.0.0.1)"),
+        "{}",
+        c.found
+    );
+    let c = Run::new()
+        .edit(
+            "    - kube-scheduler\n",
+            "    - kube-scheduler\n    - --feature-gates=X=true\n",
+        )
+        .edit("    - --profiling=false\n    - --bind-address=127.0.0.1\n    - --tls-min-version=VersionTLS12\n    - --tls-cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256\n\n### kbs:audit", "    - --profiling=true\n    - --bind-address=127.0.0.1\n    - --tls-min-version=VersionTLS12\n\n### kbs:audit")
+        .get("scheduler-flags");
+    assert_eq!(c.status, CheckStatus::Fail);
+    assert!(
+        c.found.contains("--profiling=true (want false)"),
+        "{}",
+        c.found
+    );
+    assert!(
+        c.found.contains("--tls-cipher-suites missing"),
+        "{}",
+        c.found
+    );
 }

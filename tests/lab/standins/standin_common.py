@@ -788,3 +788,172 @@ def jws_verify(detached, token_id, token_secret, payload):
 def status_object(code, reason, message):
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "code": code}
+
+
+# ---------------------------------------------------------------- built-in object schemas
+
+# The fields of the built-in kinds kbs applies (k8s.io/api types), for strict field validation
+# (fieldValidation=Strict, kubectl's default) and the API server's validation. Types: "string",
+# "int", "bool", "quantity", "intstr", "any", ("map", T), ("list", T) or a dict of fields.
+_LABEL_SELECTOR = {"matchLabels": ("map", "string"),
+                   "matchExpressions": ("list", {"key": "string", "operator": "string", "values": ("list", "string")})}
+_OBJECT_META = {"name": "string", "generateName": "string", "namespace": "string", "uid": "string",
+                "resourceVersion": "string", "generation": "int", "creationTimestamp": "string",
+                "deletionTimestamp": "string", "deletionGracePeriodSeconds": "int", "labels": ("map", "string"),
+                "annotations": ("map", "string"), "ownerReferences": ("list", "any"), "finalizers": ("list", "string"),
+                "managedFields": ("list", "any"), "selfLink": "string"}
+_NP_PEER = {"podSelector": _LABEL_SELECTOR, "namespaceSelector": _LABEL_SELECTOR,
+            "ipBlock": {"cidr": "string", "except": ("list", "string")}}
+_NP_PORT = {"protocol": "string", "port": "intstr", "endPort": "int"}
+_RESOURCES = ("map", "quantity")
+SCHEMAS = {
+    ("v1", "Namespace"): {"spec": {"finalizers": ("list", "string")},
+                          "status": {"phase": "string", "conditions": ("list", "any")}},
+    ("v1", "ResourceQuota"): {"spec": {"hard": _RESOURCES, "scopes": ("list", "string"),
+                                       "scopeSelector": {"matchExpressions": ("list", {
+                                           "scopeName": "string", "operator": "string", "values": ("list", "string")})}},
+                              "status": {"hard": _RESOURCES, "used": _RESOURCES}},
+    ("v1", "LimitRange"): {"spec": {"limits": ("list", {
+        "type": "string", "max": _RESOURCES, "min": _RESOURCES, "default": _RESOURCES,
+        "defaultRequest": _RESOURCES, "maxLimitRequestRatio": _RESOURCES})}},
+    ("networking.k8s.io/v1", "NetworkPolicy"): {"spec": {
+        "podSelector": _LABEL_SELECTOR, "policyTypes": ("list", "string"),
+        "ingress": ("list", {"from": ("list", _NP_PEER), "ports": ("list", _NP_PORT)}),
+        "egress": ("list", {"to": ("list", _NP_PEER), "ports": ("list", _NP_PORT)})}},
+}
+# resource.Quantity's regular expression, with the suffixes it accepts.
+QUANTITY_RE = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+_SUFFIX = {"": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity_value(q):
+    """A resource.Quantity as a float (only for comparisons), or None if it is not one."""
+    s = str(q)
+    if isinstance(q, bool) or not QUANTITY_RE.match(s):
+        return None
+    m = re.match(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+)?([a-zA-Z]*)$", s)
+    return float(m.group(1) + (m.group(2) or "")) * _SUFFIX[m.group(3)]
+
+
+def _walk(value, typ, path, unknown, invalid):
+    if value is None:
+        return
+    if typ == "any":
+        return
+    if isinstance(typ, tuple):
+        kind, inner = typ
+        if kind == "map":
+            if not isinstance(value, dict):
+                return invalid.append("%s: Invalid value: must be an object" % path)
+            for k, v in value.items():
+                _walk(v, inner, "%s[%s]" % (path, k), unknown, invalid)
+        else:
+            if not isinstance(value, list):
+                return invalid.append("%s: Invalid value: must be a list" % path)
+            for i, v in enumerate(value):
+                _walk(v, inner, "%s[%d]" % (path, i), unknown, invalid)
+        return
+    if isinstance(typ, dict):
+        if not isinstance(value, dict):
+            return invalid.append("%s: Invalid value: must be an object" % path)
+        for k, v in value.items():
+            if k not in typ:
+                unknown.append("%s.%s" % (path, k) if path else k)
+            else:
+                _walk(v, typ[k], "%s.%s" % (path, k) if path else k, unknown, invalid)
+        return
+    ok = {"string": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
+          "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "intstr": lambda v: isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)),
+          "quantity": lambda v: quantity_value(v) is not None}[typ](value)
+    if not ok:
+        if typ == "quantity":
+            invalid.append("%s: Invalid value: %s: quantities must match the regular expression "
+                           "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'" % (path, json.dumps(value)))
+        else:
+            invalid.append("%s: Invalid value: %s: must be of type %s" % (path, json.dumps(value), typ))
+
+
+def _selector_errors(sel, path):
+    errs = []
+    for i, e in enumerate((sel or {}).get("matchExpressions") or []):
+        op, p = e.get("operator"), "%s.matchExpressions[%d]" % (path, i)
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            errs.append('%s.operator: Invalid value: "%s": not a valid selector operator' % (p, op))
+        elif op in ("In", "NotIn") and not e.get("values"):
+            errs.append("%s.values: Required value: must be specified when `operator` is 'In' or 'NotIn'" % p)
+    return errs
+
+
+def _semantic_errors(kind, obj):
+    """The checks of pkg/apis/core/validation and networking/validation kbs's objects can hit."""
+    spec, errs = obj.get("spec") or {}, []
+    if kind == "Namespace":
+        name = obj["metadata"]["name"]
+        if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", name) or len(name) > 63:
+            errs.append('metadata.name: Invalid value: "%s": a lowercase RFC 1123 label must consist of lower case '
+                        "alphanumeric characters or '-', and must start and end with an alphanumeric character" % name)
+    elif kind == "ResourceQuota":
+        for k, v in (spec.get("hard") or {}).items():
+            if quantity_value(v) is not None and quantity_value(v) < 0:
+                errs.append("spec.hard[%s]: Invalid value: \"%s\": must be greater than or equal to 0" % (k, v))
+    elif kind == "LimitRange":
+        for i, lim in enumerate(spec.get("limits") or []):
+            p, t = "spec.limits[%d]" % i, lim.get("type")
+            if t not in ("Container", "Pod", "PersistentVolumeClaim"):
+                errs.append('%s.type: Unsupported value: "%s": supported values: "Container", "PersistentVolumeClaim", "Pod"'
+                            % (p, t or ""))
+            if t == "Pod" and (lim.get("default") or lim.get("defaultRequest")):
+                errs.append("%s.default: Forbidden: may not be specified when `type` is 'Pod'" % p)
+            for res, req in (lim.get("defaultRequest") or {}).items():
+                lim_v = (lim.get("default") or {}).get(res)
+                if lim_v is not None and quantity_value(req) is not None and quantity_value(lim_v) is not None \
+                        and quantity_value(req) > quantity_value(lim_v):
+                    errs.append('%s.defaultRequest[%s]: Invalid value: "%s": must be less than or equal to %s default limit'
+                                % (p, res, req, res))
+    elif kind == "NetworkPolicy":
+        errs += _selector_errors(spec.get("podSelector"), "spec.podSelector")
+        types = spec.get("policyTypes") or []
+        for i, t in enumerate(types):
+            if t not in ("Ingress", "Egress"):
+                errs.append('spec.policyTypes[%d]: Unsupported value: "%s": supported values: "Egress", "Ingress"' % (i, t))
+        if len(types) > 2:
+            errs.append("spec.policyTypes: Invalid value: %s: may not specify more than two policyTypes" % json.dumps(types))
+        for direction, peers in (("ingress", "from"), ("egress", "to")):
+            for i, rule in enumerate(spec.get(direction) or []):
+                p = "spec.%s[%d]" % (direction, i)
+                for j, port in enumerate(rule.get("ports") or []):
+                    pp = "%s.ports[%d]" % (p, j)
+                    if port.get("protocol", "TCP") not in ("TCP", "UDP", "SCTP"):
+                        errs.append('%s.protocol: Unsupported value: "%s": supported values: "SCTP", "TCP", "UDP"'
+                                    % (pp, port.get("protocol")))
+                    n = port.get("port")
+                    if isinstance(n, int) and not 1 <= n <= 65535:
+                        errs.append("%s.port: Invalid value: %d: must be between 1 and 65535, inclusive" % (pp, n))
+                for j, peer in enumerate(rule.get(peers) or []):
+                    pp = "%s.%s[%d]" % (p, peers, j)
+                    if not any(peer.get(k) is not None for k in ("podSelector", "namespaceSelector", "ipBlock")):
+                        errs.append("%s: Required value: must specify a peer" % pp)
+                    if peer.get("ipBlock") is not None and not peer["ipBlock"].get("cidr"):
+                        errs.append("%s.ipBlock.cidr: Required value" % pp)
+                    for sel in ("podSelector", "namespaceSelector"):
+                        errs += _selector_errors(peer.get(sel), "%s.%s" % (pp, sel))
+    return errs
+
+
+def validate_builtin(obj):
+    """(status, message) of the API server's answer when obj (of a kind in SCHEMAS) is invalid:
+    400 for unknown fields (strict decoding), 422 for invalid values; None when it is valid."""
+    api, kind = obj.get("apiVersion"), obj.get("kind")
+    schema = dict(SCHEMAS[(api, kind)], apiVersion="string", kind="string", metadata=_OBJECT_META)
+    unknown, invalid = [], []
+    _walk(obj, schema, "", unknown, invalid)
+    if unknown:
+        return 400, '%s in version "%s" cannot be handled as a %s: strict decoding error: %s' % (
+            kind, api.rsplit("/", 1)[-1], kind, ", ".join('unknown field "%s"' % u for u in unknown))
+    invalid += _semantic_errors(kind, obj)
+    if invalid:
+        name = (obj.get("metadata") or {}).get("name", "")
+        return 422, '%s "%s" is invalid: [%s]' % (kind, name, ", ".join(invalid))
+    return None
