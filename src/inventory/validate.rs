@@ -818,6 +818,27 @@ fn security(r: &mut Reporter, raw: &RawSecurity) -> SecuritySettings {
     };
     let audit_help = "give a positive number, or set audit_log = false to turn auditing off";
     let inflight_help = "give a positive request count, or remove the key to size it from the cluster (docs/security.md)";
+    let gc_help = "give a positive pod count up to 2147483647 (the flag is an int32), or remove the key to size it from the cluster (docs/security.md)";
+    let mut gc_threshold = at_least_one(
+        r,
+        &raw.terminated_pod_gc_threshold,
+        "terminated_pod_gc_threshold",
+        gc_help,
+    );
+    if let (Some(n), Some(v)) = (gc_threshold, &raw.terminated_pod_gc_threshold)
+        && i32::try_from(n).is_err()
+    {
+        r.error(
+            span(v),
+            format!(
+                "security.terminated_pod_gc_threshold must be at most {}",
+                i32::MAX
+            ),
+            "too large",
+            gc_help,
+        );
+        gc_threshold = None;
+    }
     let mut names: HashMap<&str, Range<usize>> = HashMap::new();
     let mut namespaces = Vec::new();
     for ns in &raw.namespaces {
@@ -874,12 +895,7 @@ fn security(r: &mut Reporter, raw: &RawSecurity) -> SecuritySettings {
         expose_component_ports: raw
             .expose_component_ports
             .unwrap_or(d.expose_component_ports),
-        terminated_pod_gc_threshold: at_least_one(
-            r,
-            &raw.terminated_pod_gc_threshold,
-            "terminated_pod_gc_threshold",
-            "give a positive pod count, or remove the key to size it from the cluster (docs/security.md)",
-        ),
+        terminated_pod_gc_threshold: gc_threshold,
         namespaces,
     }
 }

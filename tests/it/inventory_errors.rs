@@ -411,6 +411,13 @@ fn security_settings_are_checked() {
         ],
     );
     let e = plan_error_text(&format!(
+        "{VALID}\n[security]\nterminated_pod_gc_threshold = 3000000000\n"
+    ));
+    assert_has(
+        &e,
+        &["security.terminated_pod_gc_threshold must be at most 2147483647"],
+    );
+    let e = plan_error_text(&format!(
         "{VALID}\n[[security.namespace]]\nname = \"kube-tools\"\n\n[[security.namespace]]\nname = \"shop\"\nrequests_memory = \"8 GB\"\n\n[[security.namespace]]\nname = \"shop\"\n"
     ));
     assert_has(
