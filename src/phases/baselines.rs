@@ -21,9 +21,9 @@ fn verdict(status: &ExitStatus) -> Option<&'static str> {
     match status {
         ExitStatus::Code(0) => None,
         ExitStatus::Code(1) => Some("differs from the cluster"),
-        // kubectl failed (no cluster yet in a dry run, a namespace a server-side dry run cannot
-        // see yet, ...): apply, which reports a real problem itself.
-        _ => Some("not comparable with the cluster"),
+        // No cluster yet (a dry run on new hosts), a namespace a server-side dry run cannot see
+        // yet, ...: apply, which reports a real problem itself.
+        _ => Some("not in the cluster yet, or not comparable"),
     }
 }
 
@@ -58,8 +58,10 @@ pub(super) async fn run(
             .unwrap_or_default();
         let diff = s
             .exec(
+                // No kubectl or admin kubeconfig yet (a dry run on new hosts): exit 2, as kubectl
+                // diff does when it cannot compare; 1 means "differs".
                 Exec::new(&format!(
-                    "{NEED_KUBECTL}; kubectl --kubeconfig {ADMIN_CONF} diff -f -"
+                    "command -v kubectl >/dev/null && [ -f {ADMIN_CONF} ] || exit 2; kubectl --kubeconfig {ADMIN_CONF} diff -f -"
                 ))
                 .sudo(true)
                 .stdin(&f.content)
