@@ -470,6 +470,13 @@ fn plan_warns_for_each_relaxed_default_only() {
     let (_d, strict) = write_inventory(&format!("{base}\n{TIGHTENED}"));
     let out = stdout_of(kbs().arg("plan").arg(&strict));
     assert!(!out.contains("security:"), "{out}");
+    // The namespace baselines are a step of apply, after the CNI and before verify.
+    assert!(
+        out.contains(
+            "namespace baselines shop, lab: kubectl apply on node-1 where the cluster differs, then verify"
+        ),
+        "{out}"
+    );
     let (_d, relaxed) = write_inventory(&format!("{base}\n{RELAXED}"));
     let out = stdout_of(kbs().arg("plan").arg(&relaxed).args(["--output", "json"]));
     let plan: Value = serde_json::from_str(&out).unwrap();
