@@ -79,19 +79,10 @@ pub(super) async fn run(
         cx.change(host, STEP, what, async {
             let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
             let cmd = format!("{NEED_KUBECTL}; kubectl --kubeconfig {ADMIN_CONF} apply -f {path}");
-            let out = s
-                .exec(
-                    Exec::new(&cmd)
-                        .sudo(true)
-                        .on_line(&show)
-                        .timeout(Duration::from_secs(120)),
-                )
-                .await?;
-            if out.success() {
-                Ok(())
-            } else {
-                Err(Ctx::step_error(host, STEP, &out))
-            }
+            let cmd = Exec::new(&cmd)
+                .on_line(&show)
+                .timeout(Duration::from_secs(120));
+            Ctx::root(&s, host, STEP, cmd).await
         })
         .await?;
     }

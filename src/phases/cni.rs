@@ -109,19 +109,10 @@ pub(super) async fn run(cx: &Ctx, bundle: Option<&Bundle>) -> Result<(), ApplyEr
              kubectl --kubeconfig {ADMIN_CONF} apply -f {path} && install -d -m 0755 /etc/kbs/cni && \
              printf '%s\\n' {sum} > {APPLIED}.tmp && mv -f {APPLIED}.tmp {APPLIED}"
         );
-        let out = s
-            .exec(
-                Exec::new(&script)
-                    .sudo(true)
-                    .on_line(&show)
-                    .timeout(std::time::Duration::from_secs(300)),
-            )
-            .await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(Ctx::step_error(host, STEP, &out))
-        }
+        let cmd = Exec::new(&script)
+            .on_line(&show)
+            .timeout(std::time::Duration::from_secs(300));
+        Ctx::root(&s, host, STEP, cmd).await
     })
     .await?;
     hp.finish(None);

@@ -112,11 +112,7 @@ async fn try_key(
             PrivateKeyWithHashAlg::new(Arc::new(key), hash),
         )
         .await
-        .map_err(|source| SshError::Ssh {
-            host: target.name.clone(),
-            what: "authentication",
-            source,
-        })?;
+        .map_err(auth_error(target))?;
     Ok(res.success())
 }
 
@@ -178,10 +174,14 @@ async fn rsa_hash(
     let best = h
         .best_supported_rsa_hash()
         .await
-        .map_err(|source| SshError::Ssh {
-            host: target.name.clone(),
-            what: "authentication",
-            source,
-        })?;
+        .map_err(auth_error(target))?;
     Ok(best.flatten())
+}
+
+fn auth_error(target: &Target) -> impl FnOnce(russh::Error) -> SshError + '_ {
+    |source| SshError::Ssh {
+        host: target.name.clone(),
+        what: "authentication",
+        source,
+    }
 }

@@ -411,9 +411,9 @@ fn backup_section_is_validated() {
     }
 }
 
-#[test]
-fn scheduled_backup_renders_a_timer_on_every_etcd_host() {
-    let (d, inv) = three_host_with("[backup]\nschedule = \"*-*-* 02:30:00\"\nkeep = 4\n");
+/// `kbs render` of the three-host example with `extra`: the temp dir and the output tree.
+fn rendered(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let (d, inv) = three_host_with(extra);
     let out = d.path().join("out");
     ok(&kbs()
         .arg("render")
@@ -422,6 +422,12 @@ fn scheduled_backup_renders_a_timer_on_every_etcd_host() {
         .arg(&out)
         .output()
         .unwrap());
+    (d, out)
+}
+
+#[test]
+fn scheduled_backup_renders_a_timer_on_every_etcd_host() {
+    let (_d, out) = rendered("[backup]\nschedule = \"*-*-* 02:30:00\"\nkeep = 4\n");
     for n in ["node-1", "node-2", "node-3"] {
         let root = out.join(n);
         let timer =
@@ -439,15 +445,7 @@ fn scheduled_backup_renders_a_timer_on_every_etcd_host() {
         );
     }
     // Without a schedule: no timer.
-    let (d, inv) = three_host_with("[backup]\nkeep = 4\n");
-    let out = d.path().join("out");
-    ok(&kbs()
-        .arg("render")
-        .arg(&inv)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap());
+    let (_d, out) = rendered("[backup]\nkeep = 4\n");
     assert!(
         !out.join("node-1/etc/systemd/system/kbs-etcd-backup.timer")
             .exists()
