@@ -38,6 +38,7 @@ pub fn progress(format: LogFormat, verbose: u8) -> Progress {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
         )
         .with_writer(progress.clone())
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .try_init();
     progress
 }

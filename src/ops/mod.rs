@@ -39,7 +39,7 @@ pub(crate) fn anonymous_client(cx: &Ctx) -> Result<reqwest::Client, ApplyError> 
 
 /// `https://<address>:<port>` of the API server on `host`.
 pub(crate) fn apiserver_url(cx: &Ctx, host: &str) -> Option<String> {
-    let h = cx.plan.hosts.iter().find(|h| h.name == host)?;
+    let h = cx.plan.host(host)?;
     Some(format!(
         "https://{}:{}",
         HostName::Ip(h.address),

@@ -38,7 +38,7 @@ fn spare(n: usize) -> usize {
 /// without `--force` the remaining members must still tolerate a failure (3 → 2 keeps quorum but
 /// the 2 tolerate nothing: refused; 4 → 3, 5 → 4 are fine).
 pub fn verdict(plan: &ClusterPlan, host: &str) -> Verdict {
-    let Some(h) = plan.hosts.iter().find(|h| h.name == host) else {
+    let Some(h) = plan.host(host) else {
         return Verdict::Refused(format!("there is no host `{host}` in the inventory"));
     };
     if plan.hosts.len() == 1 {

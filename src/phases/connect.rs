@@ -10,7 +10,7 @@ use super::{ApplyError, Ctx, Options};
 use crate::facts::{FSYNC_SCRIPT, Facts, GATHER_SCRIPT, fsync_p99_ms};
 use crate::inventory::{Inventory, JumpHost};
 use crate::plan::ClusterPlan;
-use crate::ssh::{ConnectOptions, Connector, Exec, KnownHosts, Target, parse_host_key};
+use crate::ssh::{ConnectOptions, Connector, Exec, Held, KnownHosts, Target, parse_host_key};
 use crate::state::StateDir;
 
 /// SSH targets for every host of the inventory, keyed by host name.
@@ -142,4 +142,62 @@ async fn gather_one(cx: &Ctx, host: &str) -> Result<Facts, ApplyError> {
     .await;
     hp.finish(result.as_ref().err().map(ToString::to_string).as_deref());
     result
+}
+
+/// Where every host keeps kbs's run lock (tmpfs: a reboot frees it) and who holds it.
+const LOCK: &str = "/run/lock/kbs.lock";
+
+/// Takes the cluster's run lock on every host in scope and on the first control plane, so two
+/// runs from two machines (or two state dirs) cannot change one cluster at once. A remote
+/// process holds `flock` for as long as kbs's SSH channel stays open: the lock is gone the
+/// moment the run ends, whether it finished, failed or was killed.
+pub(crate) async fn lock(cx: &Ctx) -> Result<Vec<Held>, ApplyError> {
+    let first = cx.plan.first_control_plane().map(|h| h.name.as_str());
+    let hosts: Vec<&str> = cx
+        .plan
+        .hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .filter(|h| cx.in_scope(h) || Some(*h) == first)
+        .collect();
+    let owner = format!(
+        "kbs pid {} on {} since {}",
+        std::process::id(),
+        local_hostname(),
+        crate::ops::utc_stamp(time::OffsetDateTime::now_utc())
+    );
+    let script = format!(
+        "exec 9>>{LOCK} || exit 4\n\
+         if ! flock -n 9; then echo \"held by $(cat {LOCK}.owner 2>/dev/null)\"; exit 3; fi\n\
+         echo {} > {LOCK}.owner\necho locked\nexec cat >/dev/null",
+        crate::ops::q(&owner)
+    );
+    let held = super::each_host(hosts, |host| {
+        let script = &script;
+        async move {
+            let s = cx.session(host).await?;
+            match s.hold(Exec::new(script).sudo(true), "locked").await? {
+                Ok(h) => Ok(h),
+                Err(out) => Err(ApplyError::Locked {
+                    host: host.into(),
+                    by: out
+                        .stdout_lossy()
+                        .lines()
+                        .find_map(|l| l.strip_prefix("held by "))
+                        .map_or_else(
+                            || format!("(cannot take {LOCK}: {})", out.last_lines.join(" | ")),
+                            str::to_string,
+                        ),
+                }),
+            }
+        }
+    })
+    .await?;
+    Ok(held)
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
 }

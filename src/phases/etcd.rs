@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::files::{Desired, Part, pki_files, sync};
-use super::prepare::ensure;
+use super::probe::{Task, ensure};
 use super::{ApplyError, Ctx, HEALTH_WAIT, each_host, files_of};
 use crate::pki::REMOTE_ETCD_PKI_DIR;
 use crate::render::{BACKUP_TIMER_PATH, RenderedFile};
@@ -108,10 +108,12 @@ async fn place_host(
         ensure(
             cx,
             host,
-            "etcd/daemon-reload",
-            "reload systemd units",
-            "echo reload",
-            "systemctl daemon-reload",
+            Task::new(
+                "etcd/daemon-reload",
+                "reload systemd units",
+                "echo reload",
+                "systemctl daemon-reload",
+            ),
         )
         .await?;
     }
@@ -119,14 +121,7 @@ async fn place_host(
         .iter()
         .any(|f| f.path == std::path::Path::new(BACKUP_TIMER_PATH))
     {
-        ensure(
-            cx,
-            host,
-            "etcd/backup-timer",
-            "enable and start kbs-etcd-backup.timer (scheduled snapshots)",
-            "systemctl is-enabled --quiet kbs-etcd-backup.timer && systemctl is-active --quiet kbs-etcd-backup.timer || echo fix",
-            "systemctl enable --now kbs-etcd-backup.timer",
-        )
+        ensure(cx, host, Task::new("etcd/backup-timer", "enable and start kbs-etcd-backup.timer (scheduled snapshots)", "systemctl is-enabled --quiet kbs-etcd-backup.timer && systemctl is-active --quiet kbs-etcd-backup.timer || echo fix", "systemctl enable --now kbs-etcd-backup.timer"))
         .await?;
     }
     let s = cx.session(host).await?;
@@ -137,10 +132,12 @@ async fn place_host(
         ensure(
             cx,
             host,
-            "etcd/data-dir",
-            &format!("create {} (0700, owned by etcd)", m.data_dir.display()),
-            &format!("[ \"$(stat -c '%a %U' {dir} 2>/dev/null)\" = '700 etcd' ] || echo fix"),
-            &format!("install -d -m 0700 -o etcd -g etcd {dir}"),
+            Task::new(
+                "etcd/data-dir",
+                format!("create {} (0700, owned by etcd)", m.data_dir.display()),
+                format!("[ \"$(stat -c '%a %U' {dir} 2>/dev/null)\" = '700 etcd' ] || echo fix"),
+                format!("install -d -m 0700 -o etcd -g etcd {dir}"),
+            ),
         )
         .await?;
         let unit = format!("kbs-etcd@{}.service", m.name);

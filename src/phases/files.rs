@@ -3,14 +3,14 @@
 //! file mtimes survive a second run.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::probe::{Probe, file_states};
 use super::{ApplyError, Ctx};
 use crate::artifacts::sha256_hex;
-use crate::render::{HostResources, RenderInputs, RenderedFile, render_host_files};
-use crate::ssh::{Exec, FileAttrs};
+use crate::render::{HostResources, RenderInputs, RenderedFile, render_some_hosts};
+use crate::ssh::{FileAttrs, Session};
 
 /// Which part of the workflow a rendered file belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,9 @@ pub(crate) fn render(
         encryption_key,
         host_resources,
     };
-    Ok(render_host_files(&cx.plan, &cx.templates, &inputs)?)
+    Ok(render_some_hosts(&cx.plan, &cx.templates, &inputs, |h| {
+        cx.in_scope(h)
+    })?)
 }
 
 /// A file as it should be on a host. The content is shared, not copied, between hosts (bundle
@@ -182,37 +184,38 @@ pub(crate) async fn sync(
         return Ok(Vec::new());
     }
     let s = cx.session(host).await?;
-    let mut probe = String::new();
-    for f in files {
-        let p = shlex::try_quote(&f.path.to_string_lossy())
-            .map(|q| q.into_owned())
-            .unwrap_or_default();
-        let _ = writeln!(
-            probe,
-            "if [ -f {p} ]; then echo \"$(sha256sum < {p} | cut -c1-64) $(stat -c '%a %U' {p})\"; else echo missing; fi"
-        );
-    }
-    let out = s.run(Exec::new(&probe).sudo(true)).await?;
-    let text = out.stdout_lossy();
-    let current: Vec<&str> = text.lines().collect();
+    let mut probe = Probe::default();
+    let q = probe.files(files);
+    let answers = probe.run(&s).await?;
+    write_differing(cx, &s, host, step, files, answers.get(q)).await
+}
+
+/// Writes the files that differ from what `Probe::files` found (its `answer`).
+pub(crate) async fn write_differing(
+    cx: &Ctx,
+    s: &Session,
+    host: &str,
+    step: &str,
+    files: &[Desired],
+    answer: &str,
+) -> Result<Vec<PathBuf>, ApplyError> {
+    let current = file_states(answer);
     let mut changed = Vec::new();
-    for (i, f) in files.iter().enumerate() {
+    for f in files {
         let want = format!(
             "{} {:o} {}",
             f.sha256,
             f.mode,
             f.owner.as_deref().unwrap_or("root")
         );
-        let have = current.get(i).copied().unwrap_or("missing");
-        if have == want {
+        let have = current.get(&f.path);
+        if have == Some(&want) {
             continue;
         }
-        let why = if have == "missing" {
-            "create"
-        } else if have.split(' ').next() == want.split(' ').next() {
-            "fix mode/owner of"
-        } else {
-            "update"
+        let why = match have {
+            None => "create",
+            Some(h) if h.split(' ').next() == want.split(' ').next() => "fix mode/owner of",
+            Some(_) => "update",
         };
         let attrs = FileAttrs {
             mode: f.mode,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::files::{Desired, Part, sync};
-use super::prepare::ensure;
+use super::probe::{Task, ensure};
 use super::{ApplyError, Ctx, each_host, files_of};
 use crate::inventory::{EndpointMode, Role};
 use crate::render::{KUBE_VIP_BOOTSTRAP_PATH, RenderedFile};
@@ -58,21 +58,16 @@ async fn vip_host(
             ensure(
                 cx,
                 host,
-                "front/restart",
-                &format!("restart {unit} (its config changed)"),
-                "echo restart",
-                &format!("systemctl enable {unit} && systemctl restart {unit}"),
+                Task::new(
+                    "front/restart",
+                    format!("restart {unit} (its config changed)"),
+                    "echo restart",
+                    format!("systemctl enable {unit} && systemctl restart {unit}"),
+                ),
             )
             .await?;
         } else {
-            ensure(
-                cx,
-                host,
-                "front/start",
-                &format!("enable and start {unit}"),
-                &format!("systemctl is-enabled --quiet {unit} && systemctl is-active --quiet {unit} || echo start"),
-                &format!("systemctl enable {unit} && systemctl start {unit}"),
-            )
+            ensure(cx, host, Task::new("front/start", format!("enable and start {unit}"), format!("systemctl is-enabled --quiet {unit} && systemctl is-active --quiet {unit} || echo start"), format!("systemctl enable {unit} && systemctl start {unit}")))
             .await?;
         }
     }

@@ -4,7 +4,7 @@
 //! and the CA hash. A node counts as done once it has /etc/kubernetes/kubelet.conf and the
 //! journal does not say its step was cut off; a cut-off step is reset and done again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::RngExt;
 
@@ -50,6 +50,31 @@ pub(crate) async fn initialised(cx: &Ctx) -> Result<bool, ApplyError> {
     }
 }
 
+/// The nodes kubeadm has yet to set up: the hosts in scope, plus the first control plane (a
+/// join needs it initialised), checked all at once.
+pub(crate) async fn pending(cx: &Ctx) -> Result<BTreeSet<String>, ApplyError> {
+    let Some(first) = cx.plan.first_control_plane() else {
+        return Ok(BTreeSet::new());
+    };
+    let nodes = cx.plan.hosts.iter().filter(|h| {
+        (h.has(Role::ControlPlane) || h.has(Role::Worker))
+            && (h.name == first.name || cx.in_scope(&h.name))
+    });
+    let checked = each_host(nodes.map(|h| h.name.as_str()), |host| async move {
+        let first = host == first.name;
+        match cx.plan.host(host) {
+            Some(h) => Ok((host, done(cx, h, first).await?)),
+            None => Ok((host, true)),
+        }
+    })
+    .await?;
+    Ok(checked
+        .into_iter()
+        .filter(|(_, done)| !done)
+        .map(|(h, _)| h.to_string())
+        .collect())
+}
+
 fn random_token() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -64,7 +89,10 @@ fn random_token() -> String {
 /// The bootstrap token and CA hash joins use. Before init, a new random token that init.yaml
 /// registers; after init, a fresh one-hour token from `kubeadm token create` on the first control
 /// plane, only when some node still has to join. Never written to the state dir or a log.
-pub(crate) async fn join_secrets(cx: &Ctx) -> Result<JoinSecrets, ApplyError> {
+pub(crate) async fn join_secrets(
+    cx: &Ctx,
+    pending: &BTreeSet<String>,
+) -> Result<JoinSecrets, ApplyError> {
     let placeholder = JoinSecrets {
         token: JOIN_TOKEN_PLACEHOLDER.into(),
         ca_cert_hashes: vec![CA_CERT_HASH_PLACEHOLDER.into()],
@@ -85,20 +113,13 @@ pub(crate) async fn join_secrets(cx: &Ctx) -> Result<JoinSecrets, ApplyError> {
     let Some(first) = cx.plan.first_control_plane() else {
         return Ok(placeholder);
     };
-    if !initialised(cx).await? {
+    if pending.contains(&first.name) {
         return Ok(JoinSecrets {
             token: random_token(),
             ca_cert_hashes: vec![hash],
         });
     }
-    let mut pending = false;
-    for h in cx
-        .hosts()
-        .filter(|h| h.name != first.name && (h.has(Role::ControlPlane) || h.has(Role::Worker)))
-    {
-        pending |= !done(cx, h, false).await?;
-    }
-    if !pending {
+    if pending.is_empty() {
         return Ok(placeholder);
     }
     let s = cx.session(&first.name).await?;
@@ -124,6 +145,7 @@ pub(crate) async fn join_secrets(cx: &Ctx) -> Result<JoinSecrets, ApplyError> {
 pub(crate) async fn run(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
+    pending: &BTreeSet<String>,
 ) -> Result<(), ApplyError> {
     let Some(first) = cx.plan.first_control_plane().cloned() else {
         return Ok(());
@@ -139,7 +161,7 @@ pub(crate) async fn run(
         },
     )
     .await?;
-    if cx.in_scope(&first.name) && !done(cx, &first, true).await? {
+    if cx.in_scope(&first.name) && pending.contains(&first.name) {
         node(cx, &first, true, rendered).await?;
         if cx.plan.front.mode == EndpointMode::KubeVip {
             super::front::kube_vip(cx, rendered, false).await?;
@@ -147,23 +169,17 @@ pub(crate) async fn run(
     }
     for h in cx
         .hosts()
-        .filter(|h| h.has(Role::ControlPlane) && h.name != first.name)
+        .filter(|h| h.has(Role::ControlPlane) && h.name != first.name && pending.contains(&h.name))
     {
-        if !done(cx, h, false).await? {
-            node(cx, h, false, rendered).await?;
-        }
+        node(cx, h, false, rendered).await?;
     }
     let workers = cx
         .hosts()
-        .filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane));
+        .filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane) && pending.contains(&h.name));
     each_host(workers.map(|h| h.name.as_str()), |host| async move {
-        let Some(h) = cx.plan.hosts.iter().find(|h| h.name == host) else {
-            return Ok(());
-        };
-        if done(cx, h, false).await? {
-            Ok(())
-        } else {
-            node(cx, h, false, rendered).await
+        match cx.plan.host(host) {
+            Some(h) => node(cx, h, false, rendered).await,
+            None => Ok(()),
         }
     })
     .await?;

@@ -17,12 +17,15 @@ pub(crate) mod front;
 pub(crate) mod kubeadm;
 mod preflight;
 pub(crate) mod prepare;
+pub(crate) mod probe;
 mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use tracing::Instrument;
 
 use crate::facts::Facts;
 use crate::inventory::Inventory;
@@ -98,6 +101,11 @@ pub enum ApplyError {
     #[error("{0}")]
     #[diagnostic(help("run kbs apply again once the cause is fixed"))]
     Verify(String),
+    #[error("{host}: another run is changing this cluster: {by}")]
+    #[diagnostic(help(
+        "wait for that run to end; its lock goes with its SSH connection, so a killed run frees it at once. Nothing was changed"
+    ))]
+    Locked { host: String, by: String },
 }
 
 impl From<SshError> for ApplyError {
@@ -125,6 +133,8 @@ pub struct Ctx {
     pub(crate) facts: BTreeMap<String, Facts>,
     journal: Mutex<Journal>,
     changes: Mutex<Vec<Change>>,
+    /// The run lock on the hosts (`connect::lock`), held until `disconnect_all`.
+    locks: tokio::sync::Mutex<Vec<crate::ssh::Held>>,
 }
 
 impl Ctx {
@@ -247,6 +257,7 @@ impl Ctx {
             facts: BTreeMap::new(),
             journal: Mutex::new(journal),
             changes: Mutex::new(Vec::new()),
+            locks: Default::default(),
         })
     }
 
@@ -258,7 +269,17 @@ impl Ctx {
         }
     }
 
+    /// Takes the run lock on the hosts this run may change (see `connect::lock`).
+    pub(crate) async fn lock(&self) -> Result<(), ApplyError> {
+        let held = connect::lock(self).await?;
+        self.locks.lock().await.extend(held);
+        Ok(())
+    }
+
     pub(crate) async fn disconnect_all(&self) {
+        for h in self.locks.lock().await.drain(..) {
+            h.release().await;
+        }
         self.connector.disconnect_all().await;
     }
 }
@@ -315,31 +336,55 @@ pub async fn apply(
         facts: BTreeMap::new(),
         journal: Mutex::new(journal),
         changes: Mutex::new(Vec::new()),
+        locks: Default::default(),
     };
     let mut report = Report::default();
-    cx.facts = connect::gather(&cx).await?;
-    report.checks = preflight::run(&cx).await?;
+    cx.facts = connect::gather(&cx).instrument(phase("facts")).await?;
+    if !cx.opts.dry_run {
+        cx.lock().await?;
+    }
+    report.checks = preflight::run(&cx).instrument(phase("preflight")).await?;
 
     // Local first: the PKI is made (or reused) before any host is touched.
+    let local = phase("local").entered();
     if !cx.opts.dry_run {
         crate::pki::ensure(&cx.plan, &cx.state)?;
     }
     let bundle = prepare::load_artifacts(&cx)?;
-    let secrets = kubeadm::join_secrets(&cx).await?;
-    let rendered = files::render(&cx, &secrets)?;
+    drop(local);
+    let pending = kubeadm::pending(&cx)
+        .instrument(phase("kubeadm-pending"))
+        .await?;
+    let secrets = kubeadm::join_secrets(&cx, &pending).await?;
+    let rendered = phase("render").in_scope(|| files::render(&cx, &secrets))?;
 
-    report
-        .warnings
-        .extend(prepare::run(&cx, bundle.as_ref(), &rendered).await?);
-    etcd::run(&cx, &rendered).await?;
-    front::run(&cx, &rendered).await?;
-    kubeadm::run(&cx, &rendered).await?;
-    cni::run(&cx, bundle.as_ref()).await?;
-    baselines::run(&cx, &rendered).await?;
-    verify::run(&cx).await?;
-    cx.connector.disconnect_all().await;
+    report.warnings.extend(
+        prepare::run(&cx, bundle.as_ref(), &rendered)
+            .instrument(phase("prepare"))
+            .await?,
+    );
+    etcd::run(&cx, &rendered).instrument(phase("etcd")).await?;
+    front::run(&cx, &rendered)
+        .instrument(phase("front"))
+        .await?;
+    kubeadm::run(&cx, &rendered, &pending)
+        .instrument(phase("kubeadm"))
+        .await?;
+    cni::run(&cx, bundle.as_ref())
+        .instrument(phase("cni"))
+        .await?;
+    baselines::run(&cx, &rendered)
+        .instrument(phase("baselines"))
+        .await?;
+    verify::run(&cx).instrument(phase("verify")).await?;
+    cx.disconnect_all().await;
     report.changes = cx.changes();
     Ok(report)
+}
+
+/// A span around one phase: with `-vv` its close line tells how long the phase took.
+fn phase(name: &'static str) -> tracing::Span {
+    tracing::debug_span!("phase", name)
 }
 
 /// How long etcd and the API get to become healthy after a start.

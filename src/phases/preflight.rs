@@ -96,6 +96,30 @@ fn needed_ports(plan: &ClusterPlan, host: &PlannedHost) -> Vec<(u16, &'static st
     ports
 }
 
+/// Ports on `to` that `from` connects to: etcd members to each other's peer port, API servers
+/// to etcd's client port and to every kubelet, every node to the API servers.
+fn ports_between(plan: &ClusterPlan, from: &PlannedHost, to: &PlannedHost) -> Vec<u16> {
+    let (cp, node) = (Role::ControlPlane, |h: &PlannedHost| {
+        h.has(Role::ControlPlane) || h.has(Role::Worker)
+    });
+    let mut ports = Vec::new();
+    for m in plan.etcd.iter().filter(|m| m.host == to.name) {
+        if from.has(Role::Etcd) {
+            ports.push(m.peer_port);
+        }
+        if from.has(cp) {
+            ports.push(m.client_port);
+        }
+    }
+    if to.has(cp) && node(from) {
+        ports.push(plan.front.apiserver_port);
+    }
+    if node(to) && from.has(cp) {
+        ports.push(10250);
+    }
+    ports
+}
+
 /// Judges one host's facts. Pure, so every rule is unit-tested.
 pub fn evaluate(plan: &ClusterPlan, host: &PlannedHost, f: &Facts) -> Vec<Check> {
     let mut out = Vec::new();
@@ -275,51 +299,70 @@ pub fn evaluate(plan: &ClusterPlan, host: &PlannedHost, f: &Facts) -> Vec<Check>
     out
 }
 
-/// Each host tries a TCP connection to every other host's SSH port: the hosts must reach each
-/// other for etcd's peer traffic and the API.
+/// Each host opens a TCP connection to every port it will use on the other hosts (etcd, API
+/// server, kubelet), all at once. An answer, even "connection refused" before anything listens, proves
+/// the path is open; silence for 3 s means a firewall drops it. Probing the real ports, not SSH,
+/// also spares every sshd a connection per peer.
 async fn reachability(cx: &Ctx, host: &PlannedHost) -> Result<Check, ApplyError> {
-    let peers: Vec<(&str, IpAddr, u16)> = cx
+    let wanted: Vec<(String, IpAddr, u16)> = cx
         .plan
         .hosts
         .iter()
         .filter(|h| h.name != host.name)
-        .filter_map(|h| {
-            cx.plan
-                .inventory
-                .host(&h.name)
-                .map(|i| (h.name.as_str(), h.address, i.ssh.port))
+        .flat_map(|h| {
+            ports_between(&cx.plan, host, h)
+                .into_iter()
+                .map(|port| (format!("{}:{port}", h.name), h.address, port))
         })
         .collect();
-    let mut script = String::new();
-    for (name, ip, port) in &peers {
+    if wanted.is_empty() {
+        return Ok(Check::new(
+            &host.name,
+            "reachability",
+            CheckStatus::Pass,
+            "no other host to reach".into(),
+            "",
+        ));
+    }
+    // Each probe runs in a forked subshell (no exec) and says "ok NAME:PORT" on an answer. Job
+    // control gives each its own process group, so the ones still waiting after 3 s are killed
+    // whole, and are missing from the output.
+    let mut script = String::from("set -m\npids=\n");
+    for (label, ip, port) in &wanted {
         let _ = writeln!(
             script,
-            "timeout 3 bash -c '</dev/tcp/{ip}/{port}' 2>/dev/null || echo {name}"
+            "( r=$( (exec 3<>/dev/tcp/{ip}/{port}) 2>&1 ); case \"$r\" in ''|*refused*) echo ok {label};; esac ) & pids=\"$pids $!\""
         );
     }
+    script.push_str(
+        "( sleep 3; for p in $pids; do kill -- -$p; done ) 2>/dev/null & watchdog=$!\n\
+         wait $pids 2>/dev/null\nkill -- -$watchdog 2>/dev/null\nexit 0\n",
+    );
     let s = cx.session(&host.name).await?;
-    let out = s.run(Exec::new(&script)).await?;
-    let unreachable: Vec<String> = out.stdout_lossy().lines().map(str::to_string).collect();
-    Ok(Check {
-        host: host.name.clone(),
-        name: "reachability",
-        status: if unreachable.is_empty() {
+    let out = s.run(Exec::new("bash -s").stdin(script.as_bytes())).await?;
+    let text = out.stdout_lossy();
+    let answered: std::collections::BTreeSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("ok ")).collect();
+    let blocked: Vec<&str> = wanted
+        .iter()
+        .map(|(label, ..)| label.as_str())
+        .filter(|l| !answered.contains(l))
+        .collect();
+    Ok(Check::new(
+        &host.name,
+        "reachability",
+        if blocked.is_empty() {
             CheckStatus::Pass
         } else {
             CheckStatus::Fail
         },
-        found: if unreachable.is_empty() {
-            format!("reaches all {} other hosts", peers.len())
+        if blocked.is_empty() {
+            format!("reaches {} ports on the other hosts", wanted.len())
         } else {
-            format!("cannot reach {}", unreachable.join(", "))
+            format!("no answer from {}", blocked.join(", "))
         },
-        fix: if unreachable.is_empty() {
-            String::new()
-        } else {
-            "open the network between the hosts (SSH, etcd 2379-2381, API server, kubelet 10250)"
-                .into()
-        },
-    })
+        "open the network between the hosts: etcd (2379, 2380), the API server, the kubelet (10250)",
+    ))
 }
 
 pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, ApplyError> {

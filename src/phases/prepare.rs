@@ -2,16 +2,15 @@
 //! from the artifact source (an offline bundle checked against its manifest, or the package
 //! repositories), then the host-level rendered files.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use super::files::{Desired, Part, sync};
+use super::files::{Desired, Part, write_differing};
+use super::probe::{Probe, Task, act_all, quote};
 use super::{ApplyError, Ctx, each_host, files_of};
 use crate::artifacts::Bundle;
 use crate::inventory::{Artifacts, Role};
 use crate::plan::PlannedHost;
 use crate::render::RenderedFile;
 use crate::ssh::Exec;
+use std::collections::BTreeMap;
 
 pub(crate) fn load_artifacts(cx: &Ctx) -> Result<Option<Bundle>, ApplyError> {
     match &cx.plan.inventory.artifacts {
@@ -23,38 +22,13 @@ pub(crate) fn load_artifacts(cx: &Ctx) -> Result<Option<Bundle>, ApplyError> {
     }
 }
 
-/// Runs `probe` (read-only; prints something when work is needed) and, if it printed anything,
-/// `action` as one change. Returns whether there was work.
-pub(crate) async fn ensure(
-    cx: &Ctx,
-    host: &str,
-    step: &str,
-    what: &str,
-    probe: &str,
-    action: &str,
-) -> Result<bool, ApplyError> {
-    let s = cx.session(host).await?;
-    let out = s.run(Exec::new(probe).sudo(true)).await?;
-    if out.stdout.iter().all(u8::is_ascii_whitespace) {
-        return Ok(false);
-    }
-    cx.change(
-        host,
-        step,
-        what,
-        Ctx::root(&s, host, step, Exec::new(action)),
-    )
-    .await?;
-    Ok(true)
-}
-
 pub(crate) async fn run(
     cx: &Ctx,
     bundle: Option<&Bundle>,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
 ) -> Result<Vec<String>, ApplyError> {
     let warnings = each_host(cx.hosts().map(|h| h.name.as_str()), |host| async move {
-        match cx.plan.hosts.iter().find(|h| h.name == host) {
+        match cx.plan.host(host) {
             Some(h) => prepare_host(cx, h, bundle, rendered).await,
             None => Ok(Vec::new()),
         }
@@ -71,77 +45,113 @@ async fn prepare_host(
 ) -> Result<Vec<String>, ApplyError> {
     let host = h.name.as_str();
     let hp = cx.progress.host(host, "prepare");
-    let mut warnings = Vec::new();
     let node = h.has(Role::ControlPlane) || h.has(Role::Worker);
 
+    // Everything this phase checks is asked in one round trip, then put right in order.
+    let mut first = Vec::new();
     if node {
-        ensure(
-            cx,
-            host,
+        first.push(Task::new(
             "prepare/swap",
             "turn swap off and keep it off in /etc/fstab",
             "awk 'NR > 1' /proc/swaps; grep -E '^[^#].*\\sswap\\s' /etc/fstab || true",
             "swapoff -a && sed -i -E 's/^([^#].*\\sswap\\s)/#\\1/' /etc/fstab",
-        )
-        .await?;
+        ));
     }
     if h.has(Role::Etcd) {
-        ensure(cx, host, "prepare/etcd-user", "create the system user etcd", "id -u etcd >/dev/null 2>&1 || echo missing", "useradd --system --home-dir /var/lib/etcd --no-create-home --shell /usr/sbin/nologin etcd").await?;
+        first.push(Task::new("prepare/etcd-user", "create the system user etcd", "id -u etcd >/dev/null 2>&1 || echo missing", "useradd --system --home-dir /var/lib/etcd --no-create-home --shell /usr/sbin/nologin etcd"));
     }
-
-    hp.step("artifacts");
-    let mut changed = Vec::new();
-    match bundle {
-        Some(b) => {
-            let files: Vec<Desired> = b.files_for(h).map(Desired::from).collect();
-            changed.extend(sync(cx, host, "prepare/artifacts", &files).await?);
-            for l in b.links_for(h) {
-                let (p, t) = (quote(&l.path), quote(&l.target));
-                ensure(
-                    cx,
-                    host,
-                    "prepare/artifacts",
-                    &format!("link {} -> {}", l.path.display(), l.target.display()),
-                    &format!("[ \"$(readlink {p})\" = {t} ] || echo differs"),
-                    &format!("ln -sfn {t} {p}"),
-                )
-                .await?;
-            }
-        }
-        None => warnings.extend(online_install(cx, h).await?),
-    }
-
+    let (artifacts, mut then) = match bundle {
+        Some(b) => (
+            b.files_for(h).map(Desired::from).collect(),
+            b.links_for(h)
+                .map(|l| {
+                    let (p, t) = (quote(&l.path), quote(&l.target));
+                    Task::new(
+                        "prepare/artifacts",
+                        format!("link {} -> {}", l.path.display(), l.target.display()),
+                        format!("[ \"$(readlink {p})\" = {t} ] || echo differs"),
+                        format!("ln -sfn {t} {p}"),
+                    )
+                })
+                .collect(),
+        ),
+        None => (Vec::new(), vec![online_install(cx, h)?]),
+    };
     if h.has(Role::Etcd) {
         // Debian's etcd-server package runs a default single-member etcd on the same ports.
-        ensure(cx, host, "prepare/distro-etcd", "stop and disable the distribution's etcd.service", "systemctl is-enabled etcd.service 2>/dev/null | grep -x enabled; systemctl is-active etcd.service 2>/dev/null | grep -x active; true", "systemctl disable --now etcd.service").await?;
+        then.push(Task::new("prepare/distro-etcd", "stop and disable the distribution's etcd.service", "systemctl is-enabled etcd.service 2>/dev/null | grep -x enabled; systemctl is-active etcd.service 2>/dev/null | grep -x active; true", "systemctl disable --now etcd.service"));
     }
-
-    hp.step("host settings");
-    let files: Vec<Desired> = files_of(rendered, host, Part::Host)
+    let host_files: Vec<Desired> = files_of(rendered, host, Part::Host)
         .into_iter()
         .map(Desired::from)
         .collect();
-    changed.extend(sync(cx, host, "prepare/files", &files).await?);
+    let mut last = Vec::new();
+    if node {
+        last.push(Task::new(
+            "prepare/kubelet",
+            "enable kubelet.service",
+            "systemctl is-enabled kubelet.service 2>/dev/null | grep -qx enabled || echo disabled",
+            "systemctl enable kubelet.service",
+        ));
+    }
+
+    let s = cx.session(host).await?;
+    let mut probe = Probe::default();
+    let (q_first, q_artifacts) = (probe.tasks(&first), probe.files(&artifacts));
+    let (q_then, q_files, q_last) = (
+        probe.tasks(&then),
+        probe.files(&host_files),
+        probe.tasks(&last),
+    );
+    let answers = probe.run(&s).await?;
+
+    act_all(cx, &s, host, &first, &answers, &q_first).await?;
+    hp.step("artifacts");
+    let mut changed = write_differing(
+        cx,
+        &s,
+        host,
+        "prepare/artifacts",
+        &artifacts,
+        answers.get(q_artifacts),
+    )
+    .await?;
+    act_all(cx, &s, host, &then, &answers, &q_then).await?;
+    hp.step("host settings");
+    changed.extend(
+        write_differing(
+            cx,
+            &s,
+            host,
+            "prepare/files",
+            &host_files,
+            answers.get(q_files),
+        )
+        .await?,
+    );
     let touched = |suffix: &str| {
         changed
             .iter()
             .any(|p| p.to_string_lossy().ends_with(suffix) || p.to_string_lossy().contains(suffix))
     };
     if touched(".service") || touched(".service.d/") {
-        ensure(
-            cx,
+        cx.change(
             host,
             "prepare/daemon-reload",
             "reload systemd units",
-            "echo reload",
-            "systemctl daemon-reload",
+            Ctx::root(
+                &s,
+                host,
+                "prepare/daemon-reload",
+                Exec::new("systemctl daemon-reload"),
+            ),
         )
         .await?;
     }
+    let mut warnings = Vec::new();
     if touched("/modules-load.d/") || touched("/sysctl.d/") {
         // Containers share the kernel of their host and cannot load modules or set every sysctl:
         // report what did not take instead of failing.
-        let s = cx.session(host).await?;
         let out = s
             .exec(Exec::new("for m in overlay br_netfilter; do [ -d /sys/module/$m ] || modprobe $m >/dev/null 2>&1 || echo \"module $m not loaded\"; done; sysctl --system >/dev/null 2>/tmp/kbs-sysctl.err || cat /tmp/kbs-sysctl.err; rm -f /tmp/kbs-sysctl.err").sudo(true))
             .await?;
@@ -152,30 +162,14 @@ async fn prepare_host(
                 .map(|l| format!("{host}: {l}")),
         );
     }
-    if node {
-        ensure(
-            cx,
-            host,
-            "prepare/kubelet",
-            "enable kubelet.service",
-            "systemctl is-enabled kubelet.service 2>/dev/null | grep -qx enabled || echo disabled",
-            "systemctl enable kubelet.service",
-        )
-        .await?;
-    }
+    act_all(cx, &s, host, &last, &answers, &q_last).await?;
     hp.finish(None);
     Ok(warnings)
 }
 
-fn quote(p: &Path) -> String {
-    shlex::try_quote(&p.to_string_lossy())
-        .map(|q| q.into_owned())
-        .unwrap_or_default()
-}
-
 /// The package repositories: Kubernetes' own apt repository for kubeadm and kubelet pinned to the
 /// inventory's version, containerd and etcd from the distribution. Debian and Ubuntu only.
-async fn online_install(cx: &Ctx, h: &PlannedHost) -> Result<Vec<String>, ApplyError> {
+fn online_install(cx: &Ctx, h: &PlannedHost) -> Result<Task, ApplyError> {
     let host = h.name.as_str();
     let v = cx.plan.inventory.cluster.kubernetes_version;
     let os = cx.facts(host).map(|f| f.os_id.clone()).unwrap_or_default();
@@ -228,17 +222,13 @@ async fn online_install(cx: &Ctx, h: &PlannedHost) -> Result<Vec<String>, ApplyE
             .collect::<Vec<_>>()
             .join(" ")
     );
-    ensure(
-        cx,
-        host,
+    Ok(Task::new(
         "prepare/artifacts",
-        &format!(
+        format!(
             "install {} {want} from the package repositories",
             pkgs.join(", ")
         ),
-        &probe,
-        &action,
-    )
-    .await?;
-    Ok(Vec::new())
+        probe,
+        action,
+    ))
 }

@@ -227,6 +227,10 @@ impl ClusterPlan {
     }
 
     /// The host that runs `kubeadm init`.
+    pub fn host(&self, name: &str) -> Option<&PlannedHost> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
     pub fn first_control_plane(&self) -> Option<&PlannedHost> {
         self.control_planes().next()
     }

@@ -153,8 +153,18 @@ pub fn render_host_files(
     templates: &Templates,
     inputs: &RenderInputs,
 ) -> Result<BTreeMap<String, Vec<RenderedFile>>, RenderError> {
+    render_some_hosts(plan, templates, inputs, |_| true)
+}
+
+/// `render_host_files` for the hosts `wanted` picks (add-node renders only the new hosts).
+pub fn render_some_hosts(
+    plan: &ClusterPlan,
+    templates: &Templates,
+    inputs: &RenderInputs,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<BTreeMap<String, Vec<RenderedFile>>, RenderError> {
     let mut out = BTreeMap::new();
-    for host in &plan.hosts {
+    for host in plan.hosts.iter().filter(|h| wanted(&h.name)) {
         let mut files = host_files(plan, host, templates, inputs)?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         out.insert(host.name.clone(), files);

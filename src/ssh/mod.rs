@@ -23,6 +23,6 @@ pub use fanout::{
 };
 pub use hostkey::{KnownHosts, fingerprint};
 pub use progress::{HostProgress, Progress, ProgressMode};
-pub use session::{ConnectOptions, Connector, MAX_CHANNELS, Session};
+pub use session::{ConnectOptions, Connector, Held, MAX_CHANNELS, Session};
 pub use target::{Target, Timeouts, parse_host_key};
 pub use upload::FileAttrs;

@@ -177,6 +177,20 @@ impl Connector {
     }
 }
 
+/// A command started by `Session::hold`, running until released.
+pub struct Held {
+    channel: russh::Channel<client::Msg>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Held {
+    /// Closes the command's stdin and its channel: it ends.
+    pub async fn release(self) {
+        self.channel.eof().await.ok();
+        self.channel.close().await.ok();
+    }
+}
+
 /// An authenticated connection. Cheap to clone; commands may run concurrently.
 #[derive(Clone)]
 pub struct Session {
@@ -214,6 +228,7 @@ impl Session {
         let host = || self.target.name.clone();
         let command = self.remote_command(&e)?;
         tracing::debug!(host = %self.target.name, command = %command, "exec");
+        let started = std::time::Instant::now();
         let lost = |source| SshError::Ssh {
             host: host(),
             what: "opening a channel",
@@ -280,6 +295,7 @@ impl Session {
                 last_lines: out.last_lines(),
             });
         }
+        tracing::debug!(host = %self.target.name, elapsed_ms = started.elapsed().as_millis(), status = ?out.status, "exec done");
         if out.status == ExitStatus::Unknown && self.handle.is_closed() {
             return Err(SshError::ConnectionLost {
                 host: host(),
@@ -313,6 +329,65 @@ impl Session {
             status: out.status,
             last_lines: out.last_lines,
         })
+    }
+
+    /// Starts a command that keeps running while the returned `Held` lives (a lock holder).
+    /// Returns once it prints the line `ready`; if it ends first, returns its output instead.
+    /// The command sees its stdin close when the `Held` is released or the connection dies,
+    /// kbs killed included.
+    pub async fn hold(&self, e: Exec<'_>, ready: &str) -> Result<Result<Held, Output>, SshError> {
+        let command = self.remote_command(&e)?;
+        tracing::debug!(host = %self.target.name, command = %command, "hold");
+        let lost = |source| SshError::Ssh {
+            host: self.target.name.clone(),
+            what: "opening a channel",
+            source,
+        };
+        let permit = self
+            .channels
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| lost(russh::Error::Disconnect))?;
+        let mut channel = self.handle.channel_open_session().await.map_err(lost)?;
+        channel.exec(true, command.as_bytes()).await.map_err(lost)?;
+        let seen = std::sync::atomic::AtomicBool::new(false);
+        let watch = |_: Stream, line: &str| {
+            if line == ready {
+                seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        let mut out = Collector::new(Some(&watch));
+        let limit = e.timeout.unwrap_or(self.target.timeouts.command);
+        let wait = async {
+            while let Some(msg) = channel.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.push(Stream::Stdout, &data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => out.push(Stream::Stderr, &data),
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        out.status = ExitStatus::Code(exit_status);
+                    }
+                    _ => {}
+                }
+                if seen.load(std::sync::atomic::Ordering::Relaxed) {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(true) => Ok(Ok(Held {
+                channel,
+                _permit: permit,
+            })),
+            Ok(false) => Ok(Err(out.finish())),
+            Err(_) => Err(SshError::CommandTimeout {
+                host: self.target.name.clone(),
+                command: summarize(e.command),
+                after: limit,
+                last_lines: out.last_lines(),
+            }),
+        }
     }
 
     fn remote_command(&self, e: &Exec<'_>) -> Result<String, SshError> {

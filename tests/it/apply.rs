@@ -35,6 +35,13 @@ pub(crate) fn ok(out: &std::process::Output) -> String {
     stdout
 }
 
+/// `s` without whitespace and table borders: error reports and tables wrap long lines.
+fn flat(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '│' | '┆'))
+        .collect()
+}
+
 /// Path, mtime and mode of every file kbs manages on `host`.
 pub(crate) fn files(lab: &Lab, host: &str) -> String {
     lab.exec(
@@ -155,6 +162,26 @@ fn lab_three_control_planes_and_a_worker_then_no_changes_then_add_node() {
     let before: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
     let out = ok(&apply(&lab, state.path(), &["apply"]));
     assert!(out.starts_with("no changes"), "{out}");
+    let after: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
+    assert_eq!(before, after);
+
+    // Another run holds the lock on node-4: apply stops before any change, saying who holds it.
+    lab.exec(
+        "node-4",
+        "echo 'kbs pid 7 on elsewhere since then' > /run/lock/kbs.lock.owner; \
+         (flock --close /run/lock/kbs.lock sleep 600 >/dev/null 2>&1 &)",
+    );
+    let out = apply(&lab, state.path(), &["apply"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        flat(&err).contains(&flat(
+            "node-4: another run is changing this cluster: kbs pid 7 on elsewhere"
+        )),
+        "{err}"
+    );
+    // --close: the lock is flock's own, not its child's; `-x` spares this very shell.
+    lab.exec("node-4", "pkill -x flock");
     let after: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
     assert_eq!(before, after);
 
@@ -389,4 +416,27 @@ fn lab_bad_input_is_a_clear_error_and_changes_nothing() {
     std::fs::write(&changed, text.replacen(keys[1], keys[2], 1)).expect("write");
     let err = fails(&lab, state.path(), &changed);
     assert!(err.contains("node-2: HOST KEY CHANGED"), "{err}");
+
+    // A firewall on node-2 drops etcd's peer traffic from node-3: preflight names the port.
+    let drop = format!(
+        "iptables -A INPUT -p tcp --dport 2380 -s {} -j DROP",
+        lab.ip(13)
+    );
+    lab.exec("node-2", &drop);
+    let out = kbs()
+        .arg("apply")
+        .arg(lab.inventory())
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--log-format", "plain"])
+        .output()
+        .expect("run kbs");
+    lab.exec("node-2", &drop.replace("-A INPUT", "-D INPUT"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("node-3/reachability"), "{err}");
+    assert!(
+        flat(&err).contains(&flat("no answer from node-2:2380")),
+        "{err}"
+    );
 }
