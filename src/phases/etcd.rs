@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::files::{Desired, Part, pki_files, sync};
-use super::probe::{Task, ensure};
+use super::files::{Desired, Part, pki_files, write_differing};
+use super::probe::{Probe, Task, act_all, quote};
 use super::{ApplyError, Ctx, HEALTH_WAIT, each_host, files_of};
 use crate::pki::REMOTE_ETCD_PKI_DIR;
+use crate::plan::EtcdMember;
 use crate::render::{BACKUP_TIMER_PATH, RenderedFile};
 use crate::ssh::Exec;
 
@@ -55,13 +56,8 @@ pub(crate) async fn run(
     for (host, unit) in &to_start {
         let s = cx.session(host).await?;
         let cmd = format!("systemctl enable {unit} && systemctl start --no-block {unit}");
-        cx.change(
-            host,
-            "etcd/start",
-            format!("start {unit}"),
-            Ctx::root(&s, host, "etcd/start", Exec::new(&cmd)),
-        )
-        .await?;
+        cx.root_change(&s, host, "etcd/start", format!("start {unit}"), &cmd)
+            .await?;
     }
     if !to_start.is_empty() && !cx.opts.dry_run {
         wait_healthy(cx, &etcd_hosts[0]).await?;
@@ -70,13 +66,7 @@ pub(crate) async fn run(
         let s = cx.session(host).await?;
         let cmd = format!("systemctl restart {unit}");
         let what = format!("restart {unit} (its settings or certificates changed)");
-        cx.change(
-            host,
-            "etcd/restart",
-            what,
-            Ctx::root(&s, host, "etcd/restart", Exec::new(&cmd)),
-        )
-        .await?;
+        cx.root_change(&s, host, "etcd/restart", what, &cmd).await?;
         if !cx.opts.dry_run {
             wait_healthy(cx, &etcd_hosts[0]).await?;
         }
@@ -86,7 +76,7 @@ pub(crate) async fn run(
 
 type Units = Vec<(String, String)>;
 
-/// Certificates, env files, units and data dirs on one etcd host.
+/// Certificates, env files, units and data dirs on one etcd host, probed in one round trip.
 async fn place_host(
     cx: &Ctx,
     host: &str,
@@ -100,65 +90,73 @@ async fn place_host(
             .into_iter()
             .map(Desired::from),
     );
-    let changed = sync(cx, host, "etcd/files", &files).await?;
-    if changed.iter().any(|p| {
-        let p = p.to_string_lossy();
-        p.ends_with(".service") || p.ends_with(".timer")
-    }) {
-        ensure(
-            cx,
-            host,
-            Task::new(
-                "etcd/daemon-reload",
-                "reload systemd units",
-                "echo reload",
-                "systemctl daemon-reload",
-            ),
-        )
-        .await?;
-    }
+    let members: Vec<_> = cx.plan.etcd.iter().filter(|m| m.host == host).collect();
+    let mut tasks = Vec::new();
     if files
         .iter()
         .any(|f| f.path == std::path::Path::new(BACKUP_TIMER_PATH))
     {
-        ensure(cx, host, Task::new("etcd/backup-timer", "enable and start kbs-etcd-backup.timer (scheduled snapshots)", "systemctl is-enabled --quiet kbs-etcd-backup.timer && systemctl is-active --quiet kbs-etcd-backup.timer || echo fix", "systemctl enable --now kbs-etcd-backup.timer"))
-        .await?;
+        tasks.push(Task::new("etcd/backup-timer", "enable and start kbs-etcd-backup.timer (scheduled snapshots)", "systemctl is-enabled --quiet kbs-etcd-backup.timer && systemctl is-active --quiet kbs-etcd-backup.timer || echo fix", "systemctl enable --now kbs-etcd-backup.timer"));
     }
+    for m in &members {
+        let dir = quote(&m.data_dir);
+        tasks.push(Task::new(
+            "etcd/data-dir",
+            format!("create {} (0700, owned by etcd)", m.data_dir.display()),
+            format!("[ \"$(stat -c '%a %U' {dir} 2>/dev/null)\" = '700 etcd' ] || echo fix"),
+            format!("install -d -m 0700 -o etcd -g etcd {dir}"),
+        ));
+    }
+
     let s = cx.session(host).await?;
-    for m in cx.plan.etcd.iter().filter(|m| m.host == host) {
-        let dir = shlex::try_quote(&m.data_dir.to_string_lossy())
-            .map(|q| q.into_owned())
-            .unwrap_or_default();
-        ensure(
-            cx,
+    let mut probe = Probe::default();
+    let q_files = probe.files(&files);
+    let q_tasks = probe.tasks(&tasks);
+    let q_inactive: Vec<_> = members
+        .iter()
+        .map(|m| {
+            probe.ask(&format!(
+                "systemctl is-active --quiet {} || echo inactive",
+                unit(m)
+            ))
+        })
+        .collect();
+    let answers = probe.run(&s).await?;
+
+    let changed = write_differing(cx, &s, host, "etcd/files", &files, answers.get(q_files)).await?;
+    if changed.iter().any(|p| {
+        let p = p.to_string_lossy();
+        p.ends_with(".service") || p.ends_with(".timer")
+    }) {
+        cx.root_change(
+            &s,
             host,
-            Task::new(
-                "etcd/data-dir",
-                format!("create {} (0700, owned by etcd)", m.data_dir.display()),
-                format!("[ \"$(stat -c '%a %U' {dir} 2>/dev/null)\" = '700 etcd' ] || echo fix"),
-                format!("install -d -m 0700 -o etcd -g etcd {dir}"),
-            ),
+            "etcd/daemon-reload",
+            "reload systemd units",
+            "systemctl daemon-reload",
         )
         .await?;
-        let unit = format!("kbs-etcd@{}.service", m.name);
-        let active = s
-            .exec(Exec::new(&format!("systemctl is-active --quiet {unit}")))
-            .await?
-            .success();
+    }
+    act_all(cx, &s, host, &tasks, &answers, &q_tasks).await?;
+    for (m, q) in members.iter().zip(q_inactive) {
         let mine_changed = changed.iter().any(|p| {
             let p = p.to_string_lossy();
             p.ends_with(&format!("/{}.env", m.name))
                 || p.starts_with(REMOTE_ETCD_PKI_DIR)
                 || p.ends_with("/kbs-etcd@.service")
         });
-        if !active {
-            to_start.push((host.to_string(), unit));
+        if answers.needs_work(q) {
+            to_start.push((host.to_string(), unit(m)));
         } else if mine_changed {
-            to_restart.push((host.to_string(), unit));
+            to_restart.push((host.to_string(), unit(m)));
         }
     }
     hp.finish(None);
     Ok((to_start, to_restart))
+}
+
+fn unit(m: &EtcdMember) -> String {
+    format!("kbs-etcd@{}.service", m.name)
 }
 
 /// Waits until every member answers healthy over mTLS, asking from `host`.

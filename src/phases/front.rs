@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::files::{Desired, Part, sync};
-use super::probe::{Task, ensure};
+use super::files::{Desired, Part, sync, write_differing};
+use super::probe::{Probe, Task, act};
 use super::{ApplyError, Ctx, each_host, files_of};
 use crate::inventory::{EndpointMode, Role};
 use crate::render::{KUBE_VIP_BOOTSTRAP_PATH, RenderedFile};
@@ -48,27 +48,36 @@ async fn vip_host(
         .into_iter()
         .map(Desired::from)
         .collect();
-    let changed = sync(cx, host, "front/files", &files).await?;
-    for (service, dir) in [
-        ("haproxy", "/etc/haproxy/"),
-        ("keepalived", "/etc/keepalived/"),
-    ] {
-        let unit = format!("{service}.service");
-        if changed.iter().any(|p| p.starts_with(dir)) {
-            ensure(
-                cx,
-                host,
-                Task::new(
-                    "front/restart",
-                    format!("restart {unit} (its config changed)"),
-                    "echo restart",
-                    format!("systemctl enable {unit} && systemctl restart {unit}"),
-                ),
+    let services = [
+        ("haproxy.service", "/etc/haproxy/"),
+        ("keepalived.service", "/etc/keepalived/"),
+    ];
+    let start: Vec<Task> = services
+        .iter()
+        .map(|(unit, _)| {
+            Task::new(
+                "front/start",
+                format!("enable and start {unit}"),
+                format!("systemctl is-enabled --quiet {unit} && systemctl is-active --quiet {unit} || echo start"),
+                format!("systemctl enable {unit} && systemctl start {unit}"),
             )
-            .await?;
+        })
+        .collect();
+    let s = cx.session(host).await?;
+    let mut probe = Probe::default();
+    let q_files = probe.files(&files);
+    let q_start = probe.tasks(&start);
+    let answers = probe.run(&s).await?;
+    let changed =
+        write_differing(cx, &s, host, "front/files", &files, answers.get(q_files)).await?;
+    for (((unit, dir), task), q) in services.iter().zip(&start).zip(q_start) {
+        if changed.iter().any(|p| p.starts_with(dir)) {
+            let cmd = format!("systemctl enable {unit} && systemctl restart {unit}");
+            let what = format!("restart {unit} (its config changed)");
+            cx.root_change(&s, host, "front/restart", what, &cmd)
+                .await?;
         } else {
-            ensure(cx, host, Task::new("front/start", format!("enable and start {unit}"), format!("systemctl is-enabled --quiet {unit} && systemctl is-active --quiet {unit} || echo start"), format!("systemctl enable {unit} && systemctl start {unit}")))
-            .await?;
+            act(cx, &s, host, task, &answers, q).await?;
         }
     }
     hp.finish(None);

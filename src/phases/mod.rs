@@ -224,6 +224,20 @@ impl Ctx {
         }
     }
 
+    /// One root command as one recorded change: `change` around `root`.
+    pub async fn root_change(
+        &self,
+        s: &Session,
+        host: &str,
+        step: &str,
+        what: impl Into<String>,
+        cmd: &str,
+    ) -> Result<(), ApplyError> {
+        self.change(host, step, what, Self::root(s, host, step, Exec::new(cmd)))
+            .await
+            .map(|_| ())
+    }
+
     /// A failed remote command as a step error with its last lines.
     pub fn step_error(host: &str, step: &str, out: &crate::ssh::Output) -> ApplyError {
         ApplyError::Step {

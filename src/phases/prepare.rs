@@ -135,16 +135,12 @@ async fn prepare_host(
             .any(|p| p.to_string_lossy().ends_with(suffix) || p.to_string_lossy().contains(suffix))
     };
     if touched(".service") || touched(".service.d/") {
-        cx.change(
+        cx.root_change(
+            &s,
             host,
             "prepare/daemon-reload",
             "reload systemd units",
-            Ctx::root(
-                &s,
-                host,
-                "prepare/daemon-reload",
-                Exec::new("systemctl daemon-reload"),
-            ),
+            "systemctl daemon-reload",
         )
         .await?;
     }

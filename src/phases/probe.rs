@@ -143,13 +143,8 @@ pub(crate) async fn act(
     if !answers.needs_work(q) {
         return Ok(false);
     }
-    cx.change(
-        host,
-        &task.step,
-        task.what.clone(),
-        Ctx::root(s, host, &task.step, Exec::new(&task.action)),
-    )
-    .await?;
+    cx.root_change(s, host, &task.step, task.what.clone(), &task.action)
+        .await?;
     Ok(true)
 }
 
@@ -167,28 +162,6 @@ pub(crate) async fn act_all(
         done.push(act(cx, s, host, t, answers, *q).await?);
     }
     Ok(done)
-}
-
-/// Probes `tasks` in one round trip, then acts on each in order.
-pub(crate) async fn ensure_all(
-    cx: &Ctx,
-    host: &str,
-    tasks: &[Task],
-) -> Result<Vec<bool>, ApplyError> {
-    let s = cx.session(host).await?;
-    let mut probe = Probe::default();
-    let questions = probe.tasks(tasks);
-    let answers = probe.run(&s).await?;
-    act_all(cx, &s, host, tasks, &answers, &questions).await
-}
-
-/// One task: probed, and put right if needed. Returns whether there was work.
-pub(crate) async fn ensure(cx: &Ctx, host: &str, task: Task) -> Result<bool, ApplyError> {
-    Ok(ensure_all(cx, host, std::slice::from_ref(&task))
-        .await?
-        .first()
-        .copied()
-        .unwrap_or(false))
 }
 
 pub(crate) fn quote(p: &Path) -> String {
