@@ -358,6 +358,9 @@ pub async fn apply(
         cx.lock().await?;
     }
     report.checks = preflight::run(&cx).instrument(phase("preflight")).await?;
+    kubeadm::refuse_version_change(&cx)
+        .instrument(phase("version"))
+        .await?;
 
     // Local first: the PKI is made (or reused) before any host is touched.
     let local = phase("local").entered();
