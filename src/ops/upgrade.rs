@@ -293,23 +293,37 @@ pub fn steps(
         };
         out.push(node(h, action));
     }
-    let mut batch = 0;
-    let mut in_batch = max_unavailable;
-    for h in cx.plan.workers().filter(|h| !h.has(Role::ControlPlane)) {
-        let mut s = node(h, Action::Worker { batch: 0 });
-        if s.needed {
-            if in_batch == max_unavailable {
-                batch += 1;
-                in_batch = 0;
-            }
-            in_batch += 1;
-        }
-        s.action = Action::Worker {
-            batch: batch.max(1),
-        };
+    let workers: Vec<Step> = cx
+        .plan
+        .workers()
+        .filter(|h| !h.has(Role::ControlPlane))
+        .map(|h| node(h, Action::Worker { batch: 1 }))
+        .collect();
+    let needed: Vec<bool> = workers.iter().map(|s| s.needed).collect();
+    for (mut s, batch) in workers.into_iter().zip(batches(&needed, max_unavailable)) {
+        s.action = Action::Worker { batch };
         out.push(s);
     }
     out
+}
+
+/// Batch numbers (from 1) for the workers in order: a batch holds at most `max` workers that need
+/// the upgrade; workers already done take no room in it.
+fn batches(needed: &[bool], max: usize) -> Vec<usize> {
+    let (mut batch, mut room) = (1, max.max(1));
+    needed
+        .iter()
+        .map(|&n| {
+            if n {
+                if room == 0 {
+                    batch += 1;
+                    room = max.max(1);
+                }
+                room -= 1;
+            }
+            batch
+        })
+        .collect()
 }
 
 /// The Node list: name → (kubelet version it reports, unschedulable).
@@ -852,6 +866,14 @@ mod tests {
             Some(v("1.33.0"))
         );
         assert_eq!(KubeVersion::from_reported("command not found"), None);
+    }
+
+    #[test]
+    fn workers_go_in_batches_of_max_unavailable() {
+        assert_eq!(batches(&[true; 5], 1), [1, 2, 3, 4, 5]);
+        assert_eq!(batches(&[true; 5], 2), [1, 1, 2, 2, 3]);
+        assert_eq!(batches(&[true, false, true, true], 2), [1, 1, 1, 2]);
+        assert_eq!(batches(&[false, false], 3), [1, 1]);
     }
 
     #[test]

@@ -94,13 +94,11 @@ pub(crate) async fn refuse_version_change(cx: &Ctx) -> Result<(), ApplyError> {
             )
             .await?;
         match crate::inventory::KubeVersion::from_reported(&out.stdout_lossy()) {
-            Some(have) if out.success() && have != want => Err(ApplyError::Step {
+            Some(have) if out.success() && have != want => Err(ApplyError::VersionChange {
                 host: host.into(),
-                step: "version".into(),
-                message: format!(
-                    "this node runs kubeadm {have}, but cluster.kubernetes_version in {} is {want}: change a running cluster's version with `kbs upgrade` (it goes host by host); nothing was changed",
-                    cx.plan.inventory.path.display()
-                ),
+                have: have.to_string(),
+                want: want.to_string(),
+                inventory: cx.plan.inventory.path.clone(),
             }),
             _ => Ok(()),
         }

@@ -106,6 +106,16 @@ pub enum ApplyError {
         "wait for that run to end; its lock goes with its SSH connection, so a killed run frees it at once. Nothing was changed"
     ))]
     Locked { host: String, by: String },
+    #[error("{host} runs kubeadm {have}, but cluster.kubernetes_version in {} is {want}", inventory.display())]
+    #[diagnostic(help(
+        "change a running cluster's version with `kbs upgrade INVENTORY`, which goes host by host (docs/operations.md); to stay on {have}, set cluster.kubernetes_version back. Nothing was changed"
+    ))]
+    VersionChange {
+        host: String,
+        have: String,
+        want: String,
+        inventory: std::path::PathBuf,
+    },
 }
 
 impl From<SshError> for ApplyError {

@@ -316,4 +316,24 @@ fn lab_upgrade_one_minor_rolls_etcd_and_nodes_refuses_a_skip_and_resumes() {
         out.starts_with("no changes"),
         "apply after the upgrade: {out}"
     );
+
+    // Back to the old inventory: upgrade refuses the downgrade, apply refuses to change the
+    // version, and neither touches a host.
+    let before: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
+    let out = upgrade(&lab.inventory(), state.path(), &[]);
+    let log = text(&out);
+    assert!(
+        !out.status.success() && log.contains("would be a downgrade"),
+        "{log}"
+    );
+    let out = apply(&lab, state.path(), &["apply"]);
+    let log = text(&out);
+    assert!(
+        !out.status.success()
+            && log.contains(&format!("runs kubeadm {NEW}"))
+            && log.contains("kbs upgrade"),
+        "{log}"
+    );
+    let after: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
+    assert_eq!(before, after, "a refused downgrade changed a host");
 }
