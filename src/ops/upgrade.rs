@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::Value;
 
 use super::remove::{api_call, drain};
@@ -389,55 +390,70 @@ async fn read_running(
         })?;
     let anon = anonymous_client(cx)?;
     let etcd = etcd_files(bundle);
-    let mut running = BTreeMap::new();
-    for h in &cx.plan.hosts {
-        let mut r = Running::default();
-        let s = cx.session(&h.name).await?;
-        if h.has(Role::ControlPlane) || h.has(Role::Worker) {
-            let Some((kubelet, _)) = listed.get(&h.name) else {
-                return Err(UpgradeError::Refused {
-                    message: format!("{} is not a Node of the cluster", h.name),
-                    help: "run kbs apply (or kbs add-node) to finish building the cluster first; nothing was changed".into(),
-                });
-            };
-            r.kubelet = *kubelet;
-            let out = s
-                .exec(Exec::new("kubeadm version -o short").sudo(true))
-                .await?;
-            r.kubeadm = KubeVersion::from_reported(&out.stdout_lossy());
-        }
-        if h.has(Role::ControlPlane)
-            && let Some(url) = apiserver_url(cx, &h.name)
-        {
-            r.apiserver = apiserver_version(&anon, &url).await;
-        }
-        if h.has(Role::Etcd) {
-            let out = s
-                .exec(Exec::new("etcd --version 2>/dev/null | head -n 1").sudo(true))
-                .await?;
-            r.etcd = Some(out.stdout_lossy().trim().to_string()).filter(|v| !v.is_empty());
-            if !etcd.is_empty() {
-                let probe: String = etcd
-                    .iter()
-                    .map(|f| {
-                        format!(
-                            "sha256sum < {} 2>/dev/null | cut -c1-64 || echo missing\n",
-                            super::q(&f.path.to_string_lossy())
-                        )
-                    })
-                    .collect();
-                let out = s.exec(Exec::new(&probe).sudo(true)).await?;
-                let text = out.stdout_lossy();
-                let have: Vec<&str> = text.lines().collect();
-                r.etcd_current = Some(
-                    etcd.len() == have.len()
-                        && etcd.iter().zip(&have).all(|(f, h)| f.sha256 == h.trim()),
-                );
-            }
-        }
-        running.insert(h.name.clone(), r);
+    let (listed, anon, etcd) = (&listed, &anon, &etcd);
+    let read: Vec<Result<(String, Running), UpgradeError>> =
+        futures::stream::iter(cx.plan.hosts.iter().map(|h| async move {
+            Ok((h.name.clone(), read_host(cx, h, listed, anon, etcd).await?))
+        }))
+        .buffered(crate::ssh::DEFAULT_CONCURRENCY)
+        .collect()
+        .await;
+    read.into_iter().collect()
+}
+
+/// What one host runs.
+async fn read_host(
+    cx: &Ctx,
+    h: &PlannedHost,
+    listed: &BTreeMap<String, (Option<KubeVersion>, bool)>,
+    anon: &reqwest::Client,
+    etcd: &[Desired],
+) -> Result<Running, UpgradeError> {
+    let mut r = Running::default();
+    let s = cx.session(&h.name).await?;
+    if h.has(Role::ControlPlane) || h.has(Role::Worker) {
+        let Some((kubelet, _)) = listed.get(&h.name) else {
+            return Err(UpgradeError::Refused {
+                message: format!("{} is not a Node of the cluster", h.name),
+                help: "run kbs apply (or kbs add-node) to finish building the cluster first; nothing was changed".into(),
+            });
+        };
+        r.kubelet = *kubelet;
+        let out = s
+            .exec(Exec::new("kubeadm version -o short").sudo(true))
+            .await?;
+        r.kubeadm = KubeVersion::from_reported(&out.stdout_lossy());
     }
-    Ok(running)
+    if h.has(Role::ControlPlane)
+        && let Some(url) = apiserver_url(cx, &h.name)
+    {
+        r.apiserver = apiserver_version(anon, &url).await;
+    }
+    if h.has(Role::Etcd) {
+        let out = s
+            .exec(Exec::new("etcd --version 2>/dev/null | head -n 1").sudo(true))
+            .await?;
+        r.etcd = Some(out.stdout_lossy().trim().to_string()).filter(|v| !v.is_empty());
+        if !etcd.is_empty() {
+            let probe: String = etcd
+                .iter()
+                .map(|f| {
+                    let p = super::q(&f.path.to_string_lossy());
+                    format!(
+                        "if [ -f {p} ]; then sha256sum < {p} | cut -c1-64; else echo missing; fi\n"
+                    )
+                })
+                .collect();
+            let out = s.exec(Exec::new(&probe).sudo(true)).await?;
+            let text = out.stdout_lossy();
+            let have: Vec<&str> = text.lines().collect();
+            r.etcd_current = Some(
+                etcd.len() == have.len()
+                    && etcd.iter().zip(&have).all(|(f, h)| f.sha256 == h.trim()),
+            );
+        }
+    }
+    Ok(r)
 }
 
 /// Reads what runs and decides the steps; refuses what kubeadm would refuse.
