@@ -501,6 +501,8 @@ pub async fn run(
             notes,
         });
     }
+    // The hosts' run lock, as apply takes it: no other kbs run changes the cluster meanwhile.
+    cx.lock().await?;
     if let Some(first) = cx.plan.etcd.first() {
         crate::phases::etcd::wait_healthy(cx, &first.host).await?;
     }
