@@ -94,6 +94,20 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Upgrade the running cluster to the inventory's cluster.kubernetes_version (and to the
+    /// bundle's etcd): etcd members one at a time, then the control planes one at a time, then
+    /// workers in batches, each drained and uncordoned. Prints the plan first; refuses a
+    /// downgrade or a skipped minor before touching any host; resumes a run that was cut off.
+    Upgrade {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Print the plan (per host, from → to, in order) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How many workers are drained and upgraded at the same time.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        max_unavailable: u16,
+    },
     /// Tear the cluster down on every host (kubeadm reset, etcd, the front, kbs's files). The
     /// state dir (CAs, keys) and backups stay, so `kbs apply` can build the cluster again.
     Reset {

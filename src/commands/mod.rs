@@ -12,6 +12,7 @@ mod render;
 mod reset;
 mod restore;
 mod status;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -80,6 +81,11 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         } => apply::run(&run, cli.verbose, apply::Scope::Hosts(hosts), skip_checks),
         Command::RemoveNode { run, host, force } => remove::run(&run, cli.verbose, host, force),
         Command::Reset { run, yes } => reset::run(&run, cli.verbose, yes),
+        Command::Upgrade {
+            run,
+            dry_run,
+            max_unavailable,
+        } => upgrade::run(&run, cli.verbose, dry_run, usize::from(max_unavailable)),
         Command::Exec {
             run,
             hosts,

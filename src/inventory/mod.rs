@@ -389,6 +389,43 @@ impl fmt::Display for KubeVersion {
     }
 }
 
+impl KubeVersion {
+    /// The version in what a binary or the API reports: `Kubernetes v1.31.4`, `v1.32.0+k3s1`,
+    /// `v1.33.0-rc.1`, `1.31.4`.
+    pub fn from_reported(text: &str) -> Option<Self> {
+        let t = text.trim();
+        let t = t.strip_prefix("Kubernetes ").unwrap_or(t);
+        let end = t.find(['+', '-']).unwrap_or(t.len());
+        t[..end].parse().ok()
+    }
+}
+
+impl std::str::FromStr for KubeVersion {
+    type Err = ();
+
+    /// `1.31.4` or `v1.31.4`: three decimal numbers, nothing else.
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let parts: Vec<Option<u32>> = text
+            .strip_prefix('v')
+            .unwrap_or(text)
+            .split('.')
+            .map(|p| {
+                (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| p.parse().ok())
+                    .flatten()
+            })
+            .collect();
+        match parts[..] {
+            [Some(major), Some(minor), Some(patch)] => Ok(Self {
+                major,
+                minor,
+                patch,
+            }),
+            _ => Err(()),
+        }
+    }
+}
+
 impl Serialize for KubeVersion {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

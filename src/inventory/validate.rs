@@ -184,23 +184,9 @@ fn is_dns_name(s: &str) -> bool {
 
 fn parse_version(r: &mut Reporter, v: &Spanned<String>) -> Option<KubeVersion> {
     let text = v.get_ref();
-    let parts: Vec<Option<u32>> = text
-        .strip_prefix('v')
-        .unwrap_or(text)
-        .split('.')
-        .map(|p| {
-            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| p.parse().ok())
-                .flatten()
-        })
-        .collect();
-    let version = match parts[..] {
-        [Some(major), Some(minor), Some(patch)] => KubeVersion {
-            major,
-            minor,
-            patch,
-        },
-        _ => {
+    let version = match text.parse::<KubeVersion>() {
+        Ok(version) => version,
+        Err(()) => {
             r.error(
                 span(v),
                 format!("cluster.kubernetes_version `{text}` is not a Kubernetes version"),

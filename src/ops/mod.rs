@@ -1,7 +1,7 @@
 //! Day-two operations on a running cluster (docs/operations.md): `status`, `backup` and
 //! `restore`, which read or do one operation through `Ops`; and renewing certificates (`renew`),
 //! what each host serves (`served`), removing a host (`remove`) and tearing the cluster down
-//! (`reset`), which reuse apply's context (`phases::Ctx`, `files::sync`, `etcd::etcdctl`, ...).
+//! (`reset`) and upgrading it (`upgrade`), which reuse apply's context (`phases::Ctx`, `files::sync`, `etcd::etcdctl`, ...).
 
 pub mod backup;
 pub mod remove;
@@ -10,6 +10,7 @@ pub mod reset;
 pub mod restore;
 pub mod served;
 pub mod status;
+pub mod upgrade;
 
 pub(crate) use crate::artifacts::sha256_hex;
 

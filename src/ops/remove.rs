@@ -95,7 +95,7 @@ fn parse_members(text: &str) -> Vec<MemberId> {
         .collect()
 }
 
-async fn api_call(req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+pub(crate) async fn api_call(req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
     // A removed VIP holder moves the VIP: a few retries ride that out.
     let mut last = String::new();
     for _ in 0..5 {
@@ -113,7 +113,11 @@ async fn api_call(req: reqwest::RequestBuilder) -> Result<reqwest::Response, Str
 
 /// Marks the Node unschedulable and evicts its pods (DaemonSet and mirror pods stay, as with
 /// `kubectl drain --ignore-daemonsets`). Returns what was done, or why draining was skipped.
-async fn drain(client: &reqwest::Client, server: &str, node: &str) -> Result<Vec<String>, String> {
+pub(crate) async fn drain(
+    client: &reqwest::Client,
+    server: &str,
+    node: &str,
+) -> Result<Vec<String>, String> {
     let url = format!("{server}/api/v1/nodes/{node}");
     let resp = api_call(client.get(&url)).await?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {

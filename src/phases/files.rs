@@ -19,8 +19,8 @@ pub(crate) enum Part {
     Host,
     Etcd,
     Front,
-    /// kubeadm's init/join configs: uploaded only for the run that uses them, then removed,
-    /// since they carry the bootstrap token.
+    /// kubeadm's init/join/upgrade configs: uploaded only for the run that uses them, then
+    /// removed (init and join carry the bootstrap token).
     Kubeadm,
 }
 

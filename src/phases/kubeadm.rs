@@ -75,6 +75,38 @@ pub(crate) async fn pending(cx: &Ctx) -> Result<BTreeSet<String>, ApplyError> {
         .collect())
 }
 
+/// A running cluster changes version only through `kbs upgrade`, which goes host by host: apply
+/// would install the new kubeadm and kubelet everywhere at once. Every node kubeadm has set up
+/// must have the inventory's kubeadm.
+pub(crate) async fn refuse_version_change(cx: &Ctx) -> Result<(), ApplyError> {
+    let want = cx.plan.inventory.cluster.kubernetes_version;
+    let nodes = cx
+        .hosts()
+        .filter(|h| h.has(Role::ControlPlane) || h.has(Role::Worker));
+    each_host(nodes.map(|h| h.name.as_str()), |host| async move {
+        let s = cx.session(host).await?;
+        let out = s
+            .exec(
+                Exec::new(&format!(
+                    "test -f {KUBELET_CONF} && kubeadm version -o short"
+                ))
+                .sudo(true),
+            )
+            .await?;
+        match crate::inventory::KubeVersion::from_reported(&out.stdout_lossy()) {
+            Some(have) if out.success() && have != want => Err(ApplyError::VersionChange {
+                host: host.into(),
+                have: have.to_string(),
+                want: want.to_string(),
+                inventory: cx.plan.inventory.path.clone(),
+            }),
+            _ => Ok(()),
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 fn random_token() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();

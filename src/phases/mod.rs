@@ -106,6 +106,16 @@ pub enum ApplyError {
         "wait for that run to end; its lock goes with its SSH connection, so a killed run frees it at once. Nothing was changed"
     ))]
     Locked { host: String, by: String },
+    #[error("{host} runs kubeadm {have}, but cluster.kubernetes_version in {} is {want}", inventory.display())]
+    #[diagnostic(help(
+        "change a running cluster's version with `kbs upgrade INVENTORY`, which goes host by host (docs/operations.md); to stay on {have}, set cluster.kubernetes_version back. Nothing was changed"
+    ))]
+    VersionChange {
+        host: String,
+        have: String,
+        want: String,
+        inventory: std::path::PathBuf,
+    },
 }
 
 impl From<SshError> for ApplyError {
@@ -358,6 +368,9 @@ pub async fn apply(
         cx.lock().await?;
     }
     report.checks = preflight::run(&cx).instrument(phase("preflight")).await?;
+    kubeadm::refuse_version_change(&cx)
+        .instrument(phase("version"))
+        .await?;
 
     // Local first: the PKI is made (or reused) before any host is touched.
     let local = phase("local").entered();

@@ -37,7 +37,7 @@ pub(crate) async fn run(
     Ok(warnings.into_iter().flatten().collect())
 }
 
-async fn prepare_host(
+pub(crate) async fn prepare_host(
     cx: &Ctx,
     h: &PlannedHost,
     bundle: Option<&Bundle>,

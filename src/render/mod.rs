@@ -41,6 +41,9 @@ pub const BACKUP_SCRIPT_PATH: &str = "/etc/kbs/etcd/backup.sh";
 /// rendered one afterwards.
 pub const KUBE_VIP_BOOTSTRAP_PATH: &str = "/etc/kbs/kube-vip/bootstrap.yaml";
 
+/// The kubeadm UpgradeConfiguration `kbs upgrade` hands to `kubeadm upgrade apply|node`.
+pub const UPGRADE_CONFIG_PATH: &str = "/etc/kubernetes/kubeadm/upgrade.yaml";
+
 /// Placeholders written when a value is only known at apply time (see `RenderInputs::default`).
 pub const JOIN_TOKEN_PLACEHOLDER: &str = "${KBS_JOIN_TOKEN}";
 pub const CA_CERT_HASH_PLACEHOLDER: &str = "${KBS_CA_CERT_HASH}";
@@ -215,6 +218,7 @@ fn host_files(
         };
         let name = if first { "init.yaml" } else { "join.yaml" };
         r.file(kubeadm, &format!("/etc/kubernetes/kubeadm/{name}"), 0o600)?;
+        r.file("kubeadm-upgrade.yaml", UPGRADE_CONFIG_PATH, 0o600)?;
         if security.reserve_resources {
             r.file(
                 "kubelet-patch.yaml",

@@ -65,13 +65,13 @@ fn tls_endpoints(lab: &Lab) -> Vec<String> {
 }
 
 /// Polls /readyz through the VIP every 300 ms until stopped: (answered, failed, longest outage).
-struct Poller {
+pub(crate) struct Poller {
     stop: Arc<AtomicBool>,
     handle: std::thread::JoinHandle<(u32, u32, Duration)>,
 }
 
 impl Poller {
-    fn start(state: &Path) -> Self {
+    pub(crate) fn start(state: &Path) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (client, server) =
             kbs::phases::admin_client(&StateDir::new(state)).expect("admin client");
@@ -108,7 +108,7 @@ impl Poller {
         Self { stop, handle }
     }
 
-    fn finish(self) -> (u32, u32, Duration) {
+    pub(crate) fn finish(self) -> (u32, u32, Duration) {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().expect("poller")
     }

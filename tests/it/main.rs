@@ -22,3 +22,4 @@ mod ssh;
 mod ssh_lab;
 mod sshd;
 mod tls;
+mod upgrade;
