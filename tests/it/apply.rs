@@ -2,37 +2,24 @@
 //! keepalived; only kubeadm, kubelet and the API server are the lab's stand-ins.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::kbs;
+pub(crate) use crate::common::ok;
+use crate::common::{kbs, kill_at, run_kbs};
 use crate::lab::{Lab, up};
 
 /// Everything kbs writes on a host, for "nothing was rewritten" checks.
 const WATCHED: &str = "/etc/kubernetes /etc/kbs /etc/haproxy /etc/keepalived /etc/systemd/system /etc/sysctl.d /etc/modules-load.d /etc/containerd /usr/local/bin /usr/local/lib/kbs-standins";
 
 pub(crate) fn apply(lab: &Lab, state: &Path, args: &[&str]) -> std::process::Output {
-    kbs()
-        .arg(args.first().copied().unwrap_or("apply"))
-        .arg(lab.inventory())
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--log-format", "plain"])
-        .args(args.get(1..).unwrap_or_default())
-        .output()
-        .expect("run kbs")
-}
-
-pub(crate) fn ok(out: &std::process::Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "kbs failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    run_kbs(
+        args.first().copied().unwrap_or("apply"),
+        &lab.inventory(),
+        state,
+        args.get(1..).unwrap_or_default(),
+    )
 }
 
 /// `s` without whitespace and table borders: error reports and tables wrap long lines.
@@ -297,26 +284,13 @@ fn lab_killing_kbs_in_any_phase_then_applying_again_converges() {
         lab.cmd(&["down"]);
         lab.cmd(&["up", "3"]);
         let state = tempfile::tempdir().expect("tmp");
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin!("kbs"))
-            .arg("apply")
-            .arg(lab.inventory())
-            .arg("--state-dir")
-            .arg(state.path())
-            .args(["--log-format", "plain"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kbs");
-        let stderr = child.stderr.take().expect("stderr");
-        let seen = BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains(marker));
-        assert!(seen, "kbs never reached `{marker}`");
-        // Let the step get under way, then cut the run off as a crash would.
-        std::thread::sleep(Duration::from_millis(400));
-        child.kill().expect("kill kbs");
-        child.wait().expect("reap");
+        kill_at(
+            "apply",
+            &lab.inventory(),
+            state.path(),
+            marker,
+            Duration::from_millis(400),
+        );
 
         let out = ok(&apply(&lab, state.path(), &["apply"]));
         assert!(out.contains("admin kubeconfig"), "{out}");

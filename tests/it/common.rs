@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use kbs::inventory::Inventory;
 use kbs::plan::ClusterPlan;
@@ -146,17 +147,21 @@ pub fn api_get(state: &Path, path: &str) -> Value {
     })
 }
 
-/// `kbs apply INVENTORY --state-dir STATE EXTRA...`, which must succeed; its stdout.
-pub fn apply(inventory: &Path, state: &Path, extra: &[&str]) -> String {
-    let out = kbs()
-        .arg("apply")
+/// `kbs CMD INVENTORY --state-dir STATE --log-format plain EXTRA...`.
+pub fn run_kbs(cmd: &str, inventory: &Path, state: &Path, extra: &[&str]) -> std::process::Output {
+    kbs()
+        .arg(cmd)
         .arg(inventory)
         .arg("--state-dir")
         .arg(state)
         .args(["--log-format", "plain"])
         .args(extra)
         .output()
-        .expect("run kbs");
+        .expect("run kbs")
+}
+
+/// The stdout of a run that must have succeeded.
+pub fn ok(out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -164,4 +169,34 @@ pub fn apply(inventory: &Path, state: &Path, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// `kbs apply INVENTORY --state-dir STATE EXTRA...`, which must succeed; its stdout.
+pub fn apply(inventory: &Path, state: &Path, extra: &[&str]) -> String {
+    ok(&run_kbs("apply", inventory, state, extra))
+}
+
+/// Starts `kbs CMD INVENTORY --state-dir STATE`, waits for a progress line containing `marker`,
+/// lets the step get under way for `settle`, then kills kbs as a crash would.
+pub fn kill_at(cmd: &str, inventory: &Path, state: &Path, marker: &str, settle: Duration) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("kbs"))
+        .arg(cmd)
+        .arg(inventory)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--log-format", "plain"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kbs");
+    let stderr = child.stderr.take().expect("stderr");
+    let seen = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains(marker));
+    assert!(seen, "kbs {cmd} never reached `{marker}`");
+    std::thread::sleep(settle);
+    child.kill().expect("kill kbs");
+    child.wait().expect("reap");
 }

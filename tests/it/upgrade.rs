@@ -5,13 +5,12 @@
 //! API server's /version, each Node's kubelet version and its cordon history in etcd's revisions,
 //! etcd's health and members.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::apply::{apply, assert_etcd_healthy, endpoints, etcdctl, files, members, ok};
-use crate::common::{kbs, root};
+use crate::common::{kbs, kill_at, root, run_kbs};
 use crate::lab::{Lab, up};
 use crate::lifecycle::Poller;
 
@@ -50,15 +49,7 @@ fn inventory_at(lab: &Lab, dir: &Path, version: &str) -> PathBuf {
 }
 
 fn upgrade(inventory: &Path, state: &Path, extra: &[&str]) -> std::process::Output {
-    kbs()
-        .arg("upgrade")
-        .arg(inventory)
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--log-format", "plain"])
-        .args(extra)
-        .output()
-        .expect("run kbs")
+    run_kbs("upgrade", inventory, state, extra)
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -227,25 +218,13 @@ fn lab_upgrade_one_minor_rolls_etcd_and_nodes_refuses_a_skip_and_resumes() {
     // Cut off while kubeadm runs on the second control plane, as a crash would...
     let from = revision(state.path(), &eps);
     let poller = Poller::start(state.path());
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("kbs"))
-        .arg("upgrade")
-        .arg(&inventory)
-        .arg("--state-dir")
-        .arg(state.path())
-        .args(["--log-format", "plain"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kbs");
-    let stderr = child.stderr.take().expect("stderr");
-    let seen = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("node-2: kubeadm upgrade node started"));
-    assert!(seen, "kbs never reached kubeadm on node-2");
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().expect("kill kbs");
-    child.wait().expect("reap");
+    kill_at(
+        "upgrade",
+        &inventory,
+        state.path(),
+        "node-2: kubeadm upgrade node started",
+        Duration::from_millis(300),
+    );
     assert!(versions(&lab, state.path(), 1).contains(&format!("API server \"{NEW}\"")));
 
     // ... then run again: it finishes the job.
