@@ -77,10 +77,9 @@ pub(super) async fn run(cx: &Ctx) -> Result<(), ApplyError> {
         return Ok(());
     }
     let (client, server) = admin_client(&cx.state).map_err(ApplyError::Verify)?;
+    // add-node checks its own hosts: others in the inventory may be waiting for their turn.
     let want: BTreeSet<String> = cx
-        .plan
-        .hosts
-        .iter()
+        .hosts()
         .filter(|h| h.has(Role::ControlPlane) || h.has(Role::Worker))
         .map(|h| h.name.clone())
         .collect();

@@ -172,8 +172,9 @@ fn lab_three_control_planes_and_a_worker_then_no_changes_then_add_node() {
     let after: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
     assert_eq!(before, after);
 
-    // A fifth host joins; nothing on the other four changes.
-    lab.cmd(&["up", "5"]);
+    // A fifth host joins; nothing on the other four changes. A sixth, already in the inventory,
+    // waits for its own add-node.
+    lab.cmd(&["up", "6"]);
     let out = ok(&apply(
         &lab,
         state.path(),
