@@ -117,12 +117,7 @@ pub fn run(
         println!(
             "{} {verb} on {} host(s)",
             report.changes.len(),
-            report
-                .changes
-                .iter()
-                .map(|c| &c.host)
-                .collect::<BTreeSet<_>>()
-                .len()
+            crate::phases::hosts_changed(&report.changes)
         );
     }
     if !dry_run {

@@ -1,6 +1,5 @@
 //! `kbs upgrade`.
 
-use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use crate::cli::RunArgs;
@@ -40,12 +39,7 @@ pub fn run(
         "upgraded to {}: {} change(s) on {} host(s); every Node and API server reports {}",
         report.plan.target,
         report.changes.len(),
-        report
-            .changes
-            .iter()
-            .map(|c| &c.host)
-            .collect::<BTreeSet<_>>()
-            .len(),
+        crate::phases::hosts_changed(&report.changes),
         report.plan.target
     );
     Ok(ExitCode::SUCCESS)

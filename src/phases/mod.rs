@@ -131,6 +131,15 @@ pub struct Change {
     pub what: String,
 }
 
+/// How many hosts `changes` touch.
+pub fn hosts_changed(changes: &[Change]) -> usize {
+    changes
+        .iter()
+        .map(|c| &c.host)
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
 /// Everything a phase needs; built once per run and passed to each phase explicitly.
 pub struct Ctx {
     pub plan: ClusterPlan,
@@ -267,6 +276,17 @@ impl Ctx {
         opts: Options,
         progress: Progress,
     ) -> Result<Self, ApplyError> {
+        Self::new(plan, state, opts, Templates::builtin()?, progress)
+    }
+
+    /// Takes the state dir's lock (the journal) and readies the SSH targets.
+    fn new(
+        plan: ClusterPlan,
+        state: StateDir,
+        opts: Options,
+        templates: Templates,
+        progress: Progress,
+    ) -> Result<Self, ApplyError> {
         state.create()?;
         let journal = Journal::open(&state)?;
         let (connector, targets) = connect::connector(&plan, &state, &opts)?;
@@ -274,7 +294,7 @@ impl Ctx {
             plan,
             state,
             opts,
-            templates: Templates::builtin()?,
+            templates,
             progress,
             connector,
             targets,
@@ -346,22 +366,7 @@ pub async fn apply(
             only.extend(plan.control_planes().map(|h| h.name.clone()));
         }
     }
-    state.create()?;
-    let journal = Journal::open(&state)?;
-    let (connector, targets) = connect::connector(&plan, &state, &opts)?;
-    let mut cx = Ctx {
-        plan,
-        state,
-        opts,
-        templates,
-        progress,
-        connector,
-        targets,
-        facts: BTreeMap::new(),
-        journal: Mutex::new(journal),
-        changes: Mutex::new(Vec::new()),
-        locks: Default::default(),
-    };
+    let mut cx = Ctx::new(plan, state, opts, templates, progress)?;
     let mut report = Report::default();
     cx.facts = connect::gather(&cx).instrument(phase("facts")).await?;
     if !cx.opts.dry_run {
