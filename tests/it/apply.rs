@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub(crate) use crate::common::ok;
-use crate::common::{kbs, kill_at, run_kbs};
+use crate::common::{kill_at, run_kbs};
 use crate::lab::{Lab, up};
 
 /// Everything kbs writes on a host, for "nothing was rewritten" checks.
@@ -15,7 +15,7 @@ const WATCHED: &str = "/etc/kubernetes /etc/kbs /etc/haproxy /etc/keepalived /et
 
 pub(crate) fn apply(lab: &Lab, state: &Path, args: &[&str]) -> std::process::Output {
     run_kbs(
-        args.first().copied().unwrap_or("apply"),
+        &[args.first().copied().unwrap_or("apply")],
         &lab.inventory(),
         state,
         args.get(1..).unwrap_or_default(),
@@ -37,21 +37,22 @@ pub(crate) fn files(lab: &Lab, host: &str) -> String {
     )
 }
 
+/// etcdctl's endpoint and client-certificate flags: the state dir's apiserver-etcd-client.
+pub(crate) fn etcd_client_args(state: &Path, endpoints: &[String]) -> Vec<String> {
+    let pki = state.join("pki");
+    vec![
+        format!("--endpoints={}", endpoints.join(",")),
+        format!("--cacert={}", pki.join("etcd/ca.crt").display()),
+        format!("--cert={}", pki.join("apiserver-etcd-client.crt").display()),
+        format!("--key={}", pki.join("apiserver-etcd-client.key").display()),
+    ]
+}
+
 /// `etcdctl` on this machine with the state dir's apiserver-etcd-client certificate.
 pub(crate) fn etcdctl(state: &Path, endpoints: &[String], args: &[&str]) -> std::process::Output {
-    let pki = state.join("pki");
     Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
-        .arg(format!(
-            "--cert={}",
-            pki.join("apiserver-etcd-client.crt").display()
-        ))
-        .arg(format!(
-            "--key={}",
-            pki.join("apiserver-etcd-client.key").display()
-        ))
+        .args(etcd_client_args(state, endpoints))
         .arg("--command-timeout=5s")
         .args(args)
         .output()
@@ -315,14 +316,7 @@ fn lab_killing_kbs_in_any_phase_then_applying_again_converges() {
 }
 
 fn fails(lab: &Lab, state: &Path, inventory: &Path) -> String {
-    let out = kbs()
-        .arg("apply")
-        .arg(inventory)
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--log-format", "plain"])
-        .output()
-        .expect("run kbs");
+    let out = run_kbs(&["apply"], inventory, state, &[]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -398,14 +392,7 @@ fn lab_bad_input_is_a_clear_error_and_changes_nothing() {
         lab.ip(13)
     );
     lab.exec("node-2", &drop);
-    let out = kbs()
-        .arg("apply")
-        .arg(lab.inventory())
-        .arg("--state-dir")
-        .arg(state.path())
-        .args(["--log-format", "plain"])
-        .output()
-        .expect("run kbs");
+    let out = run_kbs(&["apply"], &lab.inventory(), state.path(), &[]);
     lab.exec("node-2", &drop.replace("-A INPUT", "-D INPUT"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

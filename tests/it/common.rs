@@ -147,10 +147,15 @@ pub fn api_get(state: &Path, path: &str) -> Value {
     })
 }
 
-/// `kbs CMD INVENTORY --state-dir STATE --log-format plain EXTRA...`.
-pub fn run_kbs(cmd: &str, inventory: &Path, state: &Path, extra: &[&str]) -> std::process::Output {
+/// `kbs SUBCOMMAND... INVENTORY --state-dir STATE --log-format plain EXTRA...`.
+pub fn run_kbs(
+    sub: &[&str],
+    inventory: &Path,
+    state: &Path,
+    extra: &[&str],
+) -> std::process::Output {
     kbs()
-        .arg(cmd)
+        .args(sub)
         .arg(inventory)
         .arg("--state-dir")
         .arg(state)
@@ -173,7 +178,7 @@ pub fn ok(out: &std::process::Output) -> String {
 
 /// `kbs apply INVENTORY --state-dir STATE EXTRA...`, which must succeed; its stdout.
 pub fn apply(inventory: &Path, state: &Path, extra: &[&str]) -> String {
-    ok(&run_kbs("apply", inventory, state, extra))
+    ok(&run_kbs(&["apply"], inventory, state, extra))
 }
 
 /// Starts `kbs CMD INVENTORY --state-dir STATE`, waits for a progress line containing `marker`,

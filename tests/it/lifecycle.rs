@@ -14,20 +14,11 @@ use kbs::plan::ClusterPlan;
 use kbs::state::StateDir;
 
 use crate::apply::{apply, assert_etcd_healthy, endpoints, files, members, node_names, ok, set};
-use crate::common::kbs;
+use crate::common::{kbs, run_kbs};
 use crate::lab::{Lab, up};
 
-/// `kbs SUBCOMMAND... INVENTORY --state-dir S --log-format plain EXTRA...`
 fn run(lab: &Lab, state: &Path, sub: &[&str], extra: &[&str]) -> std::process::Output {
-    kbs()
-        .args(sub)
-        .arg(lab.inventory())
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--log-format", "plain"])
-        .args(extra)
-        .output()
-        .expect("run kbs")
+    run_kbs(sub, &lab.inventory(), state, extra)
 }
 
 /// `kbs certs check INVENTORY --state-dir S --hosts`

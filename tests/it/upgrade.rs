@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::apply::{apply, assert_etcd_healthy, endpoints, etcdctl, files, members, ok};
-use crate::common::{kbs, kill_at, root, run_kbs};
+use crate::apply::{
+    apply, assert_etcd_healthy, endpoints, etcd_client_args, etcdctl, files, members, ok,
+};
+use crate::common::{kill_at, root, run_kbs};
 use crate::lab::{Lab, up};
 use crate::lifecycle::Poller;
 
@@ -49,7 +51,7 @@ fn inventory_at(lab: &Lab, dir: &Path, version: &str) -> PathBuf {
 }
 
 fn upgrade(inventory: &Path, state: &Path, extra: &[&str]) -> std::process::Output {
-    run_kbs("upgrade", inventory, state, extra)
+    run_kbs(&["upgrade"], inventory, state, extra)
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -135,20 +137,10 @@ fn revision(state: &Path, eps: &[String]) -> i64 {
 /// (`spec.unschedulable`) at some point, and is it schedulable at the end?
 fn cordon_history(state: &Path, eps: &[String], from: i64) -> Vec<(String, bool, bool)> {
     // A watch from an old revision replays the history at once; it then waits, so it is cut off.
-    let pki = state.join("pki");
     let out = Command::new("timeout")
         .args(["5", "etcdctl"])
         .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", eps.join(",")))
-        .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
-        .arg(format!(
-            "--cert={}",
-            pki.join("apiserver-etcd-client.crt").display()
-        ))
-        .arg(format!(
-            "--key={}",
-            pki.join("apiserver-etcd-client.key").display()
-        ))
+        .args(etcd_client_args(state, eps))
         .args(["watch", "--prefix", "/registry/minions/"])
         .arg(format!("--rev={from}"))
         .output()
@@ -283,14 +275,7 @@ fn lab_upgrade_one_minor_rolls_etcd_and_nodes_refuses_a_skip_and_resumes() {
     // At the target: nothing to do, for upgrade and for apply.
     let out = ok(&upgrade(&inventory, state.path(), &[]));
     assert!(out.contains("no changes"), "{out}");
-    let out = ok(&kbs()
-        .arg("apply")
-        .arg(&inventory)
-        .arg("--state-dir")
-        .arg(state.path())
-        .args(["--log-format", "plain"])
-        .output()
-        .expect("run kbs"));
+    let out = ok(&run_kbs(&["apply"], &inventory, state.path(), &[]));
     assert!(
         out.starts_with("no changes"),
         "apply after the upgrade: {out}"
