@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-kbs=$PWD/target/release/kbs
+kbs=${CARGO_TARGET_DIR:-$PWD/target}/release/kbs
 lab=tests/lab/lab   # honours KBS_LAB_ID, so a bench can run beside a test run
 state=$(mktemp -d)
 trap 'rm -rf "$state"; $lab down >/dev/null 2>&1 || true' EXIT
@@ -14,7 +14,7 @@ trap 'rm -rf "$state"; $lab down >/dev/null 2>&1 || true' EXIT
 # The median of three runs of a command that changes nothing.
 median3() { for _ in 1 2 3; do secs "$@"; done | sort -n | sed -n 2p; }
 secs() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { print b - a }'; }
-fresh() { $lab down >/dev/null 2>&1; rm -rf "$state"; mkdir -p "$state"; $lab up "$1" >/dev/null 2>&1; }
+fresh() { $lab down >/dev/null 2>&1; rm -rf "$state"; mkdir -p "$state"; $lab up "$1" >/dev/null 2>&1; $kbs bundle "$($lab inventory)" >/dev/null; }
 apply() { $kbs apply "$($lab inventory)" --state-dir "$state" --log-format plain; }
 add_node() { $kbs add-node "$($lab inventory)" --state-dir "$state" --log-format plain --host "$1"; }
 

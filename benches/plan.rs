@@ -13,7 +13,7 @@ const RUNS: usize = 7;
 
 fn inventory_text() -> String {
     let mut s = String::from(
-        "[cluster]\nname = \"bench\"\nkubernetes_version = \"1.31.4\"\npod_subnet = \"10.244.0.0/16\"\n\
+        "[cluster]\nname = \"bench\"\nkubernetes_version = \"1.37.1\"\npod_subnet = \"10.244.0.0/16\"\n\
          service_subnet = \"10.96.0.0/12\"\n\n[endpoint]\nmode = \"vip\"\naddress = \"172.16.0.1\"\nport = 8443\n\n\
          [etcd]\nmembers = 5\n",
     );

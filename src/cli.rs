@@ -14,6 +14,10 @@ pub struct Cli {
     /// More detail in logs (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Accept a Kubernetes version past its end of life (or one kbs has no facts for) instead of
+    /// refusing the inventory; the plan says it is unsupported.
+    #[arg(long, global = true)]
+    pub allow_unsupported_version: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,6 +41,17 @@ pub enum Command {
         /// A directory of templates that replace the built-in ones of the same file name.
         #[arg(long)]
         templates: Option<PathBuf>,
+    },
+    /// Download and check everything the inventory's hosts need (kubeadm, kubelet, kubectl,
+    /// etcd, containerd, runc, CNI plugins, crictl, the container images, the CNI manifest) into
+    /// a bundle directory with a bundle.toml of SHA-256 sums and digests, for an air-gapped site.
+    /// Resumes an interrupted run; keeps nothing whose sum does not match.
+    Bundle {
+        /// The inventory file (TOML).
+        inventory: PathBuf,
+        /// The bundle directory [default: the inventory's [artifacts] bundle].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Write a commented starter inventory for the given hosts.
     Init {

@@ -5,6 +5,7 @@
 
 pub mod inventory;
 pub mod plan;
+pub mod versions;
 
 pub mod pki;
 pub mod secrets;

@@ -60,7 +60,7 @@ fn starter(name: &str, ips: &[IpAddr]) -> String {
 
 [cluster]
 name = "{name}"                    # a DNS label: lower-case letters, digits, '-'
-kubernetes_version = "1.31.4"
+# kubernetes_version = "1.37.1"   # the newest supported release when unset (data/versions.toml)
 pod_subnet = "10.244.0.0/16"       # must not overlap the hosts' network or service_subnet
 service_subnet = "10.96.0.0/12"
 # dns_domain = "cluster.local"
@@ -83,8 +83,18 @@ identity_file = "~/.ssh/id_ed25519"
 # algorithm = "ecdsa-p256"         # or "rsa-2048"
 # extra_sans = ["api.example.com"]
 
-# [cni]
-# manifest = "calico.yaml"         # applied with kubectl once the API is up; relative to this file, or to [artifacts] bundle
+[cni]
+plugin = "calico"                  # flannel | calico | cilium (with a rendered manifest) | none
+# version = "v3.32.1"              # the release kbs pins when unset
+# manifest = "calico.yaml"         # a hand-written manifest instead; relative to this file, or to [artifacts] bundle
+
+# [artifacts]                      # where kubeadm, kubelet, etcd, containerd, the images... come from
+# bundle = "bundle"                # an air-gap bundle made by `kbs bundle` (docs/airgap.md); unset: apply downloads them here
+# mirrors = [{{ from = "https://dl.k8s.io/", to = "https://mirror.example/dl.k8s.io/" }}]
+
+# [registry]                       # the site's registry, holding every image (docs/mirrors.md)
+# address = "registry.example:5000/k8s"
+# ca_file = "registry-ca.crt"
 "#,
         n = ips.len(),
         t = topology.as_str(),

@@ -2,6 +2,7 @@
 
 mod apply;
 mod backup;
+mod bundle;
 mod certs;
 mod check;
 mod exec;
@@ -20,7 +21,9 @@ use crate::cli::{Cli, Command};
 use crate::ops as kbs_ops;
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
+    crate::inventory::allow_unsupported_version(cli.allow_unsupported_version);
     match cli.command {
+        Command::Bundle { inventory, out } => bundle::run(&inventory, out.as_deref()),
         Command::Plan { inventory, output } => plan::run(&inventory, output),
         Command::Render {
             inventory,

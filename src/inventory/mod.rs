@@ -3,6 +3,7 @@
 //! `Inventory::load` parses and validates it completely; everything downstream works on typed
 //! values (an address is an `IpAddr`, a subnet an `IpNet`, a role an enum) and never re-checks.
 
+mod components;
 mod error;
 mod raw;
 mod validate;
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::versions::{CniPlugin, Components, KubeVersion, Version};
+pub use components::{WantedImage, allow_unsupported_version};
 pub use error::{InventoryError, InventoryErrors};
 pub use validate::is_dns_label;
 
@@ -27,7 +30,12 @@ pub struct Inventory {
     pub ssh: SshSettings,
     pub etcd: EtcdSettings,
     pub pki: PkiSettings,
-    pub artifacts: Artifacts,
+    /// Every component version: the minor's row of data/versions.toml with `[versions]` applied.
+    pub versions: Components,
+    pub artifacts: ArtifactSettings,
+    /// `[registry]`: the site's own registry, which every image name points at.
+    pub registry: Option<Registry>,
+    pub containerd: ContainerdSettings,
     /// The CNI to apply once the control plane is up; `None` leaves networking to the operator.
     pub cni: Option<Cni>,
     pub security: SecuritySettings,
@@ -54,23 +62,147 @@ impl BackupSettings {
     pub const DEFAULT_DIR: &str = "/var/backups/kbs-etcd";
 }
 
-/// Where kubeadm, kubelet, etcd and the rest come from.
+/// Where kubeadm, kubelet, etcd and the rest come from. Either way the files are the upstream
+/// releases, checked against upstream's checksums, and copied to the hosts over SSH.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Artifacts {
-    /// The distribution's and upstream's package repositories, reached by each host.
+    /// kbs downloads them on this machine at apply time (into the state dir), from upstream or
+    /// through `[artifacts] mirrors`.
     Online,
-    /// An offline bundle directory on this machine (air-gapped sites), checked against its
-    /// manifest of SHA-256 sums before anything is copied.
+    /// A bundle directory made by `kbs bundle` (air-gapped sites), checked against its manifest
+    /// of SHA-256 sums and image digests before anything is copied.
     Bundle(PathBuf),
 }
 
-/// `[cni] manifest`: the CNI is whatever this manifest installs (Calico, Flannel, Cilium, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactSettings {
+    pub source: Artifacts,
+    /// URL prefix rewrites, first match wins: a site's mirror of the upstream release sites.
+    pub mirrors: Vec<Mirror>,
+    /// Whether nodes get crictl (the CRI's command-line client).
+    pub crictl: bool,
+}
+
+/// `https://dl.k8s.io/` → `https://mirror.example/k8s/`: every URL that starts with `from` is
+/// fetched from `to` followed by the rest of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub from: String,
+    pub to: String,
+}
+
+/// The site's registry: `host[:port][/path]`. An upstream image `registry.k8s.io/pause:3.10.1` is
+/// known as `<address>/pause:3.10.1` (the upstream host is dropped, the path kept), which is
+/// also kubeadm's `imageRepository`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    pub address: String,
+    /// The CA that signed the registry's certificate, when it is not a public one.
+    pub ca_file: Option<PathBuf>,
+    /// That CA certificate (PEM), read when the inventory loads: containerd on every node gets it.
+    pub ca_pem: Option<String>,
+    /// A file (mode 0600) holding `user:password` for the registry.
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl Registry {
+    /// The registry's host and port, without the path.
+    pub fn host(&self) -> &str {
+        self.address.split('/').next().unwrap_or(&self.address)
+    }
+
+    /// Where an upstream image reference lives in this registry: its path without the upstream
+    /// host, except where kubeadm expects another path under a custom imageRepository.
+    pub fn map(&self, upstream: &str) -> String {
+        let path = match upstream.split_once('/') {
+            Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
+            _ => upstream,
+        };
+        let (repo, tag) = path.split_at(path.rfind([':', '@']).unwrap_or(path.len()));
+        let repo = crate::versions::catalog()
+            .images
+            .registry_paths
+            .get(repo)
+            .map_or(repo, String::as_str);
+        format!("{}/{repo}{tag}", self.address)
+    }
+}
+
+/// containerd's snapshotter: `overlayfs` everywhere a kernel allows it; `native` (plain copies)
+/// where overlayfs cannot mount, such as inside containers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Snapshotter {
+    #[default]
+    Overlayfs,
+    Native,
+}
+
+impl Snapshotter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Overlayfs => "overlayfs",
+            Self::Native => "native",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerdSettings {
+    pub snapshotter: Snapshotter,
+}
+
+/// `[cni] plugin`: a CNI kbs installs from its release, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CniChoice {
+    Flannel,
+    Calico,
+    Cilium,
+    None,
+}
+
+/// The CNI kbs applies once the control plane is up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cni {
-    /// The manifest on this machine. With an offline bundle it was written relative to the
-    /// bundle directory and must be one of the bundle's files (so its SHA-256 is checked);
-    /// otherwise it was written relative to the inventory.
-    pub manifest: PathBuf,
+    /// The release it comes from, for the plan and the bundle; `None` for a hand-written manifest.
+    pub release: Option<CniRelease>,
+    /// A hand-written manifest: with a bundle it is relative to the bundle directory and must be
+    /// one of the bundle's files (so its SHA-256 is checked); otherwise relative to the inventory.
+    pub manifest: Option<PathBuf>,
+    /// The pod network's MTU, rendered into the manifest; `None` leaves the plugin's default.
+    pub mtu: Option<u32>,
+}
+
+impl Cni {
+    /// "flannel v0.28.9", or the hand-written manifest's file name.
+    pub fn describe(&self) -> String {
+        match (&self.release, &self.manifest) {
+            (Some(r), None) => format!("{} {}", r.plugin.as_str(), r.version),
+            (Some(r), Some(m)) => format!(
+                "{} {} ({})",
+                r.plugin.as_str(),
+                r.version,
+                m.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            ),
+            (None, Some(m)) => m.file_name().map_or_else(
+                || m.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            (None, None) => "no manifest".into(),
+        }
+    }
+}
+
+/// A CNI release: its manifest's URL and pinned sum, and the images it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniRelease {
+    pub plugin: CniPlugin,
+    pub version: String,
+    pub manifest_url: Option<String>,
+    pub sha256: Option<String>,
+    pub images: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -369,69 +501,6 @@ pub struct Host {
     pub ssh: SshSettings,
 }
 
-/// A Kubernetes release, `v1.31.4`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KubeVersion {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl KubeVersion {
-    /// The oldest and newest minors kbs knows; kubeadm's v1beta4 config API starts at 1.31.
-    pub const OLDEST_MINOR: u32 = 31;
-    pub const NEWEST_MINOR: u32 = 37;
-}
-
-impl fmt::Display for KubeVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-impl KubeVersion {
-    /// The version in what a binary or the API reports: `Kubernetes v1.31.4`, `v1.32.0+k3s1`,
-    /// `v1.33.0-rc.1`, `1.31.4`.
-    pub fn from_reported(text: &str) -> Option<Self> {
-        let t = text.trim();
-        let t = t.strip_prefix("Kubernetes ").unwrap_or(t);
-        let end = t.find(['+', '-']).unwrap_or(t.len());
-        t[..end].parse().ok()
-    }
-}
-
-impl std::str::FromStr for KubeVersion {
-    type Err = ();
-
-    /// `1.31.4` or `v1.31.4`: three decimal numbers, nothing else.
-    fn from_str(text: &str) -> Result<Self, ()> {
-        let parts: Vec<Option<u32>> = text
-            .strip_prefix('v')
-            .unwrap_or(text)
-            .split('.')
-            .map(|p| {
-                (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| p.parse().ok())
-                    .flatten()
-            })
-            .collect();
-        match parts[..] {
-            [Some(major), Some(minor), Some(patch)] => Ok(Self {
-                major,
-                minor,
-                patch,
-            }),
-            _ => Err(()),
-        }
-    }
-}
-
-impl Serialize for KubeVersion {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 impl Inventory {
     /// Reads and validates an inventory file. All problems are reported together.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
@@ -444,11 +513,23 @@ impl Inventory {
 
     /// Parses inventory text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Self, InventoryErrors> {
-        validate::parse(path, text)
+        validate::parse(path, text, components::unsupported_allowed())
+    }
+
+    /// `parse` accepting an end-of-life Kubernetes version, as `--allow-unsupported-version` does.
+    pub fn parse_allowing_unsupported(path: &Path, text: &str) -> Result<Self, InventoryErrors> {
+        validate::parse(path, text, true)
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The name an upstream image has on the hosts: in the site's registry when there is one.
+    pub fn image_name(&self, upstream: &str) -> String {
+        self.registry
+            .as_ref()
+            .map_or_else(|| upstream.to_string(), |r| r.map(upstream))
     }
 }
 

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{EndpointMode, KeyAlgorithm, PodSecurityLevel, Role};
+use super::{CniChoice, EndpointMode, KeyAlgorithm, PodSecurityLevel, Role, Snapshotter};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,7 +18,13 @@ pub(super) struct RawInventory {
     #[serde(default)]
     pub pki: RawPki,
     #[serde(default)]
+    pub versions: RawVersions,
+    #[serde(default)]
     pub artifacts: RawArtifacts,
+    #[serde(default)]
+    pub registry: Option<RawRegistry>,
+    #[serde(default)]
+    pub containerd: RawContainerd,
     #[serde(default)]
     pub cni: RawCni,
     #[serde(default)]
@@ -33,7 +39,7 @@ pub(super) struct RawInventory {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCluster {
     pub name: Spanned<String>,
-    pub kubernetes_version: Spanned<String>,
+    pub kubernetes_version: Option<Spanned<String>>,
     pub pod_subnet: Spanned<String>,
     pub service_subnet: Spanned<String>,
     pub dns_domain: Option<Spanned<String>>,
@@ -82,12 +88,51 @@ pub(super) struct RawPki {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawArtifacts {
     pub bundle: Option<Spanned<String>>,
+    #[serde(default)]
+    pub mirrors: Vec<RawMirror>,
+    pub crictl: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMirror {
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
+}
+
+/// `[versions]`: overrides of the components `data/versions.toml` pins for the minor.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVersions {
+    pub etcd: Option<Spanned<String>>,
+    pub containerd: Option<Spanned<String>>,
+    pub runc: Option<Spanned<String>>,
+    pub cni_plugins: Option<Spanned<String>>,
+    pub crictl: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegistry {
+    pub address: Spanned<String>,
+    pub ca_file: Option<Spanned<String>>,
+    pub credentials_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainerd {
+    pub snapshotter: Option<Snapshotter>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCni {
+    pub plugin: Option<Spanned<CniChoice>>,
+    pub version: Option<Spanned<String>>,
+    pub sha256: Option<Spanned<String>>,
     pub manifest: Option<Spanned<String>>,
+    pub mtu: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

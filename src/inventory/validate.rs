@@ -8,20 +8,24 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use toml::Spanned;
 
+use super::components;
 use super::error::{InventoryErrors, Reporter};
 use super::raw::{
     RawBackup, RawEndpoint, RawHost, RawInventory, RawNamespace, RawSecurity, RawSsh,
 };
 use super::{
-    Artifacts, BackupSettings, Cluster, Cni, Endpoint, EndpointMode, EtcdSettings, Host, HostName,
-    Inventory, JumpHost, KubeVersion, NamespaceBaseline, PkiSettings, Role, SecuritySettings,
-    SshSettings,
+    BackupSettings, Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName, Inventory,
+    JumpHost, KubeVersion, NamespaceBaseline, PkiSettings, Role, SecuritySettings, SshSettings,
 };
 use crate::plan::etcd_layout;
 
 const MAX_ETCD_MEMBERS: usize = 7;
 
-pub(super) fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryErrors> {
+pub(super) fn parse(
+    path: &Path,
+    text: &str,
+    allow_unsupported: bool,
+) -> Result<Inventory, InventoryErrors> {
     let name = path.display().to_string();
     let mut r = Reporter::new(&name, text);
     let raw: RawInventory = match toml::from_str(text) {
@@ -34,7 +38,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError
         }
     };
     let base = path.parent().unwrap_or(Path::new("."));
-    let inventory = build(&mut r, base, path, raw);
+    let inventory = build(&mut r, base, path, raw, allow_unsupported);
     r.finish(inventory)
 }
 
@@ -72,8 +76,15 @@ fn explain_toml_error(message: &str) -> (String, String) {
     (message.to_string(), help.to_string())
 }
 
-fn build(r: &mut Reporter, base: &Path, path: &Path, raw: RawInventory) -> Option<Inventory> {
-    let cluster = cluster(r, &raw);
+fn build(
+    r: &mut Reporter,
+    base: &Path,
+    path: &Path,
+    raw: RawInventory,
+    allow_unsupported: bool,
+) -> Option<Inventory> {
+    let versions = components::components(r, &raw, allow_unsupported);
+    let cluster = cluster(r, &raw, versions.as_ref().map(|c| c.kubernetes));
     let defaults = ssh_settings(r, base, &raw.ssh, None);
     let hosts = hosts(r, base, &raw, &defaults);
     let endpoint = endpoint(r, &raw.endpoint, &hosts);
@@ -84,11 +95,9 @@ fn build(r: &mut Reporter, base: &Path, path: &Path, raw: RawInventory) -> Optio
         check_addresses_outside_subnets(r, c, &raw);
     }
     let etcd = etcd(r, &raw, &hosts);
-    let artifacts = match &raw.artifacts.bundle {
-        Some(b) => Artifacts::Bundle(resolve_path(base, b.get_ref())),
-        None => Artifacts::Online,
-    };
-    let cni = cni(r, base, &raw, &artifacts);
+    let artifacts = components::artifacts(r, base, &raw);
+    let registry = components::registry(r, base, &raw);
+    let cni = components::cni(r, base, &raw, &artifacts.source);
     Some(Inventory {
         path: path.to_path_buf(),
         cluster: cluster?,
@@ -96,7 +105,10 @@ fn build(r: &mut Reporter, base: &Path, path: &Path, raw: RawInventory) -> Optio
         ssh: defaults?,
         etcd,
         pki,
+        versions: versions?,
         artifacts,
+        registry,
+        containerd: components::containerd(&raw),
         cni,
         security,
         backup,
@@ -108,7 +120,7 @@ fn span<T>(s: &Spanned<T>) -> Range<usize> {
     s.span()
 }
 
-fn cluster(r: &mut Reporter, raw: &RawInventory) -> Option<Cluster> {
+fn cluster(r: &mut Reporter, raw: &RawInventory, version: Option<KubeVersion>) -> Option<Cluster> {
     let c = &raw.cluster;
     let name = c.name.get_ref();
     let name_ok = is_dns_label(name);
@@ -120,7 +132,6 @@ fn cluster(r: &mut Reporter, raw: &RawInventory) -> Option<Cluster> {
             "use 1 to 63 lower-case letters, digits and '-', starting and ending with a letter or digit, e.g. \"edge-1\"",
         );
     }
-    let version = parse_version(r, &c.kubernetes_version);
     let pod = parse_subnet(r, "cluster.pod_subnet", &c.pod_subnet);
     let svc = parse_subnet(r, "cluster.service_subnet", &c.service_subnet);
     if let (Some(p), Some(s)) = (pod, svc) {
@@ -182,38 +193,6 @@ fn is_dns_name(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
-fn parse_version(r: &mut Reporter, v: &Spanned<String>) -> Option<KubeVersion> {
-    let text = v.get_ref();
-    let version = match text.parse::<KubeVersion>() {
-        Ok(version) => version,
-        Err(()) => {
-            r.error(
-                span(v),
-                format!("cluster.kubernetes_version `{text}` is not a Kubernetes version"),
-                "not MAJOR.MINOR.PATCH",
-                "write a released version such as \"1.31.4\" (a leading 'v' is allowed)",
-            );
-            return None;
-        }
-    };
-    if version.major != 1
-        || !(KubeVersion::OLDEST_MINOR..=KubeVersion::NEWEST_MINOR).contains(&version.minor)
-    {
-        r.error(
-            span(v),
-            format!("cluster.kubernetes_version {version} is not supported"),
-            "unsupported version",
-            format!(
-                "kbs supports Kubernetes 1.{}.x to 1.{}.x (kubeadm's v1beta4 configuration starts at 1.31)",
-                KubeVersion::OLDEST_MINOR,
-                KubeVersion::NEWEST_MINOR
-            ),
-        );
-        return None;
-    }
-    Some(version)
-}
-
 fn parse_subnet(r: &mut Reporter, field: &str, v: &Spanned<String>) -> Option<IpNet> {
     let text = v.get_ref();
     match text.parse::<IpNet>() {
@@ -255,53 +234,8 @@ fn parse_ip(r: &mut Reporter, field: &str, v: &Spanned<String>) -> Option<IpAddr
     }
 }
 
-/// `[cni] manifest`: inside the bundle for offline sites (the bundle is the only thing that
-/// travels there, and its manifest checks the file's sum), else relative to the inventory.
-/// A missing file is reported now rather than after the cluster is half built.
-fn cni(r: &mut Reporter, base: &Path, raw: &RawInventory, artifacts: &Artifacts) -> Option<Cni> {
-    let m = raw.cni.manifest.as_ref()?;
-    let text = m.get_ref();
-    let manifest = match artifacts {
-        Artifacts::Bundle(dir) => {
-            let rel = Path::new(text);
-            if rel.is_absolute()
-                || rel
-                    .components()
-                    .any(|c| c == std::path::Component::ParentDir)
-            {
-                r.error(
-                    span(m),
-                    format!("cni.manifest `{text}` is not a path inside the artifact bundle"),
-                    "outside the bundle",
-                    "with [artifacts] bundle set, name the manifest relative to the bundle directory and list it in its bundle.toml, e.g. \"cni/calico.yaml\"",
-                );
-                return None;
-            }
-            dir.join(rel)
-        }
-        Artifacts::Online => resolve_path(base, text),
-    };
-    if !manifest.is_file() {
-        let where_ = match artifacts {
-            Artifacts::Bundle(_) => "relative to the [artifacts] bundle directory",
-            Artifacts::Online => "relative to the inventory",
-        };
-        r.error(
-            span(m),
-            format!(
-                "cni.manifest: {} does not exist or is not a file",
-                manifest.display()
-            ),
-            "no such file",
-            format!("give the path of the CNI's YAML manifest ({where_}), or remove [cni] to install a CNI yourself"),
-        );
-        return None;
-    }
-    Some(Cni { manifest })
-}
-
 /// A user-written path: `~/` is the home directory, relative paths are relative to the inventory.
-fn resolve_path(base: &Path, p: &str) -> PathBuf {
+pub(super) fn resolve_path(base: &Path, p: &str) -> PathBuf {
     if let Some(rest) = p.strip_prefix("~/")
         && let Some(home) = std::env::var_os("HOME")
     {

@@ -1,7 +1,7 @@
 //! `kbs reset` and the per-host teardown `remove-node` shares: `kubeadm reset -f`, the kubelet,
 //! every kbs-etcd member, haproxy and keepalived stopped and disabled, and every file kbs placed
-//! removed. Installed software (packages, bundle binaries) and the local state dir stay, so
-//! `kbs apply` can build the cluster again with the same CAs.
+//! removed, containerd stopped. Installed software (bundle binaries, imported images) and the
+//! local state dir stay, so `kbs apply` can build the cluster again with the same CAs.
 
 use std::fmt::Write;
 
@@ -22,6 +22,10 @@ pub(crate) const KBS_PATHS: &[&str] = &[
     "/etc/modules-load.d/kbs.conf",
     "/etc/sysctl.d/90-kbs.conf",
     "/etc/containerd/config.toml",
+    "/etc/containerd/certs.d",
+    "/etc/systemd/system/containerd.service",
+    "/etc/systemd/system/kubelet.service",
+    "/etc/crictl.yaml",
 ];
 
 /// The teardown script for `host`: idempotent, it succeeds on a host that has nothing left.
@@ -35,7 +39,7 @@ pub(crate) fn script(cx: &Ctx, host: &str) -> String {
          systemctl disable --now kube-apiserver-standin.service >/dev/null 2>&1 || true\n\
          systemctl stop 'kbs-etcd@*' >/dev/null 2>&1 || true\n\
          rm -f /etc/systemd/system/*.wants/kbs-etcd@*.service\n\
-         for u in haproxy keepalived; do systemctl disable --now $u.service >/dev/null 2>&1 || true; done\n",
+         for u in haproxy keepalived containerd; do systemctl disable --now $u.service >/dev/null 2>&1 || true; done\n",
     );
     // Only etcd's own data (`member/`) goes: the directory may be shared or a mount point.
     for m in cx.plan.etcd.iter().filter(|m| m.host == host) {

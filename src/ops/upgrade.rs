@@ -100,7 +100,7 @@ pub struct Running {
     pub apiserver: Option<KubeVersion>,
     /// The first line of `etcd --version` (etcd hosts).
     pub etcd: Option<String>,
-    /// The installed etcd binaries equal the bundle's (etcd hosts; `None` without a bundle).
+    /// The installed etcd binaries equal the bundle's (etcd hosts; `None` elsewhere).
     pub etcd_current: Option<bool>,
 }
 
@@ -363,22 +363,19 @@ async fn apiserver_version(client: &reqwest::Client, url: &str) -> Option<KubeVe
         .and_then(KubeVersion::from_reported)
 }
 
-fn etcd_files(bundle: Option<&Bundle>) -> Vec<Desired> {
+fn etcd_files(bundle: &Bundle) -> Vec<Desired> {
     bundle
-        .map(|b| {
-            b.files
-                .iter()
-                .filter(|f| f.hosts == HostClass::Etcd)
-                .map(Desired::from)
-                .collect()
-        })
-        .unwrap_or_default()
+        .files
+        .iter()
+        .filter(|f| f.hosts == HostClass::Etcd)
+        .map(Desired::from)
+        .collect()
 }
 
 /// What every host runs, read on the hosts and through the API; nothing changes.
 async fn read_running(
     cx: &Ctx,
-    bundle: Option<&Bundle>,
+    bundle: &Bundle,
     client: &reqwest::Client,
     server: &str,
 ) -> Result<BTreeMap<String, Running>, UpgradeError> {
@@ -460,8 +457,8 @@ async fn read_host(
 pub async fn plan(
     cx: &mut Ctx,
     max_unavailable: usize,
-) -> Result<(UpgradePlan, Option<Bundle>), UpgradeError> {
-    let bundle = load_artifacts(cx)?;
+) -> Result<(UpgradePlan, Bundle), UpgradeError> {
+    let bundle = load_artifacts(cx).await?;
     cx.facts = crate::phases::connect::gather(cx).await?;
     let (client, server) =
         crate::phases::admin_client(&cx.state).map_err(|e| UpgradeError::Refused {
@@ -469,7 +466,7 @@ pub async fn plan(
             help: "kbs upgrade works on a cluster kbs built from this state dir (--state-dir)"
                 .into(),
         })?;
-    let running = read_running(cx, bundle.as_ref(), &client, &server).await?;
+    let running = read_running(cx, &bundle, &client, &server).await?;
     let target = cx.plan.inventory.cluster.kubernetes_version;
     let cluster = check_versions(target, &running, &cx.plan.inventory.path)?;
     let steps = steps(cx, target, &running, max_unavailable);
@@ -488,9 +485,9 @@ pub async fn plan(
 pub async fn run(
     cx: &Ctx,
     plan: UpgradePlan,
-    bundle: Option<Bundle>,
+    bundle: Bundle,
 ) -> Result<UpgradeReport, UpgradeError> {
-    let mut notes = Vec::new();
+    let notes = Vec::new();
     let (client, server) = crate::phases::admin_client(&cx.state).map_err(ApplyError::Verify)?;
     let anon = anonymous_client(cx)?;
     if plan.needed().next().is_none() {
@@ -506,12 +503,9 @@ pub async fn run(
     if let Some(first) = cx.plan.etcd.first() {
         crate::phases::etcd::wait_healthy(cx, &first.host).await?;
     }
-    if bundle.is_none() && cx.plan.hosts.iter().any(|h| h.has(Role::Etcd)) {
-        notes.push("etcd comes from the distribution's package (no bundle): upgrade it with the operating system's updates, one host at a time".into());
-    }
 
     // 3. etcd, one host at a time, healthy in between.
-    let etcd = etcd_files(bundle.as_ref());
+    let etcd = etcd_files(&bundle);
     for step in plan.needed().filter(|s| s.action == Action::Etcd) {
         let host = step.host.as_str();
         let units: Vec<String> = cx
@@ -560,7 +554,7 @@ pub async fn run(
         .needed()
         .filter(|s| matches!(s.action, Action::Apply | Action::ControlPlane))
     {
-        upgrade_node(cx, &api, step, bundle.as_ref(), &rendered).await?;
+        upgrade_node(cx, &api, step, &bundle, &rendered).await?;
     }
     let batches = plan
         .needed()
@@ -576,7 +570,7 @@ pub async fn run(
             .filter(|s| s.action == Action::Worker { batch })
             .collect();
         let (api, in_batch) = (&api, &in_batch);
-        let (bundle, rendered) = (bundle.as_ref(), &rendered);
+        let (bundle, rendered) = (&bundle, &rendered);
         each_host(
             in_batch.iter().map(|s| s.host.as_str()),
             |host| async move {
@@ -659,7 +653,7 @@ async fn upgrade_node(
     cx: &Ctx,
     api: &Api<'_>,
     step: &Step,
-    bundle: Option<&Bundle>,
+    bundle: &Bundle,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
 ) -> Result<(), ApplyError> {
     let host = step.host.as_str();

@@ -13,55 +13,95 @@ use crate::inventory::Cni;
 use crate::plan::PlannedHost;
 use crate::ssh::Exec;
 
-/// Where the manifest goes in online mode; a bundle names its own install path.
+/// Where the manifest, with the cluster's values rendered in, goes on the first control plane.
 const MANIFEST: &str = "/etc/kbs/cni/cni.yaml";
 /// The SHA-256 of the manifest last applied successfully.
 const APPLIED: &str = "/etc/kbs/cni/applied.sha256";
 pub(super) const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
 /// Fails the remote script early, with the reason, where kubectl is missing.
-pub(super) const NEED_KUBECTL: &str = "command -v kubectl >/dev/null || { echo 'kubectl is not installed: the bundle needs it for control planes (or use online mode)' >&2; exit 1; }";
+pub(super) const NEED_KUBECTL: &str = "command -v kubectl >/dev/null || { echo 'kubectl is not installed: the bundle needs it for control planes' >&2; exit 1; }";
 const STEP: &str = "cni/apply";
 
-/// The manifest as it should be on `first`.
-fn desired(cni: &Cni, bundle: Option<&Bundle>, first: &PlannedHost) -> Result<Desired, ApplyError> {
+/// The manifest as it should be on `first`: a CNI release's from the bundle, or a hand-written one
+/// (from the bundle, so its sum was checked, or next to the inventory), with the cluster's values.
+fn desired(
+    cx: &Ctx,
+    cni: &Cni,
+    bundle: &Bundle,
+    first: &PlannedHost,
+) -> Result<Desired, ApplyError> {
     let bad = |message: String| ApplyError::Step {
         host: first.name.clone(),
         step: "cni".into(),
         message,
     };
-    match bundle {
-        // From the bundle, so its sum was checked, and to the place prepare already put it on
-        // every control plane (same bytes and mode, so nothing is written twice).
-        Some(b) => {
-            let a = b.file(&cni.manifest).ok_or_else(|| {
+    let content: Vec<u8> = match &cni.manifest {
+        Some(path) if path.starts_with(&bundle.dir) => bundle
+            .file(path)
+            .ok_or_else(|| {
                 bad(format!(
-                    "cni.manifest {} is not one of the bundle's files: list it in {} as a [[file]] with for = \"control-plane\" so that its SHA-256 is checked",
-                    cni.manifest.display(),
-                    b.dir.join(crate::artifacts::MANIFEST).display()
+                    "cni.manifest {} is not one of the bundle's files: list it in {} as a [[file]] so that its SHA-256 is checked",
+                    path.display(),
+                    bundle.dir.join(crate::artifacts::MANIFEST).display()
                 ))
-            })?;
-            if !a.hosts.includes(first) {
-                return Err(bad(format!(
-                    "the bundle installs cni.manifest {} only on etcd hosts: give its [[file]] for = \"control-plane\"",
-                    a.source.display()
-                )));
-            }
-            Ok(Desired::from(a))
+            })?
+            .content
+            .to_vec(),
+        Some(path) => std::fs::read(path).map_err(|e| ApplyError::Step {
+            host: "local".into(),
+            step: "cni".into(),
+            message: format!("cannot read cni.manifest {}: {e}", path.display()),
+        })?,
+        None => bundle
+            .cni
+            .as_ref()
+            .ok_or_else(|| {
+                bad(format!(
+                    "the bundle in {} holds no CNI manifest for {}: make it again with `kbs bundle` from this inventory",
+                    bundle.dir.display(),
+                    cni.describe()
+                ))
+            })?
+            .content
+            .to_vec(),
+    };
+    let text = String::from_utf8(content)
+        .map_err(|_| bad(format!("the {} manifest is not UTF-8 text", cni.describe())))?;
+    Ok(Desired::new(
+        PathBuf::from(MANIFEST),
+        0o644,
+        None,
+        render(&text, &cx.plan.inventory).into_bytes().into(),
+    ))
+}
+
+/// The cluster's values in a CNI release's manifest: its pod network, and image names in the
+/// site's registry.
+fn render(manifest: &str, inv: &crate::inventory::Inventory) -> String {
+    let mut out = manifest.to_string();
+    let pods = inv.cluster.pod_subnet.to_string();
+    if let Some(r) = inv.cni.as_ref().and_then(|c| c.release.as_ref()) {
+        // Flannel's net-conf.json and Calico's pool default to these ranges.
+        out = out
+            .replace(
+                "\"Network\": \"10.244.0.0/16\"",
+                &format!("\"Network\": \"{pods}\""),
+            )
+            .replace(
+                "# - name: CALICO_IPV4POOL_CIDR\n            #   value: \"192.168.0.0/16\"",
+                &format!("- name: CALICO_IPV4POOL_CIDR\n              value: \"{pods}\""),
+            );
+        if let Some(mtu) = inv.cni.as_ref().and_then(|c| c.mtu) {
+            // calico-config's veth_mtu: "0" lets Calico detect it.
+            out = out.replace("veth_mtu: \"0\"", &format!("veth_mtu: \"{mtu}\""));
         }
-        None => {
-            let content = std::fs::read(&cni.manifest).map_err(|e| ApplyError::Step {
-                host: "local".into(),
-                step: "cni".into(),
-                message: format!("cannot read cni.manifest {}: {e}", cni.manifest.display()),
-            })?;
-            Ok(Desired::new(
-                PathBuf::from(MANIFEST),
-                0o644,
-                None,
-                content.into(),
-            ))
+        if let Some(reg) = &inv.registry {
+            for image in &r.images {
+                out = out.replace(image.as_str(), &reg.map(image));
+            }
         }
     }
+    out
 }
 
 pub(super) fn quote(p: &Path) -> String {
@@ -70,7 +110,7 @@ pub(super) fn quote(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-pub(super) async fn run(cx: &Ctx, bundle: Option<&Bundle>) -> Result<(), ApplyError> {
+pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), ApplyError> {
     let (Some(cni), Some(first)) = (&cx.plan.inventory.cni, cx.plan.first_control_plane()) else {
         return Ok(());
     };
@@ -80,7 +120,7 @@ pub(super) async fn run(cx: &Ctx, bundle: Option<&Bundle>) -> Result<(), ApplyEr
     if !cx.in_scope(host) {
         return Ok(());
     }
-    let file = desired(cni, bundle, first)?;
+    let file = desired(cx, cni, bundle, first)?;
     let hp = cx.progress.host(host, "cni");
     sync(cx, host, "cni/manifest", std::slice::from_ref(&file)).await?;
 
@@ -99,7 +139,7 @@ pub(super) async fn run(cx: &Ctx, bundle: Option<&Bundle>) -> Result<(), ApplyEr
         "kubectl apply -f {} ({} CNI manifest {})",
         file.path.display(),
         if applied.is_empty() { "new" } else { "changed" },
-        cni.manifest.display()
+        cni.describe()
     );
     cx.change(host, STEP, what, async {
         let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
@@ -117,4 +157,54 @@ pub(super) async fn run(cx: &Ctx, bundle: Option<&Bundle>) -> Result<(), ApplyEr
     .await?;
     hp.finish(None);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Inventory;
+
+    fn inventory(extra: &str) -> Inventory {
+        let text = format!(
+            "[cluster]\nname = \"t\"\npod_subnet = \"10.32.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+             [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n{extra}\n\
+             [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n"
+        );
+        Inventory::parse(Path::new("i.toml"), &text).expect("valid")
+    }
+
+    #[test]
+    fn calico_gets_the_pod_cidr_mtu_and_registry_names() {
+        let inv = inventory(
+            "[cni]\nplugin = \"calico\"\nmtu = 1400\n[registry]\naddress = \"reg.example:5000/k8s\"\n",
+        );
+        // The shape of manifests/calico.yaml at v3.32.1.
+        let manifest = "data:\n  veth_mtu: \"0\"\n---\n          containers:\n            - name: calico-node\n              image: quay.io/calico/node:v3.32.1\n              env:\n            # - name: CALICO_IPV4POOL_CIDR\n            #   value: \"192.168.0.0/16\"\n";
+        let out = render(manifest, &inv);
+        assert!(out.contains("  veth_mtu: \"1400\"\n"), "{out}");
+        assert!(
+            out.contains(
+                "            - name: CALICO_IPV4POOL_CIDR\n              value: \"10.32.0.0/16\"\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("image: reg.example:5000/k8s/calico/node:v3.32.1"),
+            "{out}"
+        );
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&out).expect("still YAML");
+        assert_eq!(docs.len(), 2);
+    }
+
+    #[test]
+    fn flannel_gets_the_pod_cidr_and_keeps_upstream_names_without_a_registry() {
+        let inv = inventory("[cni]\nplugin = \"flannel\"\n");
+        let manifest = "  net-conf.json: |\n    {\n      \"Network\": \"10.244.0.0/16\",\n    }\n        image: ghcr.io/flannel-io/flannel:v0.28.9\n";
+        let out = render(manifest, &inv);
+        assert!(out.contains("\"Network\": \"10.32.0.0/16\""), "{out}");
+        assert!(
+            out.contains("image: ghcr.io/flannel-io/flannel:v0.28.9"),
+            "{out}"
+        );
+    }
 }

@@ -368,6 +368,11 @@ pub async fn apply(
     }
     let mut cx = Ctx::new(plan, state, opts, templates, progress)?;
     let mut report = Report::default();
+    // The artifacts first, on this machine: a bundle that fails its sums, or a mirror that cannot
+    // be reached, stops the run before any host is touched.
+    let bundle = prepare::load_artifacts(&cx)
+        .instrument(phase("artifacts"))
+        .await?;
     cx.facts = connect::gather(&cx).instrument(phase("facts")).await?;
     if !cx.opts.dry_run {
         cx.lock().await?;
@@ -382,7 +387,6 @@ pub async fn apply(
     if !cx.opts.dry_run {
         crate::pki::ensure(&cx.plan, &cx.state)?;
     }
-    let bundle = prepare::load_artifacts(&cx)?;
     drop(local);
     let pending = kubeadm::pending(&cx)
         .instrument(phase("kubeadm-pending"))
@@ -391,7 +395,7 @@ pub async fn apply(
     let rendered = phase("render").in_scope(|| files::render(&cx, &secrets))?;
 
     report.warnings.extend(
-        prepare::run(&cx, bundle.as_ref(), &rendered)
+        prepare::run(&cx, &bundle, &rendered)
             .instrument(phase("prepare"))
             .await?,
     );
@@ -402,9 +406,7 @@ pub async fn apply(
     kubeadm::run(&cx, &rendered, &pending)
         .instrument(phase("kubeadm"))
         .await?;
-    cni::run(&cx, bundle.as_ref())
-        .instrument(phase("cni"))
-        .await?;
+    cni::run(&cx, &bundle).instrument(phase("cni")).await?;
     baselines::run(&cx, &rendered)
         .instrument(phase("baselines"))
         .await?;

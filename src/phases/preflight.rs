@@ -139,9 +139,14 @@ pub fn evaluate(plan: &ClusterPlan, host: &PlannedHost, f: &Facts) -> Vec<Check>
             CheckStatus::Warn
         },
         format!("{} {}", f.os_id, f.os_version),
-        "kbs is tested on Debian and Ubuntu; other distributions may need manual steps",
+        "kbs installs static binaries with its own units on Debian, Ubuntu and the RHEL family; other distributions may need manual steps",
     );
-    let arch_ok = matches!(f.arch.as_str(), "x86_64" | "aarch64");
+    // The artifacts are built for one architecture (data/versions.toml `arch`).
+    let arch = &crate::versions::catalog().arch;
+    let arch_ok = matches!(
+        (f.arch.as_str(), arch.as_str()),
+        ("x86_64", "amd64") | ("aarch64", "arm64")
+    );
     check(
         "arch",
         if arch_ok {
@@ -150,7 +155,7 @@ pub fn evaluate(plan: &ClusterPlan, host: &PlannedHost, f: &Facts) -> Vec<Check>
             CheckStatus::Fail
         },
         f.arch.clone(),
-        "Kubernetes binaries exist for x86_64 and aarch64 only",
+        &format!("kbs installs {arch} artifacts (data/versions.toml): use {arch} hosts"),
     );
     check(
         "systemd",

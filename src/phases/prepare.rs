@@ -1,30 +1,36 @@
-//! Prepare hosts: swap off, kernel modules and sysctls, the etcd user, and the binaries and units
-//! from the artifact source (an offline bundle checked against its manifest, or the package
-//! repositories), then the host-level rendered files.
+//! Prepare hosts: swap off, kernel modules and sysctls, the etcd user, the binaries and units
+//! from the bundle (checked against its manifest), containerd running with the bundle's images
+//! imported and checked by digest, then the host-level rendered files.
 
 use super::files::{Desired, Part, write_differing};
 use super::probe::{Probe, Task, act_all, quote};
 use super::{ApplyError, Ctx, each_host, files_of};
-use crate::artifacts::Bundle;
+use crate::artifacts::{Bundle, Image};
 use crate::inventory::{Artifacts, Role};
 use crate::plan::PlannedHost;
 use crate::render::RenderedFile;
-use crate::ssh::Exec;
-use std::collections::BTreeMap;
+use crate::ssh::{Exec, Session};
+use std::collections::{BTreeMap, BTreeSet};
 
-pub(crate) fn load_artifacts(cx: &Ctx) -> Result<Option<Bundle>, ApplyError> {
-    match &cx.plan.inventory.artifacts {
-        Artifacts::Bundle(dir) => Ok(Some(Bundle::load(
-            dir,
-            &cx.plan.inventory.cluster.kubernetes_version,
-        )?)),
-        Artifacts::Online => Ok(None),
-    }
+/// The bundle the inventory names, or, without one, a bundle made now in the state dir from
+/// upstream (or the inventory's mirrors and registry): one checked path for both. Nothing on any
+/// host has changed yet, so a mirror that cannot be reached stops the run cleanly.
+pub(crate) async fn load_artifacts(cx: &Ctx) -> Result<Bundle, ApplyError> {
+    let inv = &cx.plan.inventory;
+    let dir = match &inv.artifacts.source {
+        Artifacts::Bundle(dir) => dir.clone(),
+        Artifacts::Online => {
+            let dir = cx.state.root().join("bundle");
+            crate::artifacts::make::make(inv, &dir, cx.progress.is_interactive()).await?;
+            dir
+        }
+    };
+    Ok(Bundle::load(&dir, &inv.cluster.kubernetes_version)?)
 }
 
 pub(crate) async fn run(
     cx: &Ctx,
-    bundle: Option<&Bundle>,
+    bundle: &Bundle,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
 ) -> Result<Vec<String>, ApplyError> {
     let warnings = each_host(cx.hosts().map(|h| h.name.as_str()), |host| async move {
@@ -40,7 +46,7 @@ pub(crate) async fn run(
 pub(crate) async fn prepare_host(
     cx: &Ctx,
     h: &PlannedHost,
-    bundle: Option<&Bundle>,
+    bundle: &Bundle,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
 ) -> Result<Vec<String>, ApplyError> {
     let host = h.name.as_str();
@@ -60,23 +66,24 @@ pub(crate) async fn prepare_host(
     if h.has(Role::Etcd) {
         first.push(Task::new("prepare/etcd-user", "create the system user etcd", "id -u etcd >/dev/null 2>&1 || echo missing", "useradd --system --home-dir /var/lib/etcd --no-create-home --shell /usr/sbin/nologin etcd"));
     }
-    let (artifacts, mut then) = match bundle {
-        Some(b) => (
-            b.files_for(h).map(Desired::from).collect(),
-            b.links_for(h)
-                .map(|l| {
-                    let (p, t) = (quote(&l.path), quote(&l.target));
-                    Task::new(
-                        "prepare/artifacts",
-                        format!("link {} -> {}", l.path.display(), l.target.display()),
-                        format!("[ \"$(readlink {p})\" = {t} ] || echo differs"),
-                        format!("ln -sfn {t} {p}"),
-                    )
-                })
-                .collect(),
-        ),
-        None => (Vec::new(), vec![online_install(cx, h)?]),
-    };
+    let images: Vec<&Image> = bundle.images_for(h).collect();
+    let artifacts: Vec<Desired> = bundle
+        .files_for(h)
+        .chain(images.iter().map(|i| &i.archive))
+        .map(Desired::from)
+        .collect();
+    let mut then: Vec<Task> = bundle
+        .links_for(h)
+        .map(|l| {
+            let (p, t) = (quote(&l.path), quote(&l.target));
+            Task::new(
+                "prepare/artifacts",
+                format!("link {} -> {}", l.path.display(), l.target.display()),
+                format!("[ \"$(readlink {p})\" = {t} ] || echo differs"),
+                format!("ln -sfn {t} {p}"),
+            )
+        })
+        .collect();
     if h.has(Role::Etcd) {
         // Debian's etcd-server package runs a default single-member etcd on the same ports.
         then.push(Task::new("prepare/distro-etcd", "stop and disable the distribution's etcd.service", "systemctl is-enabled etcd.service 2>/dev/null | grep -x enabled; systemctl is-active etcd.service 2>/dev/null | grep -x active; true", "systemctl disable --now etcd.service"));
@@ -85,8 +92,15 @@ pub(crate) async fn prepare_host(
         .into_iter()
         .map(Desired::from)
         .collect();
+    let mut runtime = Vec::new();
     let mut last = Vec::new();
     if node {
+        runtime.push(Task::new(
+            "prepare/containerd",
+            "enable and start containerd.service",
+            "systemctl is-enabled containerd.service 2>/dev/null | grep -qx enabled && systemctl is-active -q containerd.service || echo stopped",
+            "systemctl enable --now containerd.service",
+        ));
         last.push(Task::new(
             "prepare/kubelet",
             "enable kubelet.service",
@@ -98,11 +112,13 @@ pub(crate) async fn prepare_host(
     let s = cx.session(host).await?;
     let mut probe = Probe::default();
     let (q_first, q_artifacts) = (probe.tasks(&first), probe.files(&artifacts));
-    let (q_then, q_files, q_last) = (
+    let (q_then, q_files, q_runtime, q_last) = (
         probe.tasks(&then),
         probe.files(&host_files),
+        probe.tasks(&runtime),
         probe.tasks(&last),
     );
+    let q_images = probe.ask(LIST_IMAGES);
     let answers = probe.run(&s).await?;
 
     act_all(cx, &s, host, &first, &answers, &q_first).await?;
@@ -158,73 +174,92 @@ pub(crate) async fn prepare_host(
                 .map(|l| format!("{host}: {l}")),
         );
     }
+    if node {
+        hp.step("containerd");
+        let started = act_all(cx, &s, host, &runtime, &answers, &q_runtime).await?;
+        let runtime_changed = changed.iter().any(|p| {
+            let p = p.to_string_lossy();
+            p.starts_with("/etc/containerd/") || p.contains("containerd") || p.ends_with("/runc")
+        });
+        if runtime_changed && !started.iter().any(|s| *s) {
+            cx.root_change(
+                &s,
+                host,
+                "prepare/containerd",
+                "restart containerd.service for its new configuration or binaries",
+                "systemctl restart containerd.service",
+            )
+            .await?;
+        }
+        hp.step("images");
+        import_images(cx, &s, host, &images, answers.get(q_images)).await?;
+    }
     act_all(cx, &s, host, &last, &answers, &q_last).await?;
     hp.finish(None);
     Ok(warnings)
 }
 
-/// The package repositories: Kubernetes' own apt repository for kubeadm and kubelet pinned to the
-/// inventory's version, containerd and etcd from the distribution. Debian and Ubuntu only.
-fn online_install(cx: &Ctx, h: &PlannedHost) -> Result<Task, ApplyError> {
-    let host = h.name.as_str();
-    let v = cx.plan.inventory.cluster.kubernetes_version;
-    let os = cx.facts(host).map(|f| f.os_id.clone()).unwrap_or_default();
-    if !matches!(os.as_str(), "debian" | "ubuntu") {
+/// Every image containerd holds for Kubernetes, as `NAME DIGEST` lines.
+const LIST_IMAGES: &str = "ctr -n k8s.io images ls 2>/dev/null | awk 'NR > 1 { print $1, $3 }'";
+
+fn missing<'a>(images: &[&'a Image], listed: &str) -> Vec<&'a Image> {
+    let have: BTreeSet<(&str, &str)> = listed.lines().filter_map(|l| l.split_once(' ')).collect();
+    images
+        .iter()
+        .filter(|i| !have.contains(&(i.name.as_str(), i.digest.as_str())))
+        .copied()
+        .collect()
+}
+
+/// Imports the images containerd lacks (by name and digest) from their archives, then checks that
+/// every one is there: kubeadm init and join find what they need without pulling.
+async fn import_images(
+    cx: &Ctx,
+    s: &Session,
+    host: &str,
+    images: &[&Image],
+    listed: &str,
+) -> Result<(), ApplyError> {
+    let todo = missing(images, listed);
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let snapshotter = cx.plan.inventory.containerd.snapshotter.as_str();
+    for i in &todo {
+        // `--local`: the transfer service's unpacker knows only the default snapshotter.
+        cx.root_change(
+            s,
+            host,
+            "prepare/images",
+            format!("import image {} ({})", i.name, i.digest),
+            &format!(
+                "ctr -n k8s.io images import --local --snapshotter {snapshotter} {}",
+                quote(&i.archive.install)
+            ),
+        )
+        .await?;
+    }
+    if cx.opts.dry_run {
+        return Ok(());
+    }
+    let out = s.exec(Exec::new(LIST_IMAGES).sudo(true)).await?;
+    let still = missing(images, &out.stdout_lossy());
+    if let Some(first) = still.first() {
         return Err(ApplyError::Step {
             host: host.into(),
-            step: "prepare/artifacts".into(),
+            step: "prepare/images".into(),
             message: format!(
-                "online installation supports Debian and Ubuntu; {os} needs an offline bundle ([artifacts] bundle = \"DIR\")"
+                "containerd lacks image {} with digest {} after importing {}{}",
+                first.name,
+                first.digest,
+                first.archive.install.display(),
+                if still.len() > 1 {
+                    format!(" (and {} more)", still.len() - 1)
+                } else {
+                    String::new()
+                }
             ),
         });
     }
-    let want = format!("{}.{}.{}", v.major, v.minor, v.patch);
-    let mut pkgs = Vec::new();
-    if h.has(Role::ControlPlane) || h.has(Role::Worker) {
-        pkgs.extend(["kubelet", "kubeadm", "containerd"]);
-    }
-    // The CNI phase applies its manifest with kubectl on the first control plane; any control
-    // plane may become the one an operator uses.
-    if h.has(Role::ControlPlane) {
-        pkgs.push("kubectl");
-    }
-    if h.has(Role::Etcd) {
-        pkgs.push("etcd-server");
-    }
-    let repo = format!(
-        "https://pkgs.k8s.io/core:/stable:/v{}.{}/deb/",
-        v.major, v.minor
-    );
-    let probe = format!(
-        "dpkg-query -W -f='${{Version}}' kubeadm 2>/dev/null | grep -q '^{want}-' || echo install; for p in {}; do dpkg-query -W $p >/dev/null 2>&1 || echo $p; done",
-        pkgs.join(" ")
-    );
-    let action = format!(
-        "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq curl gpg ca-certificates; \
-         install -d -m 0755 /etc/apt/keyrings; curl -fsSL {repo}Release.key | gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes.gpg; \
-         echo 'deb [signed-by=/etc/apt/keyrings/kubernetes.gpg] {repo} /' > /etc/apt/sources.list.d/kubernetes.list; apt-get update -qq; \
-         apt-get install -y -qq --allow-downgrades {}; apt-mark hold {} 2>/dev/null || true; \
-         ln -sf /usr/bin/etcd /usr/local/bin/etcd 2>/dev/null || true; ln -sf /usr/bin/etcdctl /usr/local/bin/etcdctl 2>/dev/null || true",
-        pkgs.iter()
-            .map(|p| match *p {
-                "kubelet" | "kubeadm" | "kubectl" => format!("{p}={want}-*"),
-                p => p.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        pkgs.iter()
-            .filter(|p| p.starts_with("kube"))
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    Ok(Task::new(
-        "prepare/artifacts",
-        format!(
-            "install {} {want} from the package repositories",
-            pkgs.join(", ")
-        ),
-        probe,
-        action,
-    ))
+    Ok(())
 }

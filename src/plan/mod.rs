@@ -449,6 +449,25 @@ fn rationale(plan: &ClusterPlan) -> Vec<String> {
 
 fn warnings(plan: &ClusterPlan, layout: &EtcdLayout) -> Vec<String> {
     let mut w = Vec::new();
+    let v = &plan.inventory.versions;
+    if let Some(why) = &v.unsupported {
+        w.push(format!(
+            "Unsupported Kubernetes {}: {why}. Allowed by --allow-unsupported-version; component versions come from the {} row of data/versions.toml.",
+            v.kubernetes, v.row
+        ));
+    }
+    if !v.overridden.is_empty() {
+        let names: Vec<String> = v
+            .overridden
+            .iter()
+            .map(|c| format!("{} {}", c.as_str(), v.version(*c)))
+            .collect();
+        w.push(format!(
+            "[versions] replaces the versions kbs pins for {}: {}.",
+            v.kubernetes.minor_of(),
+            names.join(", ")
+        ));
+    }
     if plan.topology == Topology::SingleHost {
         w.push(format!(
             "This is a lab, not production: {} is a single point of failure for etcd, the API and every workload. \

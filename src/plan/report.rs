@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{ClusterPlan, EtcdMember, FailureTolerance, Front, PlannedHost};
 use crate::inventory::{EndpointMode, Role};
+use crate::versions::Component;
 
 /// The ordered steps `kbs apply` will take for this plan.
 pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
@@ -21,9 +22,13 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
     let workers = names(&mut plan.workers());
     let v = &plan.inventory.cluster.kubernetes_version;
     let mut steps = vec![
+        match &plan.inventory.artifacts.source {
+            crate::inventory::Artifacts::Bundle(d) => format!("artifacts: check every file and image of the bundle {} against bundle.toml", d.display()),
+            crate::inventory::Artifacts::Online => "artifacts: download the release files and images on this machine (into the state dir) and check them against upstream's sums".to_string(),
+        },
         format!("connect to {all} over SSH (host keys verified) and gather facts"),
         "preflight: OS, kernel, cgroups, swap, ports, clock skew, reachability, etcd disk fsync latency".to_string(),
-        format!("prepare hosts: kernel modules, sysctls, swap off, containerd, kubelet and kubeadm {v}, etcd on {etcd_hosts}"),
+        format!("prepare hosts: kernel modules, sysctls, swap off, containerd {} with the images imported, kubelet and kubeadm {v}, etcd {} on {etcd_hosts}", plan.inventory.versions.containerd, plan.inventory.versions.etcd),
         "PKI: create or reuse the cluster, front-proxy and etcd CAs and every certificate; copy to each host only what it needs".to_string(),
         format!("etcd: start all {} member(s) together on {etcd_hosts}, then check health over mTLS", plan.etcd.len()),
     ];
@@ -52,11 +57,8 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
         .iter()
         .map(|cni| {
             format!(
-                "CNI: kubectl apply -f {} on {first} (again only when it changes)",
-                cni.manifest.file_name().map_or_else(
-                    || cni.manifest.display().to_string(),
-                    |n| n.to_string_lossy().into_owned()
-                )
+                "CNI {}: kubectl apply on {first} (again only when it changes)",
+                cni.describe()
             )
         })
         .collect();
@@ -81,6 +83,7 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
 struct JsonPlan<'a> {
     cluster: &'a str,
     kubernetes_version: String,
+    versions: JsonVersions,
     topology: &'static str,
     hosts: &'a [PlannedHost],
     etcd: JsonEtcd<'a>,
@@ -89,6 +92,20 @@ struct JsonPlan<'a> {
     rationale: &'a [String],
     warnings: &'a [String],
     steps: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct JsonVersions {
+    etcd: String,
+    containerd: String,
+    runc: String,
+    cni_plugins: String,
+    crictl: Option<String>,
+    pause: String,
+    coredns: String,
+    min_external_etcd: String,
+    unsupported: Option<String>,
+    images: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -116,6 +133,30 @@ pub fn render_json(plan: &ClusterPlan) -> String {
     let json = JsonPlan {
         cluster: &plan.inventory.cluster.name,
         kubernetes_version: plan.inventory.cluster.kubernetes_version.to_string(),
+        versions: {
+            let v = &plan.inventory.versions;
+            JsonVersions {
+                etcd: v.etcd.to_string(),
+                containerd: v.containerd.to_string(),
+                runc: v.runc.to_string(),
+                cni_plugins: v.cni_plugins.to_string(),
+                crictl: plan
+                    .inventory
+                    .artifacts
+                    .crictl
+                    .then(|| v.crictl.to_string()),
+                pause: v.pause.clone(),
+                coredns: v.coredns.clone(),
+                min_external_etcd: v.min_external_etcd.to_string(),
+                unsupported: v.unsupported.clone(),
+                images: plan
+                    .inventory
+                    .images()
+                    .into_iter()
+                    .map(|w| w.name)
+                    .collect(),
+            }
+        },
         topology: plan.topology.as_str(),
         hosts: &plan.hosts,
         etcd: JsonEtcd {
@@ -129,6 +170,97 @@ pub fn render_json(plan: &ClusterPlan) -> String {
     };
     // Serialising plain structs and strings cannot fail.
     serde_json::to_string_pretty(&json).unwrap_or_default() + "\n"
+}
+
+/// Every component version, and where the artifacts and images come from.
+fn versions_table(plan: &ClusterPlan) -> Table {
+    let inv = &plan.inventory;
+    let v = &inv.versions;
+    let cat = crate::versions::catalog();
+    let mut t = table(&["component", "version", "note"]);
+    let support = cat
+        .release(v.kubernetes.minor_of())
+        .filter(|_| v.unsupported.is_none())
+        .map_or_else(
+            || "UNSUPPORTED".to_string(),
+            |r| format!("supported until {}", r.end_of_life),
+        );
+    let pinned = |c: Component| {
+        if v.overridden.contains(&c) {
+            "set in [versions]"
+        } else {
+            "pinned"
+        }
+    };
+    let etcd_note = format!(
+        "{}; kubeadm accepts {} or newer",
+        pinned(Component::Etcd),
+        v.min_external_etcd
+    );
+    let rows: Vec<(&str, String, String)> = vec![
+        ("kubernetes", v.kubernetes.to_string(), support),
+        ("etcd", v.etcd.to_string(), etcd_note),
+        (
+            "containerd",
+            v.containerd.to_string(),
+            pinned(Component::Containerd).into(),
+        ),
+        ("runc", v.runc.to_string(), pinned(Component::Runc).into()),
+        (
+            "cni plugins",
+            v.cni_plugins.to_string(),
+            pinned(Component::CniPlugins).into(),
+        ),
+        (
+            "crictl",
+            v.crictl.to_string(),
+            if inv.artifacts.crictl {
+                pinned(Component::Crictl).into()
+            } else {
+                "not installed ([artifacts] crictl = false)".into()
+            },
+        ),
+        ("pause", v.pause.clone(), "kubeadm's".into()),
+        ("coredns", v.coredns.clone(), "kubeadm's".into()),
+    ];
+    for (c, ver, note) in rows {
+        t.add_row(vec![c.to_string(), ver, note]);
+    }
+    if let Some(cni) = &inv.cni {
+        t.add_row(vec![
+            "cni".to_string(),
+            cni.describe(),
+            match cni.release.as_ref().and_then(|r| r.sha256.as_ref()) {
+                Some(_) => "manifest sum pinned".into(),
+                None if cni.release.is_some() => {
+                    "manifest sum recorded by kbs bundle (upstream publishes none)".into()
+                }
+                None => "hand-written manifest".into(),
+            },
+        ]);
+    }
+    let source = match &inv.artifacts.source {
+        crate::inventory::Artifacts::Bundle(d) => format!("bundle {}", d.display()),
+        crate::inventory::Artifacts::Online => "downloaded by apply on this machine".into(),
+    };
+    let via = if inv.artifacts.mirrors.is_empty() {
+        String::new()
+    } else {
+        format!(" through {} mirror(s)", inv.artifacts.mirrors.len())
+    };
+    t.add_row(vec![
+        "artifacts".into(),
+        source,
+        format!("upstream releases{via}, checked against upstream's sums"),
+    ]);
+    t.add_row(vec![
+        "images".into(),
+        inv.registry
+            .as_ref()
+            .map_or_else(|| "upstream registries".into(), |r| r.address.clone()),
+        "imported into containerd on every node, checked by digest".into(),
+    ]);
+    t
 }
 
 fn table(header: &[&str]) -> Table {
@@ -168,6 +300,7 @@ pub fn render_human(plan: &ClusterPlan) -> String {
     for r in &plan.rationale {
         let _ = writeln!(out, "  {r}");
     }
+    let _ = writeln!(out, "\nVersions\n{}", versions_table(plan));
 
     let mut hosts = table(&["host", "address", "roles", "runs"]);
     for h in &plan.hosts {

@@ -6,7 +6,7 @@ use super::*;
 
 fn inventory(hosts: &str, extra: &str) -> Inventory {
     let text = format!(
-        "[cluster]\nname = \"t\"\nkubernetes_version = \"1.31.4\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+        "[cluster]\nname = \"t\"\nkubernetes_version = \"1.37.1\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
          [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\nport = 8443\n{extra}\n{hosts}"
     );
     match Inventory::parse(Path::new("t.toml"), &text) {

@@ -15,7 +15,6 @@ use super::security::SecurityCtx;
 pub const VIP_INTERFACE_PLACEHOLDER: &str = "${KBS_VIP_INTERFACE}";
 
 const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane";
-const KUBE_VIP_IMAGE: &str = "ghcr.io/kube-vip/kube-vip:v1.0.3";
 
 #[derive(Serialize)]
 pub struct HostContext<'a> {
@@ -50,6 +49,8 @@ pub struct BackupCtx {
 struct ClusterCtx {
     name: String,
     kubernetes_version: String,
+    /// kubeadm's imageRepository: the site's registry, or upstream's default.
+    image_repository: Option<String>,
     pod_subnet: String,
     service_subnet: String,
     dns_domain: String,
@@ -129,20 +130,33 @@ struct VipCtx {
 
 #[derive(Serialize)]
 struct ContainerdCtx {
-    sandbox_image: &'static str,
+    sandbox_image: String,
+    snapshotter: &'static str,
+    registry: Option<RegistryCtx>,
+}
+
+/// The site's registry as containerd's hosts.toml names it.
+#[derive(Serialize)]
+struct RegistryCtx {
+    /// `host[:port]`: the directory under /etc/containerd/certs.d.
+    host: String,
+    server: String,
+    /// The CA certificate (PEM), when the registry's is not publicly trusted.
+    ca: Option<String>,
+    ca_path: String,
 }
 
 #[derive(Serialize)]
 pub struct KubeVipCtx {
-    pub image: &'static str,
+    pub image: String,
     /// Host path mounted as kube-vip's kubeconfig.
     pub kubeconfig: &'static str,
 }
 
 impl KubeVipCtx {
-    pub fn new(kubeconfig: &'static str) -> Self {
+    pub fn new(inv: &crate::inventory::Inventory, kubeconfig: &'static str) -> Self {
         Self {
-            image: KUBE_VIP_IMAGE,
+            image: inv.image_name(&crate::versions::catalog().images.kube_vip),
             kubeconfig,
         }
     }
@@ -166,6 +180,7 @@ impl<'a> HostContext<'a> {
             cluster: ClusterCtx {
                 name: inv.cluster.name.clone(),
                 kubernetes_version: inv.cluster.kubernetes_version.to_string(),
+                image_repository: inv.registry.as_ref().map(|r| r.address.clone()),
                 pod_subnet: inv.cluster.pod_subnet.to_string(),
                 service_subnet: inv.cluster.service_subnet.to_string(),
                 dns_domain: inv.cluster.dns_domain.clone(),
@@ -214,7 +229,15 @@ impl<'a> HostContext<'a> {
             backup: backup(plan, host),
             vip,
             containerd: ContainerdCtx {
-                sandbox_image: sandbox_image(inv.cluster.kubernetes_version.minor),
+                sandbox_image: inv
+                    .image_name(&format!("registry.k8s.io/pause:{}", inv.versions.pause)),
+                snapshotter: inv.containerd.snapshotter.as_str(),
+                registry: inv.registry.as_ref().map(|r| RegistryCtx {
+                    host: r.host().to_string(),
+                    server: format!("https://{}", r.host()),
+                    ca: r.ca_pem.clone(),
+                    ca_path: format!("{REGISTRY_CERTS_DIR}/{}/ca.crt", r.host()),
+                }),
             },
             security: SecurityCtx::new(plan, host, inputs),
         }
@@ -246,12 +269,13 @@ fn host_port(ip: IpAddr, port: u16) -> String {
     format!("{}:{port}", HostName::Ip(ip))
 }
 
+/// Where containerd finds each registry's hosts.toml and CA.
+pub const REGISTRY_CERTS_DIR: &str = "/etc/containerd/certs.d";
+
 /// kubeadm preflight checks that kbs's layout trips on purpose.
 fn ignore_preflight_errors(plan: &ClusterPlan, control_plane: bool) -> Vec<&'static str> {
     let mut checks = Vec::new();
     if control_plane {
-        // Debian's etcd 3.4 is older than kubeadm's minimum; kbs checks etcd health itself.
-        checks.push("ExternalEtcdVersion");
         // A control-plane join refuses a non-empty manifests dir; kube-vip's pod is already there.
         if plan.front.mode == EndpointMode::KubeVip {
             checks.push("DirAvailable--etc-kubernetes-manifests");
@@ -290,16 +314,6 @@ fn vip(plan: &ClusterPlan, host: &PlannedHost, inputs: &RenderInputs) -> VipCtx 
             .filter(|h| h.name != host.name && plan.front.hosts.contains(&h.name))
             .map(|h| h.address.to_string())
             .collect(),
-    }
-}
-
-/// The pause image kubeadm expects for a Kubernetes minor; a mismatch makes kubeadm warn and
-/// the kubelet pull a second image.
-fn sandbox_image(minor: u32) -> &'static str {
-    if minor >= 34 {
-        "registry.k8s.io/pause:3.10.1"
-    } else {
-        "registry.k8s.io/pause:3.10"
     }
 }
 

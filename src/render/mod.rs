@@ -206,6 +206,26 @@ fn host_files(
             0o644,
         )?;
         r.file(
+            "containerd.service",
+            "/etc/systemd/system/containerd.service",
+            0o644,
+        )?;
+        r.file(
+            "kubelet.service",
+            "/etc/systemd/system/kubelet.service",
+            0o644,
+        )?;
+        if plan.inventory.artifacts.crictl {
+            r.file("crictl.yaml", "/etc/crictl.yaml", 0o644)?;
+        }
+        if let Some(reg) = &plan.inventory.registry {
+            let dir = format!("{}/{}", context::REGISTRY_CERTS_DIR, reg.host());
+            r.file("registry-hosts.toml", &format!("{dir}/hosts.toml"), 0o644)?;
+            if reg.ca_pem.is_some() {
+                r.file("registry-ca.crt", &format!("{dir}/ca.crt"), 0o644)?;
+            }
+        }
+        r.file(
             "10-kubeadm.conf",
             "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
             0o644,
@@ -293,8 +313,10 @@ fn host_files(
                 r.file("haproxy.cfg", "/etc/haproxy/haproxy.cfg", 0o644)?;
             }
             EndpointMode::KubeVip => {
-                r.ctx
-                    .insert("kube_vip", &KubeVipCtx::new("/etc/kubernetes/admin.conf"));
+                r.ctx.insert(
+                    "kube_vip",
+                    &KubeVipCtx::new(&plan.inventory, "/etc/kubernetes/admin.conf"),
+                );
                 r.file(
                     "kube-vip.yaml",
                     "/etc/kubernetes/manifests/kube-vip.yaml",
@@ -303,7 +325,7 @@ fn host_files(
                 if first {
                     r.ctx.insert(
                         "kube_vip",
-                        &KubeVipCtx::new("/etc/kubernetes/super-admin.conf"),
+                        &KubeVipCtx::new(&plan.inventory, "/etc/kubernetes/super-admin.conf"),
                     );
                     r.file("kube-vip.yaml", KUBE_VIP_BOOTSTRAP_PATH, 0o600)?;
                 }

@@ -41,6 +41,11 @@ impl Progress {
         Self(Arc::new(sink))
     }
 
+    /// Whether progress is drawn as bars on a terminal (where download bars may go too).
+    pub fn is_interactive(&self) -> bool {
+        matches!(*self.0, Sink::Bars(_))
+    }
+
     /// JSON events to any writer (a run log file, a test buffer).
     pub fn json_to(w: Box<dyn Write + Send>) -> Self {
         Self(Arc::new(Sink::Json(Mutex::new(w))))

@@ -145,6 +145,41 @@ fn lab_three_control_planes_and_a_worker_then_no_changes_then_add_node() {
         node_names(&lab, state.path()),
         set(&["node-1", "node-2", "node-3", "node-4"])
     );
+    // From the bundle: every image kubeadm lists for the version (as its own `config images list`
+    // names them under the lab registry, minus etcd, which kbs runs) is in containerd on every
+    // control plane, the node-wide ones on the worker too; etcd is the pinned build.
+    let registry = format!("{}:5000", lab.ip(3));
+    let listed = lab.exec(
+        "node-1",
+        &format!(
+            "kubeadm config images list --kubernetes-version v1.37.1 --image-repository {registry}"
+        ),
+    );
+    let wanted: Vec<&str> = listed.lines().filter(|l| !l.contains("/etcd:")).collect();
+    assert_eq!(wanted.len(), 6, "{listed}");
+    for n in 1..=4 {
+        let host = format!("node-{n}");
+        let have = lab.exec(&host, "ctr -n k8s.io images ls -q");
+        for image in &wanted {
+            let control_plane_only = [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+            ]
+            .iter()
+            .any(|c| image.contains(&format!("/{c}:")));
+            if n <= 3 || !control_plane_only {
+                assert!(
+                    have.lines().any(|l| l == *image),
+                    "{host} lacks {image}: {have}"
+                );
+            }
+        }
+        if n <= 3 {
+            let etcd = lab.exec(&host, "etcd --version | head -n 1");
+            assert!(etcd.contains("etcd Version: 3.5.30"), "{host}: {etcd}");
+        }
+    }
 
     // A second run changes nothing, and rewrites no file.
     let before: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();

@@ -1,6 +1,7 @@
-//! The CNI phase on lab hosts: the lab inventory's `[cni] manifest` (tests/lab/cni.yaml, carried
-//! by the bundle) is applied once with kubectl (the lab's stand-in) through the API into etcd, is
-//! not applied again while it is unchanged, and is applied again once it changes.
+//! The CNI phase on lab hosts: the lab inventory's `[cni] plugin = "flannel"` (the lab mirror's
+//! kube-flannel.yml, carried by the bundle kbs made) is rendered with the cluster's values (its
+//! images named in the lab registry), applied once with kubectl (the lab's stand-in) through the API
+//! into etcd, not applied again while it is unchanged, and applied again once it changes.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,8 @@ use crate::common::{api_get, apply};
 use crate::lab::{Lab, up};
 
 const MARKER: &str = "/etc/kbs/cni/applied.sha256";
+/// data/versions.toml's Flannel, which the lab mirror serves.
+const FLANNEL: &str = "v0.28.9";
 
 /// The marker's content and mtime on node-1.
 fn marker(lab: &Lab) -> String {
@@ -22,7 +25,7 @@ fn sha256_of(path: &Path) -> String {
 
 /// A copy of the lab's bundle whose CNI manifest has `edit` applied (and its sum updated in
 /// bundle.toml), and a copy of the lab's inventory that uses it. The lab's own bundle is left as
-/// `lab up` built it.
+/// kbs made it.
 fn changed_bundle(lab: &Lab, dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
     let inventory = std::fs::read_to_string(lab.inventory()).expect("inventory");
     let bundle = inventory
@@ -38,7 +41,7 @@ fn changed_bundle(lab: &Lab, dir: &Path, edit: impl Fn(&str) -> String) -> PathB
         .status()
         .expect("cp");
     assert!(st.success());
-    let cni = copy.join("cni/cni.yaml");
+    let cni = copy.join(format!("cni/flannel-{FLANNEL}.yaml"));
     let old = sha256_of(&cni);
     let text = std::fs::read_to_string(&cni).expect("cni.yaml");
     std::fs::write(&cni, edit(&text)).expect("write cni.yaml");
@@ -63,9 +66,22 @@ fn lab_cni_applied_once_then_only_when_it_changes() {
 
     let out = apply(&inventory, state.path(), &[]);
     assert!(
-        out.contains("kubectl apply -f /etc/kbs/cni/cni.yaml (new CNI manifest"),
+        out.contains("kubectl apply -f /etc/kbs/cni/cni.yaml (new CNI manifest flannel v0.28.9)"),
         "{out}"
     );
+    // Rendered: the DaemonSet runs Flannel's images under their names in the lab registry, which
+    // containerd holds on every node.
+    let rendered = lab.exec("node-1", "cat /etc/kbs/cni/cni.yaml");
+    let image = format!("{}:5000/flannel-io/flannel:{FLANNEL}", lab.ip(3));
+    assert!(rendered.contains(&format!("image: {image}")), "{rendered}");
+    assert!(!rendered.contains("ghcr.io/"), "{rendered}");
+    for host in ["node-1", "node-2", "node-3"] {
+        assert!(
+            lab.exec(host, "ctr -n k8s.io images ls -q")
+                .contains(&image),
+            "{host} lacks {image}"
+        );
+    }
     // The objects are in the cluster, read back through the endpoint from this machine.
     let ds = api_get(
         state.path(),
@@ -146,8 +162,9 @@ fn lab_cni_applied_once_then_only_when_it_changes() {
     );
     let now = marker(&lab);
     assert_ne!(now, applied);
+    let on_host = lab.exec("node-1", "sha256sum < /etc/kbs/cni/cni.yaml");
     assert!(
-        now.starts_with(&sha256_of(&dir.path().join("bundle/cni/cni.yaml"))),
+        now.starts_with(on_host.split_whitespace().next().unwrap_or("?")),
         "{now}"
     );
     let out = apply(&changed, state.path(), &[]);

@@ -5,7 +5,7 @@ use crate::common::{kbs, write_inventory};
 
 const VALID: &str = r#"[cluster]
 name = "edge-1"
-kubernetes_version = "1.31.4"
+kubernetes_version = "1.37.1"
 pod_subnet = "10.244.0.0/16"
 service_subnet = "10.96.0.0/12"
 
@@ -238,17 +238,45 @@ fn cluster_name_not_a_dns_label() {
 
 #[test]
 fn not_a_kubernetes_version() {
-    let e = plan_error("1.31.4", "1.31");
+    let e = plan_error("1.37.1", "1.31");
     assert_has(
         &e,
         &[
             "cluster.kubernetes_version `1.31` is not a Kubernetes version",
             "inventory.toml:3:22",
-            "\"1.31.4\"",
+            "\"1.37.1\"",
         ],
     );
-    let e = plan_error("1.31.4", "1.28.2");
-    assert_has(&e, &["v1.28.2 is not supported", "1.31.x"]);
+    let e = plan_error("1.37.1", "1.28.2");
+    assert_has(&e, &["v1.28.2 is not supported", "starts at 1.31"]);
+}
+
+#[test]
+fn an_end_of_life_version_is_refused_with_its_date() {
+    let e = plan_error("1.37.1", "1.31.4");
+    assert_has(
+        &e,
+        &[
+            "cluster.kubernetes_version v1.31.4: Kubernetes 1.31 reached its end of life on 2025-10-28",
+            "inventory.toml:3:22",
+            "1.37 (until 2027-10-28)",
+            "--allow-unsupported-version",
+        ],
+    );
+    let e = plan_error("1.37.1", "1.99.0");
+    assert_has(&e, &["no release facts for Kubernetes 1.99"]);
+}
+
+#[test]
+fn an_etcd_below_kubeadms_minimum_is_refused() {
+    let e = plan_error("[[host]]", "[versions]\netcd = \"3.5.16\"\n\n[[host]]");
+    assert_has(
+        &e,
+        &[
+            "versions.etcd 3.5.16 is older than 3.5.24, the oldest external etcd kubeadm 1.37 accepts",
+            "use etcd 3.5.24 or newer",
+        ],
+    );
 }
 
 #[test]
@@ -446,20 +474,9 @@ fn cni_manifest_must_exist() {
             "relative to the inventory",
         ],
     );
-    // Offline: inside the bundle, never outside it.
+    // Offline: inside the bundle, never outside it (the bundle's load checks the file, since
+    // `kbs bundle` may not have made the bundle yet).
     let bundle = "[artifacts]\nbundle = \"/nonexistent-bundle\"\n\n[cni]\n";
-    let e = plan_error(
-        "[[host]]",
-        &format!("{bundle}manifest = \"cni.yaml\"\n\n[[host]]"),
-    );
-    assert_has(
-        &e,
-        &[
-            "/nonexistent-bundle/cni.yaml does not exist",
-            "inventory.toml:16:12",
-            "relative to the [artifacts] bundle directory",
-        ],
-    );
     let e = plan_error(
         "[[host]]",
         &format!("{bundle}manifest = \"../cni.yaml\"\n\n[[host]]"),
@@ -486,7 +503,7 @@ fn cni_manifest_next_to_the_inventory_is_accepted() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("CNI: kubectl apply -f calico.yaml on node-1"),
+        stdout.contains("CNI calico.yaml: kubectl apply on node-1"),
         "{stdout}"
     );
 }

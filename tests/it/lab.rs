@@ -48,6 +48,21 @@ pub fn up(args: &[&str]) -> Option<Lab> {
         _serial: serial,
     };
     lab.cmd(&[&["up"], args].concat());
+    // The bundle the lab inventory names, made by kbs from the lab mirror and registry (behind a
+    // bastion this machine cannot reach them, and those tests install nothing).
+    if !args.contains(&"--bastion") {
+        let out = Command::new(env!("CARGO_BIN_EXE_kbs"))
+            .arg("bundle")
+            .arg(lab.inventory())
+            .output()
+            .expect("run kbs bundle");
+        assert!(
+            out.status.success(),
+            "kbs bundle {}: {}",
+            lab.inventory().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     Some(lab)
 }
 
@@ -106,6 +121,11 @@ impl Lab {
 
     pub fn inventory(&self) -> PathBuf {
         self.run.join("inventory.toml")
+    }
+
+    /// The lab's run directory (tests/lab/run): the mirror's files are under mirror/www.
+    pub fn run_dir(&self) -> &std::path::Path {
+        &self.run
     }
 
     /// `lab exec HOST -- sh -c CMD`: straight into the container, not through SSH.

@@ -3,6 +3,7 @@
 //! (lab.rs), openssl, etcd, haproxy, keepalived and systemd-analyze.
 
 mod apply;
+mod bundle;
 mod check;
 mod cni;
 mod common;

@@ -149,7 +149,8 @@ fn certificates_match_kubeadms_table() {
             BOTH,
         );
     }
-    let kubelet_client = "O = kubeadm:cluster-admins, CN = kube-apiserver-kubelet-client";
+    // From 1.37 kubeadm gives it no group (kubernetes_1_36_keeps_the_kubelet_client_group).
+    let kubelet_client = "CN = kube-apiserver-kubelet-client";
     assert_leaf(
         &c.pki("apiserver-kubelet-client.crt"),
         &ca,
@@ -266,16 +267,16 @@ fn certificates_match_kubeadms_table() {
 }
 
 #[test]
-fn kubernetes_1_37_drops_the_kubelet_client_group() {
+fn kubernetes_1_36_keeps_the_kubelet_client_group() {
     let c = Cluster::new("edge", &HOSTS[..1], "");
     let text = fs::read_to_string(&c.inventory)
         .unwrap()
-        .replace("1.31.4", "1.37.0");
+        .replace("1.37.1", "1.36.5");
     fs::write(&c.inventory, text).unwrap();
     c.generate();
     assert_eq!(
         subject(&x509_text(&c.pki("apiserver-kubelet-client.crt"))),
-        "CN = kube-apiserver-kubelet-client"
+        "O = kubeadm:cluster-admins, CN = kube-apiserver-kubelet-client"
     );
 }
 

@@ -31,7 +31,7 @@ impl Cluster {
 
     pub fn write(&self, name: &str, hosts: &[(&str, &str)], extra: &str) {
         let mut text = format!(
-            "[cluster]\nname = \"{name}\"\nkubernetes_version = \"1.31.4\"\npod_subnet = \"10.244.0.0/16\"\n\
+            "[cluster]\nname = \"{name}\"\nkubernetes_version = \"1.37.1\"\npod_subnet = \"10.244.0.0/16\"\n\
              service_subnet = \"10.96.0.0/12\"\n\n[endpoint]\nmode = \"external\"\naddress = \"api.edge.test\"\nport = 6443\n\n\
              [ssh]\nuser = \"root\"\n\n{extra}\n"
         );

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use k8s_openapi::api::core::v1::Pod;
-use kbs::render::RenderInputs;
+use kbs::render::{RenderInputs, RenderedFile};
 use serde_json::Value;
 
 use crate::common::{all_plans, files_ending, render, text};
@@ -171,31 +171,38 @@ fn systemd_accepts_the_etcd_unit_for_every_member() {
 }
 
 #[test]
-fn systemd_accepts_the_kubelet_drop_in() {
-    for (case, host, dropin) in files_ending(
-        &RenderInputs::default(),
-        "/kubelet.service.d/10-kubeadm.conf",
-    ) {
+fn systemd_accepts_the_kubelet_and_containerd_units() {
+    let inputs = RenderInputs::default();
+    let units_of = |suffix: &str| files_ending(&inputs, suffix);
+    let dropins = units_of("/kubelet.service.d/10-kubeadm.conf");
+    let kubelets = units_of("/system/kubelet.service");
+    let containerds = units_of("/system/containerd.service");
+    assert_eq!(dropins.len(), kubelets.len());
+    assert_eq!(dropins.len(), containerds.len());
+    for (((case, host, dropin), (_, _, kubelet)), (_, _, containerd)) in
+        dropins.into_iter().zip(kubelets).zip(containerds)
+    {
         let dir = scratch();
-        // The kubelet package is not installed here: a stub binary and the package's base unit.
-        let stub = dir.path().join("kubelet");
-        write(&stub, b"#!/bin/sh\n", 0o755);
-        let base = format!(
-            "[Unit]\nDescription=kubelet\n\n[Service]\nExecStart={0}\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n",
-            stub.display()
-        );
+        // The binaries come from the bundle at apply time: stubs stand for them here.
         let units = dir.path().join("units");
-        write(&units.join("kubelet.service"), base.as_bytes(), 0o644);
-        let content = text(&dropin).replace("/usr/bin/kubelet", stub.to_str().unwrap());
-        write(
-            &units.join("kubelet.service.d/10-kubeadm.conf"),
-            content.as_bytes(),
-            dropin.mode,
-        );
+        let fix = |f: &RenderedFile, name: &str| {
+            let stub = dir.path().join(name);
+            write(&stub, b"#!/bin/sh\n", 0o755);
+            let content =
+                text(f).replace(&format!("/usr/local/bin/{name}"), stub.to_str().unwrap());
+            let rel = f.path.to_string_lossy().replace("/etc/systemd/system/", "");
+            write(&units.join(rel), content.as_bytes(), f.mode);
+        };
+        fix(&kubelet, "kubelet");
+        fix(&dropin, "kubelet");
+        fix(&containerd, "containerd");
         verify_units(
-            &[units.join("kubelet.service")],
+            &[
+                units.join("kubelet.service"),
+                units.join("containerd.service"),
+            ],
             Some(&units),
-            &format!("systemd-analyze verify kubelet {case}/{host}"),
+            &format!("systemd-analyze verify kubelet, containerd {case}/{host}"),
         );
     }
 }

@@ -43,9 +43,12 @@ fn plan_with(version: &str, security: &str) -> ClusterPlan {
     let path = inventory("three-host.toml");
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("\"1.31.4\"", &format!("\"{version}\""));
+        .replace("\"1.37.1\"", &format!("\"{version}\""));
     let text = format!("{text}\n{security}");
-    ClusterPlan::new(Inventory::parse(&path, &text).unwrap_or_else(|e| panic!("{e:?}")))
+    // Older minors are end of life but their behaviour is still tested.
+    ClusterPlan::new(
+        Inventory::parse_allowing_unsupported(&path, &text).unwrap_or_else(|e| panic!("{e:?}")),
+    )
 }
 
 const RELAXED: &str = "[security]\nanonymous_auth = true\nprofiling = true\naudit_log = false\n\

@@ -1,37 +1,29 @@
-//! `kbs upgrade` on lab hosts: 3 control planes and a worker built at v1.31.4, then upgraded to
-//! v1.32.4 with a second lab bundle (the stand-ins claiming v1.32.4, and Debian's same etcd 3.4
-//! relabelled so its SHA-256 differs: the member-by-member etcd roll is real, the etcd version
-//! does not change). Every assertion reads the hosts or the cluster: the binaries' versions, each
-//! API server's /version, each Node's kubelet version and its cordon history in etcd's revisions,
-//! etcd's health and members.
+//! `kbs upgrade` on lab hosts: 3 control planes and a worker built at v1.35.8, then upgraded to
+//! v1.36.5, each from a bundle `kbs bundle` made from the lab mirror (the stand-ins claiming each
+//! version; for the upgrade, the mirror's relabelled copy of the same etcd 3.5.30, so its SHA-256
+//! differs: the member-by-member etcd roll is real, the etcd version does not change, as Debian has
+//! one etcd at or above kubeadm's minimum). Every assertion reads the hosts or the cluster: the
+//! binaries' versions, each API server's /version, each Node's kubelet version and its cordon
+//! history in etcd's revisions, etcd's health and members.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::apply::{
-    apply, assert_etcd_healthy, endpoints, etcd_client_args, etcdctl, files, members, ok,
-};
-use crate::common::{kill_at, root, run_kbs};
+use crate::apply::{assert_etcd_healthy, endpoints, etcd_client_args, etcdctl, files, members, ok};
+use crate::common::{kill_at, run_kbs};
 use crate::lab::{Lab, up};
 use crate::lifecycle::Poller;
 
-const OLD: &str = "v1.31.4";
-const NEW: &str = "v1.32.4";
+const OLD: &str = "v1.35.8";
+const NEW: &str = "v1.36.5";
+/// tests/lab/versions.env's ETCD_RELABEL.
 const ETCD_BUILD: &str = "upgrade-test";
 
-/// A lab bundle claiming `version` (tests/lab/bundle) and a copy of the lab's inventory that asks
-/// for it and uses it.
-fn inventory_at(lab: &Lab, dir: &Path, version: &str) -> PathBuf {
+/// A copy of the lab's inventory that asks for `version`, with its own bundle made by `kbs bundle`
+/// from the lab mirror; with `relabelled_etcd`, etcd comes from the mirror's relabelled copy.
+fn inventory_at(lab: &Lab, dir: &Path, version: &str, relabelled_etcd: bool) -> PathBuf {
     let bundle = dir.join(format!("bundle-{version}"));
-    let st = Command::new(root().join("tests/lab/bundle"))
-        .arg(&bundle)
-        .arg(version)
-        .arg(ETCD_BUILD)
-        .stdout(Stdio::null())
-        .status()
-        .expect("tests/lab/bundle");
-    assert!(st.success(), "tests/lab/bundle {version}");
     let text = std::fs::read_to_string(lab.inventory()).expect("inventory");
     let old_bundle = text
         .lines()
@@ -39,14 +31,39 @@ fn inventory_at(lab: &Lab, dir: &Path, version: &str) -> PathBuf {
         .and_then(|l| l.split('"').next())
         .expect("the lab inventory names its bundle")
         .to_string();
-    let text = text
+    let current = text
+        .lines()
+        .find(|l| l.starts_with("kubernetes_version = "))
+        .expect("the lab inventory names its version")
+        .to_string();
+    let mut text = text
         .replace(&old_bundle, &bundle.to_string_lossy())
         .replace(
-            "kubernetes_version = \"1.31.4\"",
+            &current,
             &format!("kubernetes_version = \"{}\"", &version[1..]),
         );
+    if relabelled_etcd {
+        // The first matching mirror wins.
+        text = text.replace(
+            "mirrors = [\n",
+            &format!(
+                "mirrors = [\n  {{ from = \"https://github.com/etcd-io/\", to = \"http://{}/lab-relabelled/github.com/etcd-io/\" }},\n",
+                lab.ip(3)
+            ),
+        );
+    }
     let path = dir.join(format!("inventory-{version}.toml"));
     std::fs::write(&path, text).expect("write inventory");
+    let out = Command::new(env!("CARGO_BIN_EXE_kbs"))
+        .arg("bundle")
+        .arg(&path)
+        .output()
+        .expect("kbs bundle");
+    assert!(
+        out.status.success(),
+        "kbs bundle {version}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 
@@ -169,7 +186,8 @@ fn lab_upgrade_one_minor_rolls_etcd_and_nodes_refuses_a_skip_and_resumes() {
     let Some(lab) = up(&["4"]) else { return };
     let state = tempfile::tempdir().expect("tmp");
     let dir = tempfile::tempdir().expect("tmp");
-    ok(&apply(&lab, state.path(), &["apply"]));
+    let old = inventory_at(&lab, dir.path(), OLD, false);
+    ok(&run_kbs(&["apply"], &old, state.path(), &[]));
     let eps = endpoints(&lab, &[1, 2, 3], &[2379]);
     for n in 1..=4 {
         let v = versions(&lab, state.path(), n);
@@ -178,28 +196,28 @@ fn lab_upgrade_one_minor_rolls_etcd_and_nodes_refuses_a_skip_and_resumes() {
     let before: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
 
     // Skipping a minor is refused before any host changes.
-    let skip = inventory_at(&lab, dir.path(), "v1.33.1");
+    let skip = inventory_at(&lab, dir.path(), "v1.37.1", false);
     let out = upgrade(&skip, state.path(), &[]);
     let log = text(&out);
     assert!(!out.status.success(), "{log}");
     assert!(
         log.contains("cluster.kubernetes_version in")
             && log.contains("skips a minor version")
-            && log.contains("upgrade to 1.32.x first"),
+            && log.contains("upgrade to 1.36.x first"),
         "{log}"
     );
     let after: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
     assert_eq!(before, after, "a refused upgrade changed a host");
 
     // The plan, without changes.
-    let inventory = inventory_at(&lab, dir.path(), NEW);
+    let inventory = inventory_at(&lab, dir.path(), NEW, true);
     let plan = ok(&upgrade(&inventory, state.path(), &["--dry-run"]));
     for line in [
         format!("the cluster runs {OLD}, the inventory asks for {NEW}"),
-        "1. node-1  etcd Version: 3.4.23 → the bundle's etcd".into(),
-        "4. node-1  API server v1.31.4, kubelet v1.31.4 → v1.32.4  first control plane".into(),
+        "1. node-1  etcd Version: 3.5.30 → the bundle's etcd".into(),
+        format!("4. node-1  API server {OLD}, kubelet {OLD} → {NEW}  first control plane"),
         "5. node-2  API server".into(),
-        "7. node-4  kubelet v1.31.4 → v1.32.4  worker (batch 1)".into(),
+        format!("7. node-4  kubelet {OLD} → {NEW}  worker (batch 1)"),
         "dry run: nothing was changed".into(),
     ] {
         assert!(plan.contains(&line), "missing `{line}` in:\n{plan}");
@@ -248,7 +266,7 @@ fn lab_upgrade_one_minor_rolls_etcd_and_nodes_refuses_a_skip_and_resumes() {
             "{node}: cordoned {cordoned}, uncordoned at the end {free}"
         );
     }
-    // etcd: every member healthy, three of them, each host runs the bundle's binary (same 3.4).
+    // etcd: every member healthy, three of them, each host runs the bundle's binary (same 3.5.30).
     assert_etcd_healthy(state.path(), &eps);
     assert_eq!(members(state.path(), &eps), 3);
     for n in 1..=3 {
@@ -258,7 +276,7 @@ fn lab_upgrade_one_minor_rolls_etcd_and_nodes_refuses_a_skip_and_resumes() {
         );
         assert!(
             etcd.contains(&format!("kbs-lab-etcd-build={ETCD_BUILD}"))
-                && etcd.contains("etcd Version: 3.4"),
+                && etcd.contains("etcd Version: 3.5.30"),
             "node-{n}: {etcd}"
         );
     }
@@ -284,13 +302,13 @@ fn lab_upgrade_one_minor_rolls_etcd_and_nodes_refuses_a_skip_and_resumes() {
     // Back to the old inventory: upgrade refuses the downgrade, apply refuses to change the
     // version, and neither touches a host.
     let before: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
-    let out = upgrade(&lab.inventory(), state.path(), &[]);
+    let out = upgrade(&old, state.path(), &[]);
     let log = text(&out);
     assert!(
         !out.status.success() && log.contains("would be a downgrade"),
         "{log}"
     );
-    let out = apply(&lab, state.path(), &["apply"]);
+    let out = run_kbs(&["apply"], &old, state.path(), &[]);
     let log = text(&out);
     assert!(
         !out.status.success()

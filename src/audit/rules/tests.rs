@@ -13,8 +13,11 @@ const CAPTURED: &str = include_str!("../testdata/node-1.out");
 const NOW: i64 = 1_796_083_200;
 
 fn plan() -> ClusterPlan {
+    // Captured from a lab host at v1.31.4, which is end of life now.
     let text = include_str!("../testdata/inventory.toml");
-    ClusterPlan::new(Inventory::parse(Path::new("inventory.toml"), text).expect("valid"))
+    ClusterPlan::new(
+        Inventory::parse_allowing_unsupported(Path::new("inventory.toml"), text).expect("valid"),
+    )
 }
 
 fn refused(member: &str) -> MemberProbe {
@@ -370,7 +373,9 @@ fn a_worker_gets_no_control_plane_or_etcd_checks() {
             "name = \"node-3\"",
             "name = \"node-3\"\nroles = [\"worker\"]",
         );
-    let p = ClusterPlan::new(Inventory::parse(Path::new("i.toml"), &text).expect("valid"));
+    let p = ClusterPlan::new(
+        Inventory::parse_allowing_unsupported(Path::new("i.toml"), &text).expect("valid"),
+    );
     let worker = p.hosts.iter().find(|h| h.name == "node-3").expect("node-3");
     assert!(!worker.has(Role::ControlPlane));
     let script = super::super::probe::script(&p, worker);

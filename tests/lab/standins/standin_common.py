@@ -16,6 +16,7 @@ import http.client
 import ipaddress
 import json
 import os
+import pkgutil
 import re
 import secrets
 import socket
@@ -27,7 +28,13 @@ import tempfile
 import yaml
 
 HERE = os.path.dirname(os.path.realpath(__file__))
-FIELDS_FILE = os.path.join(HERE, "kubeadm-v1beta4-fields.json")
+FIELDS_NAME = "kubeadm-v1beta4-fields.json"
+# Set by a single-file build's __main__.py (tests/lab/standins/package) to the real path of the
+# executable zipapp (e.g. /usr/local/bin/kubeadm); None when run from the source directory.
+SELF = None
+# argv[1] that makes a stand-in zipapp run the API server stand-in instead of its own tool:
+#   python3 /usr/local/bin/kubeadm kube-apiserver-standin --advertise-address=... (pgrep -f 'kube-apiserver')
+APISERVER_ARG = "kube-apiserver-standin"
 
 KUBEADM_GROUP = "kubeadm.k8s.io"
 KUBEADM_V1BETA4 = KUBEADM_GROUP + "/v1beta4"
@@ -80,11 +87,16 @@ NO_SYSTEMD = os.environ.get("KUBEADM_STANDIN_NO_SYSTEMD") == "1"
 
 
 def standin_version():
-    """The Kubernetes version the bundle was built for: env, else the VERSION file."""
+    """The Kubernetes version the stand-in claims: KUBEADM_STANDIN_VERSION, else the version baked
+    into a single-file build (standin_build.py, written by ./package), else the VERSION file."""
     v = os.environ.get("KUBEADM_STANDIN_VERSION")
     if not v:
-        with open(os.path.join(HERE, "VERSION")) as f:
-            v = f.read().strip()
+        try:
+            import standin_build  # only inside a zipapp made by ./package
+            v = standin_build.VERSION
+        except ImportError:
+            with open(os.path.join(HERE, "VERSION")) as f:
+                v = f.read().strip()
     if not re.match(r"^v\d+\.\d+\.\d+$", v):
         raise StandinError("stand-in VERSION %r is not of the form vMAJOR.MINOR.PATCH" % v)
     return v
@@ -93,6 +105,79 @@ def standin_version():
 def minor_of(version):
     m = re.match(r"^v?(\d+)\.(\d+)", version or "")
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+# kubeadm's per-release constants (cmd/kubeadm/app/constants/constants.go on each release branch):
+# MinExternalEtcdVersion (the ExternalEtcdVersion preflight minimum), PauseVersion, CoreDNSVersion,
+# and the local etcd image tag (DefaultEtcdVersion; only listed, the stand-in deploys no etcd).
+# Sources and how sure each value is: README.md, "kubeadm constants per minor". Values marked
+# "unconfirmed" are best guesses; a minor that is missing here is refused rather than guessed.
+KUBEADM_CONSTANTS = {
+    31: {"minExternalEtcd": "3.5.11-0", "pause": "3.10", "coredns": "v1.11.3", "etcd": "3.5.15-0"},
+    32: {"minExternalEtcd": "3.5.11-0", "pause": "3.10", "coredns": "v1.11.3", "etcd": "3.5.16-0"},   # minExternalEtcd unconfirmed
+    33: {"minExternalEtcd": "3.5.11-0", "pause": "3.10", "coredns": "v1.12.0", "etcd": "3.5.21-0"},   # unconfirmed except coredns
+    34: {"minExternalEtcd": "3.5.11-0", "pause": "3.10.1", "coredns": "v1.12.1", "etcd": "3.6.4-0"},  # unconfirmed except coredns
+    35: {"minExternalEtcd": "3.5.24-0", "pause": "3.10.1", "coredns": "v1.13.1", "etcd": "3.6.6-0"},
+    36: {"minExternalEtcd": "3.5.24-0", "pause": "3.10.2", "coredns": "v1.14.2", "etcd": "3.6.8-0"},
+    37: {"minExternalEtcd": "3.5.24-0", "pause": "3.10.2", "coredns": "v1.14.6", "etcd": "3.7.0-0"},
+}
+DEFAULT_IMAGE_REPOSITORY = "registry.k8s.io"
+DEFAULT_CRI_SOCKET = "unix:///var/run/containerd/containerd.sock"
+
+
+def kubeadm_constants(version):
+    """KUBEADM_CONSTANTS of version's minor; a minor the table lacks is an error, not a guess."""
+    mm = minor_of(version)
+    if not mm or mm[0] != 1 or mm[1] not in KUBEADM_CONSTANTS:
+        raise StandinError("the kubeadm stand-in has no constants (MinExternalEtcdVersion, PauseVersion, CoreDNSVersion) for %s: "
+                           "add its minor to KUBEADM_CONSTANTS in standin_common.py (known: %s)"
+                           % (version, ", ".join("1.%d" % m for m in sorted(KUBEADM_CONSTANTS))))
+    return KUBEADM_CONSTANTS[mm[1]]
+
+
+def semantic_version(v):
+    """k8s.io/apimachinery ParseSemantic, as a sort key: 3.5.24-0 < 3.5.24 < 3.5.30 (a
+    pre-release sorts before its release). None if v is not MAJOR.MINOR.PATCH[-PRE][+BUILD]."""
+    m = re.match(r"^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$", v or "")
+    if not m:
+        return None
+    pre = m.group(4)
+    ids = tuple((0, int(x), "") if x.isdigit() else (1, 0, x) for x in pre.split(".")) if pre else ()
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3)), 0 if pre else 1, ids)
+
+
+def control_plane_images(cc, version):
+    """What `kubeadm config images list` prints for ClusterConfiguration cc, in kubeadm's order
+    (cmd/kubeadm/app/images/images.go GetControlPlaneImages): apiserver, controller-manager,
+    scheduler, kube-proxy (unless proxy.disabled), CoreDNS (unless dns.disabled), pause, and etcd
+    only for local etcd."""
+    consts = kubeadm_constants(version)  # the kubeadm binary's own constants, as upstream
+    repo = cc.get("imageRepository") or DEFAULT_IMAGE_REPOSITORY
+    tag = "v" + (cc.get("kubernetesVersion") or version).lstrip("v").replace("+", "_")
+    images = ["%s/%s:%s" % (repo, name, tag) for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")]
+    if not dig(cc, "proxy", "disabled"):
+        images.append("%s/kube-proxy:%s" % (repo, tag))
+    if not dig(cc, "dns", "disabled"):
+        dns_repo = dig(cc, "dns", "imageRepository") or repo
+        if dns_repo == DEFAULT_IMAGE_REPOSITORY:  # the official image moved to registry.k8s.io/coredns/coredns
+            dns_repo += "/coredns"
+        images.append("%s/coredns:%s" % (dns_repo, dig(cc, "dns", "imageTag") or consts["coredns"]))
+    images.append("%s/pause:%s" % (repo, consts["pause"]))
+    if not dig(cc, "etcd", "external"):
+        local = dig(cc, "etcd", "local") or {}
+        images.append("%s/etcd:%s" % (local.get("imageRepository") or repo, local.get("imageTag") or consts["etcd"]))
+    return images
+
+
+def normalize_image(ref):
+    """The name containerd's CRI stores for an image reference (docker's normalisation):
+    "pause:3.10" -> "docker.io/library/pause:3.10", "registry.k8s.io/pause:3.10" unchanged."""
+    first, _, rest = ref.partition("/")
+    if not rest:
+        return "docker.io/library/" + ref
+    if "." not in first and ":" not in first and first != "localhost":
+        return "docker.io/" + ref
+    return ref
 
 
 def write_file(path, data, mode=0o644):
@@ -172,8 +257,8 @@ _FIELDS = None
 def field_spec():
     global _FIELDS
     if _FIELDS is None:
-        with open(FIELDS_FILE) as f:
-            _FIELDS = json.load(f)
+        # pkgutil reads it next to this module, on disk or inside a zipapp alike.
+        _FIELDS = json.loads(pkgutil.get_data(__name__, FIELDS_NAME))
     return _FIELDS
 
 

@@ -1,7 +1,13 @@
-//! Artifacts: the binaries and units a host needs (kubeadm, kubelet, etcd, …) and where they come
-//! from. An offline bundle is a directory with a `bundle.toml` manifest that names every file, where
-//! it is installed, for which hosts, and its SHA-256; every sum is checked before anything is
-//! copied, so a corrupt or tampered bundle changes no host.
+//! Artifacts: the binaries and images a host needs (kubeadm, kubelet, etcd, containerd, …) and
+//! where they come from. A bundle is a directory with a `bundle.toml` manifest that names every
+//! file, where it is installed, for which hosts, and its SHA-256, and every image with its digest;
+//! every sum is checked before anything is copied, so a corrupt or tampered bundle changes no host.
+//! `make` builds a bundle from upstream (or a site's mirrors): `kbs bundle`, and apply in online
+//! mode, go through it alike.
+
+mod fetch;
+pub mod make;
+mod oci;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::inventory::{KubeVersion, Role};
 use crate::plan::PlannedHost;
+pub use crate::versions::HostClass;
 
 /// The manifest's file name inside a bundle directory.
 pub const MANIFEST: &str = "bundle.toml";
@@ -24,6 +31,37 @@ struct Manifest {
     files: Vec<ManifestFile>,
     #[serde(default, rename = "link")]
     links: Vec<ManifestLink>,
+    #[serde(default, rename = "image")]
+    images: Vec<ManifestImage>,
+    /// Where the bundle's files came from (for people; not read).
+    #[serde(default, rename = "download")]
+    _downloads: Vec<toml::Value>,
+    /// The CNI manifest made from a CNI release (`[cni] plugin`).
+    #[serde(default)]
+    cni: Option<ManifestCni>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestImage {
+    /// The name containerd knows it by on the hosts (what kubeadm and the manifests ask for).
+    name: String,
+    /// An OCI archive, relative to the bundle directory.
+    source: PathBuf,
+    sha256: String,
+    /// The image manifest's digest, as containerd reports it after the import.
+    digest: String,
+    #[serde(rename = "for")]
+    hosts: HostClass,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestCni {
+    plugin: String,
+    version: String,
+    source: PathBuf,
+    sha256: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,16 +84,6 @@ struct ManifestLink {
     target: PathBuf,
     #[serde(rename = "for")]
     hosts: HostClass,
-}
-
-/// Which hosts get a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostClass {
-    /// Every Kubernetes node (control plane or worker).
-    Node,
-    ControlPlane,
-    Etcd,
 }
 
 impl HostClass {
@@ -90,6 +118,26 @@ pub struct Link {
     pub hosts: HostClass,
 }
 
+/// A container image to import into containerd, from a checked OCI archive.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: String,
+    pub digest: String,
+    /// The archive, as checked.
+    pub archive: Artifact,
+}
+
+/// The CNI manifest of a CNI release, as fetched (kbs renders the cluster's values into it).
+#[derive(Debug, Clone)]
+pub struct CniManifest {
+    pub plugin: String,
+    pub version: String,
+    pub content: Arc<[u8]>,
+}
+
+/// Where image archives are put on the hosts before they are imported.
+pub const IMAGE_DIR: &str = "/var/lib/kbs/images";
+
 /// A bundle whose every file has been checked.
 #[derive(Debug, Clone)]
 pub struct Bundle {
@@ -97,6 +145,8 @@ pub struct Bundle {
     pub kubernetes_version: String,
     pub files: Vec<Artifact>,
     pub links: Vec<Link>,
+    pub images: Vec<Image>,
+    pub cni: Option<CniManifest>,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -123,6 +173,21 @@ pub enum ArtifactError {
         expected: String,
         found: String,
     },
+    #[error("cannot fetch {url}: {message}")]
+    #[diagnostic(help(
+        "check the URL, the network and [artifacts] mirrors (a site's mirror must serve upstream's paths); nothing was installed"
+    ))]
+    Fetch { url: String, message: String },
+    #[error("image {image}: {message}")]
+    #[diagnostic(help(
+        "check [registry] (address, ca_file, credentials_file) and that the registry holds the image for linux/amd64; nothing was installed"
+    ))]
+    Image { image: String, message: String },
+    #[error("{}: {message}", path.display())]
+    #[diagnostic(help(
+        "the archive is not in upstream's layout; delete it and run kbs bundle again"
+    ))]
+    Archive { path: PathBuf, message: String },
     #[error("the bundle holds Kubernetes {bundle}, but the inventory asks for {inventory}")]
     #[diagnostic(help(
         "use a bundle made for {inventory}, or set cluster.kubernetes_version to the bundle's version"
@@ -156,22 +221,36 @@ impl Bundle {
                 inventory: wanted,
             });
         }
-        let mut files = Vec::with_capacity(manifest.files.len());
-        for f in manifest.files {
-            let bad = |message: String| ArtifactError::Manifest {
-                path: manifest_path.clone(),
-                message,
-            };
-            if f.source.is_absolute()
-                || f.source
+        let bad = |message: String| ArtifactError::Manifest {
+            path: manifest_path.clone(),
+            message,
+        };
+        // Reads a file the manifest names, refusing paths outside the bundle and wrong sums.
+        let checked = |source: &Path, sha256: &str| -> Result<(Vec<u8>, String), ArtifactError> {
+            if source.is_absolute()
+                || source
                     .components()
                     .any(|c| c == std::path::Component::ParentDir)
             {
                 return Err(bad(format!(
                     "source {} must be a path inside the bundle",
-                    f.source.display()
+                    source.display()
                 )));
             }
+            let path = dir.join(source);
+            let content = read(&path)?;
+            let found = sha256_hex(&content);
+            if !found.eq_ignore_ascii_case(sha256) {
+                return Err(ArtifactError::Checksum {
+                    path,
+                    expected: sha256.to_string(),
+                    found,
+                });
+            }
+            Ok((content, found))
+        };
+        let mut files = Vec::with_capacity(manifest.files.len());
+        for f in manifest.files {
             if !f.install.is_absolute() {
                 return Err(bad(format!(
                     "install {} must be an absolute path",
@@ -180,25 +259,45 @@ impl Bundle {
             }
             let mode = u32::from_str_radix(&f.mode, 8)
                 .map_err(|_| bad(format!("mode `{}` is not octal, e.g. \"0755\"", f.mode)))?;
-            let path = dir.join(&f.source);
-            let content = read(&path)?;
-            let found = sha256_hex(&content);
-            if !found.eq_ignore_ascii_case(&f.sha256) {
-                return Err(ArtifactError::Checksum {
-                    path,
-                    expected: f.sha256,
-                    found,
-                });
-            }
+            let (content, sha256) = checked(&f.source, &f.sha256)?;
             files.push(Artifact {
                 source: f.source,
                 install: f.install,
                 mode,
                 content: Arc::from(content),
-                sha256: found,
+                sha256,
                 hosts: f.hosts,
             });
         }
+        let mut images = Vec::with_capacity(manifest.images.len());
+        for i in manifest.images {
+            let (content, sha256) = checked(&i.source, &i.sha256)?;
+            let file = i
+                .source
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| i.source.clone());
+            images.push(Image {
+                name: i.name,
+                digest: i.digest,
+                archive: Artifact {
+                    install: Path::new(IMAGE_DIR).join(file),
+                    source: i.source,
+                    mode: 0o644,
+                    content: Arc::from(content),
+                    sha256,
+                    hosts: i.hosts,
+                },
+            });
+        }
+        let cni = match manifest.cni {
+            Some(c) => Some(CniManifest {
+                content: Arc::from(checked(&c.source, &c.sha256)?.0),
+                plugin: c.plugin,
+                version: c.version,
+            }),
+            None => None,
+        };
         let links = manifest
             .links
             .into_iter()
@@ -213,6 +312,8 @@ impl Bundle {
             kubernetes_version: manifest.kubernetes_version,
             files,
             links,
+            images,
+            cni,
         })
     }
 
@@ -228,6 +329,12 @@ impl Bundle {
 
     pub fn links_for<'a>(&'a self, host: &'a PlannedHost) -> impl Iterator<Item = &'a Link> {
         self.links.iter().filter(move |l| l.hosts.includes(host))
+    }
+
+    pub fn images_for<'a>(&'a self, host: &'a PlannedHost) -> impl Iterator<Item = &'a Image> {
+        self.images
+            .iter()
+            .filter(move |i| i.archive.hosts.includes(host))
     }
 }
 

@@ -1,0 +1,499 @@
+//! What gets installed and from where: the Kubernetes version and its policy, `[versions]`,
+//! `[artifacts]`, `[registry]`, `[containerd]` and `[cni]`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use toml::Spanned;
+
+use super::error::Reporter;
+use super::raw::RawInventory;
+use super::validate::resolve_path;
+use super::{
+    ArtifactSettings, Artifacts, Cni, CniChoice, CniRelease, ContainerdSettings, EndpointMode,
+    Inventory, Mirror, Registry,
+};
+use crate::versions::{
+    self, CniPlugin, Component, Components, HostClass, KubeVersion, Support, Version, catalog,
+};
+
+/// kubeadm's v1beta4 configuration API, which kbs writes, starts at 1.31.
+const OLDEST_MINOR: u32 = 31;
+
+static ALLOW_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// `--allow-unsupported-version`: accept an end-of-life or unknown Kubernetes minor, with a warning
+/// in the plan, instead of refusing the inventory. Set once by the command line, for
+/// `Inventory::load` and `Inventory::parse`.
+pub fn allow_unsupported_version(allow: bool) {
+    ALLOW_UNSUPPORTED.store(allow, Ordering::Relaxed);
+}
+
+pub(super) fn unsupported_allowed() -> bool {
+    ALLOW_UNSUPPORTED.load(Ordering::Relaxed)
+}
+
+/// `cluster.kubernetes_version` (the newest supported release when unset) and every component
+/// version that goes with it.
+pub(super) fn components(r: &mut Reporter, raw: &RawInventory, allow: bool) -> Option<Components> {
+    let cat = catalog();
+    let today = versions::today();
+    let supported = cat.supported_list(today);
+    let Some(field) = &raw.cluster.kubernetes_version else {
+        let newest = cat.newest(today)?;
+        let mut c = Components::from_release(newest, newest.latest);
+        return overrides(r, raw, &mut c).then_some(c);
+    };
+    let text = field.get_ref();
+    let Ok(v) = text.parse::<KubeVersion>() else {
+        r.error(
+            field.span(),
+            format!("cluster.kubernetes_version `{text}` is not a Kubernetes version"),
+            "not MAJOR.MINOR.PATCH",
+            format!(
+                "write a released version such as \"{}\" (a leading 'v' is allowed), or leave it out for the newest supported release",
+                cat.newest(today).map_or_else(String::new, |r| r.latest.bare())
+            ),
+        );
+        return None;
+    };
+    if v.major != 1 || v.minor < OLDEST_MINOR {
+        r.error(
+            field.span(),
+            format!("cluster.kubernetes_version {v} is not supported"),
+            "unsupported version",
+            format!("kbs writes kubeadm's v1beta4 configuration, which starts at 1.{OLDEST_MINOR}; supported now: {supported}"),
+        );
+        return None;
+    }
+    let (row, unsupported) = match cat.support(v, today) {
+        Support::Supported(row) => (row, None),
+        other => {
+            let why = match other {
+                Support::EndOfLife { minor, end_of_life } => format!(
+                    "Kubernetes {minor} reached its end of life on {end_of_life}: it gets no security fixes"
+                ),
+                _ => format!(
+                    "kbs has no release facts for Kubernetes {} (data/versions.toml)",
+                    v.minor_of()
+                ),
+            };
+            if !allow {
+                r.error(
+                    field.span(),
+                    format!("cluster.kubernetes_version {v}: {why}"),
+                    "unsupported version",
+                    format!(
+                        "use a supported minor: {supported}; or pass --allow-unsupported-version to install it anyway"
+                    ),
+                );
+                return None;
+            }
+            // The nearest known row gives the component versions; [versions] can override them.
+            let row = cat
+                .kubernetes
+                .iter()
+                .min_by_key(|r| r.minor.1.abs_diff(v.minor))?;
+            (row, Some(why))
+        }
+    };
+    let mut c = Components::from_release(row, v);
+    c.unsupported = unsupported;
+    overrides(r, raw, &mut c).then_some(c)
+}
+
+/// `[versions]`: each override replaces the pinned version; etcd must still satisfy kubeadm.
+fn overrides(r: &mut Reporter, raw: &RawInventory, c: &mut Components) -> bool {
+    let v = &raw.versions;
+    let mut ok = true;
+    let mut set = |r: &mut Reporter, comp: Component, field: &Option<Spanned<String>>| {
+        let f = field.as_ref()?;
+        match f.get_ref().parse::<Version>() {
+            Ok(version) => {
+                c.overridden.push(comp);
+                Some(version)
+            }
+            Err(()) => {
+                r.error(
+                    f.span(),
+                    format!(
+                        "versions.{} `{}` is not a release number",
+                        comp.as_str(),
+                        f.get_ref()
+                    ),
+                    "not MAJOR.MINOR.PATCH",
+                    format!(
+                        "write the upstream release, e.g. \"{}\", or remove it to use the pinned one",
+                        c.version(comp)
+                    ),
+                );
+                ok = false;
+                None
+            }
+        }
+    };
+    let etcd = set(r, Component::Etcd, &v.etcd);
+    let containerd = set(r, Component::Containerd, &v.containerd);
+    let runc = set(r, Component::Runc, &v.runc);
+    let cni_plugins = set(r, Component::CniPlugins, &v.cni_plugins);
+    let crictl = set(r, Component::Crictl, &v.crictl);
+    c.etcd = etcd.unwrap_or(c.etcd);
+    c.containerd = containerd.unwrap_or(c.containerd);
+    c.runc = runc.unwrap_or(c.runc);
+    c.cni_plugins = cni_plugins.unwrap_or(c.cni_plugins);
+    c.crictl = crictl.unwrap_or(c.crictl);
+    if c.etcd < c.min_external_etcd {
+        let span = v.etcd.as_ref().map_or(0..0, Spanned::span);
+        r.error(
+            span,
+            format!(
+                "versions.etcd {} is older than {}, the oldest external etcd kubeadm {} accepts",
+                c.etcd,
+                c.min_external_etcd,
+                c.kubernetes.minor_of()
+            ),
+            "below kubeadm's minimum",
+            format!(
+                "use etcd {} or newer (kubeadm {} pins {}), or remove versions.etcd",
+                c.min_external_etcd,
+                c.kubernetes.minor_of(),
+                catalog()
+                    .release(c.row)
+                    .map_or_else(String::new, |r| r.etcd.to_string())
+            ),
+        );
+        ok = false;
+    }
+    ok
+}
+
+pub(super) fn artifacts(r: &mut Reporter, base: &Path, raw: &RawInventory) -> ArtifactSettings {
+    let a = &raw.artifacts;
+    let mut mirrors = Vec::new();
+    for m in &a.mirrors {
+        let mut url = |f: &Spanned<String>, name: &str| {
+            let t = f.get_ref();
+            if t.starts_with("https://") || t.starts_with("http://") {
+                Some(t.clone())
+            } else {
+                r.error(
+                    f.span(),
+                    format!("artifacts.mirrors {name} `{t}` is not an http(s) URL"),
+                    "not a URL",
+                    "write a URL prefix, e.g. from = \"https://dl.k8s.io/\", to = \"https://mirror.example/dl.k8s.io/\"",
+                );
+                None
+            }
+        };
+        if let (Some(from), Some(to)) = (url(&m.from, "from"), url(&m.to, "to")) {
+            mirrors.push(Mirror { from, to });
+        }
+    }
+    ArtifactSettings {
+        source: match &a.bundle {
+            Some(b) => Artifacts::Bundle(resolve_path(base, b.get_ref())),
+            None => Artifacts::Online,
+        },
+        mirrors,
+        crictl: a.crictl.unwrap_or(true),
+    }
+}
+
+pub(super) fn registry(r: &mut Reporter, base: &Path, raw: &RawInventory) -> Option<Registry> {
+    let reg = raw.registry.as_ref()?;
+    let address = reg.address.get_ref().trim_end_matches('/').to_string();
+    let (host, path) = address.split_once('/').unwrap_or((&address, ""));
+    let host_ok = !host.is_empty()
+        && !host.contains("://")
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let path_ok = path.split('/').all(|p| {
+        path.is_empty()
+            || (!p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)))
+    });
+    if !host_ok || !path_ok {
+        r.error(
+            reg.address.span(),
+            format!("registry.address `{address}` is not a registry address"),
+            "not HOST[:PORT][/PATH]",
+            "write the registry's host, port and optional path, without a scheme, e.g. \"registry.example:5000/k8s\"",
+        );
+    }
+    let mut file = |f: &Option<Spanned<String>>, field: &str, secret: bool| {
+        let f = f.as_ref()?;
+        let path = resolve_path(base, f.get_ref());
+        match std::fs::metadata(&path) {
+            Ok(m) if !m.is_file() => r.error(
+                f.span(),
+                format!("registry.{field}: {} is not a file", path.display()),
+                "not a file",
+                "give the path of a file",
+            ),
+            Ok(m)
+                if secret
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o077 != 0 =>
+            {
+                r.error(
+                    f.span(),
+                    format!(
+                        "registry.{field}: {} can be read by other users (mode {:o})",
+                        path.display(),
+                        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777
+                    ),
+                    "loose permissions",
+                    format!("it holds a password: chmod 600 {}", path.display()),
+                )
+            }
+            Ok(_) => {}
+            Err(e) => r.error(
+                f.span(),
+                format!("registry.{field}: cannot read {}: {e}", path.display()),
+                "cannot read",
+                "give the path of an existing file (relative to the inventory)",
+            ),
+        }
+        Some(path)
+    };
+    let ca_file = file(&reg.ca_file, "ca_file", false);
+    let credentials_file = file(&reg.credentials_file, "credentials_file", true);
+    let ca_pem = match (&ca_file, &reg.ca_file) {
+        (Some(p), Some(f)) => match std::fs::read_to_string(p) {
+            Ok(t) if t.contains("-----BEGIN CERTIFICATE-----") => Some(t),
+            Ok(_) => {
+                r.error(
+                    f.span(),
+                    format!("registry.ca_file: {} holds no PEM certificate", p.display()),
+                    "not a PEM certificate",
+                    "give the registry's CA certificate in PEM form (-----BEGIN CERTIFICATE-----)",
+                );
+                None
+            }
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    (host_ok && path_ok).then_some(Registry {
+        address,
+        ca_file,
+        ca_pem,
+        credentials_file,
+    })
+}
+
+pub(super) fn containerd(raw: &RawInventory) -> ContainerdSettings {
+    ContainerdSettings {
+        snapshotter: raw.containerd.snapshotter.unwrap_or_default(),
+    }
+}
+
+/// `[cni]`: a plugin kbs installs from its release (`plugin` and optionally `version`), or a
+/// hand-written `manifest`: inside the bundle for offline sites (the bundle is the only thing
+/// that travels there, and its manifest checks the file's sum), else relative to the inventory.
+pub(super) fn cni(
+    r: &mut Reporter,
+    base: &Path,
+    raw: &RawInventory,
+    artifacts: &Artifacts,
+) -> Option<Cni> {
+    let c = &raw.cni;
+    let choice = c.plugin.as_ref().map(|p| (*p.get_ref(), p.span()));
+    let manifest = match &c.manifest {
+        Some(m) => Some(manifest_path(r, base, m, artifacts)?),
+        None => None,
+    };
+    let plugin = match choice {
+        None if manifest.is_none() => {
+            if let Some(v) = &c.version {
+                r.error(
+                    v.span(),
+                    "cni.version is set but cni.plugin is not",
+                    "which plugin?",
+                    "add plugin = \"flannel\", \"calico\" or \"cilium\"",
+                );
+            }
+            return None;
+        }
+        None => None,
+        Some((CniChoice::None, span)) => {
+            if manifest.is_some() {
+                r.error(
+                    span,
+                    "cni.plugin = \"none\" but cni.manifest is set",
+                    "contradicts manifest",
+                    "remove cni.manifest to install no CNI, or set plugin to the manifest's CNI",
+                );
+            }
+            return None;
+        }
+        Some((CniChoice::Flannel, _)) => Some(CniPlugin::Flannel),
+        Some((CniChoice::Calico, _)) => Some(CniPlugin::Calico),
+        Some((CniChoice::Cilium, _)) => Some(CniPlugin::Cilium),
+    };
+    let release = match plugin {
+        Some(p) => {
+            let pinned = catalog().cni(p)?;
+            let version = c
+                .version
+                .as_ref()
+                .map_or_else(|| pinned.version.clone(), |v| v.get_ref().clone());
+            let vars = [("version", version.clone())];
+            let url = versions::expand(&pinned.manifest, &vars);
+            if url.is_empty() && manifest.is_none() {
+                r.error(
+                    c.plugin.as_ref().map_or(0..0, Spanned::span),
+                    format!("{} publishes no plain manifest to install from", p.as_str()),
+                    "needs a manifest",
+                    "render one (e.g. `cilium install --dry-run` or `helm template`) and name it in cni.manifest",
+                );
+            }
+            // A pinned sum holds for the pinned version only; another version brings its own.
+            let sha256 = match &c.sha256 {
+                Some(s) => Some(s.get_ref().to_lowercase()),
+                None if c.version.is_none() && !pinned.sha256.is_empty() => {
+                    Some(pinned.sha256.clone())
+                }
+                None => None,
+            };
+            if let Some(s) = &c.sha256
+                && !(s.get_ref().len() == 64 && s.get_ref().bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                r.error(
+                    s.span(),
+                    "cni.sha256 is not a SHA-256",
+                    "not 64 hex digits",
+                    "write the manifest's SHA-256 (`sha256sum kube-flannel.yml`)",
+                );
+            }
+            Some(CniRelease {
+                plugin: p,
+                images: pinned
+                    .images
+                    .iter()
+                    .map(|i| versions::expand(i, &vars))
+                    .collect(),
+                manifest_url: (!url.is_empty()).then_some(url),
+                sha256,
+                version,
+            })
+        }
+        None => None,
+    };
+    // Only Calico's manifest takes an MTU (its calico-config `veth_mtu`); Flannel and Cilium
+    // find it from the host's interface, and a hand-written manifest is the operator's own.
+    if let Some(m) = &c.mtu
+        && release.as_ref().map(|r| r.plugin) != Some(CniPlugin::Calico)
+    {
+        r.error(
+            m.span(),
+            "cni.mtu is rendered into Calico's manifest only",
+            "not used",
+            "remove it: Flannel and Cilium take the MTU from the host's interface, and a hand-written manifest sets its own",
+        );
+    }
+    Some(Cni {
+        release,
+        manifest,
+        mtu: c.mtu.as_ref().map(|m| *m.get_ref()),
+    })
+}
+
+fn manifest_path(
+    r: &mut Reporter,
+    base: &Path,
+    m: &Spanned<String>,
+    artifacts: &Artifacts,
+) -> Option<PathBuf> {
+    let text = m.get_ref();
+    match artifacts {
+        // The bundle may not exist yet (kbs bundle makes it): its load checks the file.
+        Artifacts::Bundle(dir) => {
+            let rel = Path::new(text);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                r.error(
+                    m.span(),
+                    format!("cni.manifest `{text}` is not a path inside the artifact bundle"),
+                    "outside the bundle",
+                    "with [artifacts] bundle set, name the manifest relative to the bundle directory and list it in its bundle.toml, e.g. \"cni/calico.yaml\"",
+                );
+                return None;
+            }
+            Some(dir.join(rel))
+        }
+        Artifacts::Online => {
+            let path = resolve_path(base, text);
+            if !path.is_file() {
+                r.error(
+                    m.span(),
+                    format!(
+                        "cni.manifest: {} does not exist or is not a file",
+                        path.display()
+                    ),
+                    "no such file",
+                    "give the path of the CNI's YAML manifest (relative to the inventory), or remove it",
+                );
+                return None;
+            }
+            Some(path)
+        }
+    }
+}
+
+/// One image the hosts need, under the name they will know it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedImage {
+    /// Where it is fetched from: the site's registry, or upstream.
+    pub from: String,
+    /// The name on the hosts (kubeadm's imageRepository applied).
+    pub name: String,
+    pub hosts: HostClass,
+}
+
+/// The images the inventory's cluster needs: kubeadm's (minus etcd), kube-vip's in that mode, the
+/// CNI release's.
+impl Inventory {
+    pub fn images(&self) -> Vec<WantedImage> {
+        let inv = self;
+        let cat = crate::versions::catalog();
+        let cp_only = &cat.images.control_plane_only;
+        let mut out: Vec<WantedImage> = Vec::new();
+        let mut push = |upstream: String, hosts: HostClass| {
+            let name = inv
+                .registry
+                .as_ref()
+                .map_or_else(|| upstream.clone(), |r| r.map(&upstream));
+            if !out.iter().any(|w| w.name == name) {
+                out.push(WantedImage {
+                    from: name.clone(),
+                    name,
+                    hosts,
+                });
+            }
+        };
+        for image in inv.versions.kubeadm_images() {
+            let repo = image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r);
+            let short = repo.rsplit('/').next().unwrap_or(repo);
+            let hosts = if cp_only.iter().any(|c| c == short) {
+                HostClass::ControlPlane
+            } else {
+                HostClass::Node
+            };
+            push(image, hosts);
+        }
+        if inv.endpoint.mode == EndpointMode::KubeVip {
+            push(cat.images.kube_vip.clone(), HostClass::ControlPlane);
+        }
+        if let Some(r) = inv.cni.as_ref().and_then(|c| c.release.as_ref()) {
+            for i in &r.images {
+                push(i.clone(), HostClass::Node);
+            }
+        }
+        out
+    }
+}
