@@ -1,7 +1,8 @@
 //! kbs: turns 1, 2 or 3+ Linux hosts into a highly available Kubernetes cluster over SSH.
 //!
 //! Data flows through the modules in this order:
-//! inventory → plan (topology) → pki → render → ssh/exec → phases → cli.
+//! versions (upstream facts, data/versions.toml) → inventory → plan (topology) → pki → render →
+//! artifacts (bundles) → ssh/exec → phases → cli.
 
 pub mod inventory;
 pub mod plan;

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::fetch::{Fetcher, hash_file};
 use super::oci::Puller;
@@ -136,7 +137,7 @@ pub async fn make(inv: &Inventory, out: &Path, show_progress: bool) -> Result<Ma
                 .await?;
             let dest = out.join("downloads").join(&file_name);
             let got = fetcher.file(&url, &dest, &sha256).await?;
-            let files = unpack(d, vars, out, &got.path).await?;
+            let files = unpack(d, vars, out, &got.path, &got.sha256).await?;
             Ok(Done::Download(
                 OutDownload {
                     fetched_from: fetcher.rewrite(&url),
@@ -288,6 +289,7 @@ async fn unpack(
     vars: &[(&str, String)],
     out: &Path,
     archive: &Path,
+    archive_sha256: &str,
 ) -> Result<Vec<OutFile>, ArtifactError> {
     let rel = |p: &Path| {
         p.strip_prefix(out)
@@ -296,14 +298,6 @@ async fn unpack(
             .into_owned()
     };
     let mut files = Vec::new();
-    let sha = |p: &Path| {
-        let p = p.to_path_buf();
-        async move {
-            hash_file(&p)
-                .await
-                .map_err(|source| ArtifactError::Read { path: p, source })
-        }
-    };
     let dir = out.join("files").join(d.name.as_str());
     let mut from_archive = Vec::new();
     for i in &d.install {
@@ -312,7 +306,7 @@ async fn unpack(
                 source: rel(archive),
                 install: i.to.clone(),
                 mode: i.mode.clone(),
-                sha256: sha(archive).await?,
+                sha256: archive_sha256.to_string(),
                 hosts: i.hosts,
             });
         } else {
@@ -334,7 +328,7 @@ async fn unpack(
             path: archive.to_path_buf(),
             message: e.to_string(),
         })??;
-    for (path, spec) in extracted {
+    for (path, spec, sha256) in extracted {
         let install = if spec.to.ends_with('/') {
             format!(
                 "{}{}",
@@ -349,19 +343,20 @@ async fn unpack(
             source: rel(&path),
             install,
             mode: spec.mode.clone(),
-            sha256: sha(&path).await?,
+            sha256,
             hosts: spec.hosts,
         });
     }
     Ok(files)
 }
 
-/// Takes the wanted entries out of a .tar.gz: `a/b` exactly, or `a/*` for every file in `a/`.
+/// Takes the wanted entries out of a .tar.gz: `a/b` exactly, or `a/*` for every file in `a/`;
+/// each file's SHA-256 is computed as it is written.
 fn extract<'a>(
     archive: &Path,
     wanted: &[(String, &'a versions::InstallSpec)],
     dir: &Path,
-) -> Result<Vec<(PathBuf, &'a versions::InstallSpec)>, ArtifactError> {
+) -> Result<Vec<(PathBuf, &'a versions::InstallSpec, String)>, ArtifactError> {
     let bad = |message: String| ArtifactError::Archive {
         path: archive.to_path_buf(),
         message,
@@ -397,14 +392,36 @@ fn extract<'a>(
         if let Some(i) = hit {
             seen[i] = true;
             let dest = dir.join(name);
-            entry.unpack(&dest).map_err(|e| bad(e.to_string()))?;
-            found.push((dest, wanted[i].1));
+            let mut hashed = HashingWriter {
+                inner: std::fs::File::create(&dest).map_err(|e| bad(e.to_string()))?,
+                hasher: Sha256::new(),
+            };
+            std::io::copy(&mut entry, &mut hashed).map_err(|e| bad(e.to_string()))?;
+            found.push((dest, wanted[i].1, hex::encode(hashed.hasher.finalize())));
         }
     }
     if let Some(i) = seen.iter().position(|s| !s) {
         return Err(bad(format!("holds no {}", wanted[i].0)));
     }
     Ok(found)
+}
+
+/// Writes through to a file and hashes what passes.
+struct HashingWriter {
+    inner: std::fs::File,
+    hasher: Sha256,
+}
+
+impl std::io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// `registry.k8s.io/kube-apiserver:v1.37.1` → `registry.k8s.io_kube-apiserver_v1.37.1`.
