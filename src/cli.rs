@@ -149,7 +149,6 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Make, check and renew the cluster PKI (in the state directory and on the hosts).
     /// One table: hosts, etcd members, API servers, certificate expiry, last backup. Exit 0
     /// healthy, 1 degraded, 2 down (no etcd quorum or no API through the endpoint).
     Status {

@@ -66,7 +66,10 @@ impl Fetcher {
             req = req.header(reqwest::header::RANGE, format!("bytes={range_from}-"));
         }
         let resp = req.send().await.map_err(|e| fail(error_chain(&e)))?;
-        if !resp.status().is_success() {
+        // A range past the end is the caller's to handle (a `.part` already whole, or longer).
+        let past_end =
+            range_from > 0 && resp.status() == reqwest::StatusCode::RANGE_NOT_SATISFIABLE;
+        if !resp.status().is_success() && !past_end {
             return Err(fail(format!("HTTP {}", resp.status())));
         }
         Ok(resp)
@@ -138,7 +141,24 @@ impl Fetcher {
                 have += n as u64;
             }
         }
-        let resp = self.get(url, have).await?;
+        // Cut off after the last byte but before the rename: the `.part` is the whole file.
+        if have > 0 && hex::encode(hasher.clone().finalize()) == sha256 {
+            tokio::fs::rename(&part, dest)
+                .await
+                .map_err(|e| io(dest, e))?;
+            return Ok(Fetched {
+                path: dest.to_path_buf(),
+                sha256: sha256.to_string(),
+                downloaded: 0,
+            });
+        }
+        let mut resp = self.get(url, have).await?;
+        if resp.status() == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+            // Nothing past what the `.part` holds, yet it is not the file: start over.
+            hasher = Sha256::new();
+            have = 0;
+            resp = self.get(url, 0).await?;
+        }
         if have > 0 && resp.status() != reqwest::StatusCode::PARTIAL_CONTENT {
             // The server ignored the range: start over.
             hasher = Sha256::new();

@@ -181,20 +181,27 @@ fn lab_bundle_checks_every_file_refuses_corruption_and_resumes() {
         .expect("spawn kbs bundle");
     let started = Instant::now();
     let downloads = resumed.join("downloads");
-    let partial = || {
+    // Killed once 10 MiB are on disk (whole files and `.part`s alike): what it has by then must
+    // not be fetched again.
+    let on_disk = || -> u64 {
         std::fs::read_dir(&downloads)
             .map(|d| {
                 d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
             })
-            .unwrap_or(false)
+            .unwrap_or(0)
     };
-    while !partial() && started.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(20));
+    while on_disk() < 10 << 20 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().expect("kill kbs bundle");
     let _ = child.wait();
-    assert!(!resumed.join("bundle.toml").exists());
+    assert!(
+        !resumed.join("bundle.toml").exists(),
+        "kbs bundle finished before it was killed"
+    );
     let out = kbs_bundle(&lab.inventory(), &resumed);
     assert!(out.status.success(), "{}", text(&out));
     let second = fetched_mib(&out);
@@ -207,6 +214,13 @@ fn lab_bundle_checks_every_file_refuses_corruption_and_resumes() {
     let out = kbs_bundle(&lab.inventory(), &resumed);
     assert!(out.status.success(), "{}", text(&out));
     assert!(fetched_mib(&out) < 0.1, "{}", text(&out));
+    // Cut off after the last byte, before the rename: the whole `.part` is taken as it is.
+    let kubelet = resumed.join("downloads/kubelet");
+    std::fs::rename(&kubelet, resumed.join("downloads/kubelet.part")).expect("rename");
+    let out = kbs_bundle(&lab.inventory(), &resumed);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(fetched_mib(&out) < 0.1, "{}", text(&out));
+    assert!(kubelet.is_file());
 }
 
 #[test]
