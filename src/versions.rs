@@ -463,6 +463,17 @@ impl Components {
         ]
     }
 
+    /// kubeadm's pause image (the sandbox image containerd pins), from the data file's list.
+    pub fn pause_image(&self) -> String {
+        self.kubeadm_images()
+            .into_iter()
+            .find(|i| {
+                i.rsplit_once(':')
+                    .is_some_and(|(repo, _)| repo.ends_with("/pause"))
+            })
+            .unwrap_or_default()
+    }
+
     /// The upstream names of the images kubeadm needs, in `kubeadm config images list` order.
     pub fn kubeadm_images(&self) -> Vec<String> {
         let c = catalog();
@@ -495,6 +506,11 @@ mod tests {
     fn the_data_file_is_complete_and_consistent() {
         let c: Catalog = toml::from_str(DATA).expect("data/versions.toml parses");
         assert!(!c.kubernetes.is_empty());
+        let newest = Components::from_release(&c.kubernetes[0], c.kubernetes[0].latest);
+        assert_eq!(
+            newest.pause_image(),
+            format!("registry.k8s.io/pause:{}", c.kubernetes[0].pause)
+        );
         for r in &c.kubernetes {
             assert_eq!(
                 r.latest.minor_of(),

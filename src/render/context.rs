@@ -229,8 +229,7 @@ impl<'a> HostContext<'a> {
             backup: backup(plan, host),
             vip,
             containerd: ContainerdCtx {
-                sandbox_image: inv
-                    .image_name(&format!("registry.k8s.io/pause:{}", inv.versions.pause)),
+                sandbox_image: inv.image_name(&inv.versions.pause_image()),
                 snapshotter: inv.containerd.snapshotter.as_str(),
                 registry: inv.registry.as_ref().map(|r| RegistryCtx {
                     host: r.host().to_string(),
