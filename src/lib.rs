@@ -2,7 +2,8 @@
 //!
 //! Data flows through the modules in this order:
 //! versions (upstream facts, data/versions.toml) → inventory → plan (topology) → pki → render →
-//! artifacts (bundles) → ssh/exec → phases → cli.
+//! artifacts (bundles) → ssh/exec → context (the one context of every run against a cluster) →
+//! phases (apply) → ops (day two) → commands → cli.
 
 pub mod inventory;
 pub mod plan;
@@ -18,6 +19,7 @@ pub mod artifacts;
 pub mod facts;
 pub mod ssh;
 
+pub mod context;
 pub mod phases;
 
 pub mod audit;

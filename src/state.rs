@@ -168,6 +168,20 @@ fn fix_mode(path: &Path, mode: u32) -> Result<(), StateError> {
     Ok(())
 }
 
+/// `20261122T031500Z`: sorts by time, safe in file names.
+pub fn utc_stamp(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

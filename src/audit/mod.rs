@@ -13,8 +13,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::context::RunError;
 use crate::facts::{Facts, GATHER_SCRIPT};
-use crate::phases::{ApplyError, Check, CheckStatus};
+use crate::phases::{Check, CheckStatus};
 use crate::plan::{ClusterPlan, EtcdMember, PlannedHost};
 use crate::ssh::{ConnectOptions, Connector, Exec, KnownHosts, Progress, Target};
 use crate::state::StateDir;
@@ -77,12 +78,12 @@ async fn read_host(
 ) -> HostRead {
     let r: Result<(Facts, Sections), String> = async {
         let s = connector.session(target).await.map_err(|e| e.to_string())?;
-        let before = crate::phases::now_ns();
+        let before = crate::facts::now_ns();
         let out = s
             .run(Exec::new(GATHER_SCRIPT).sudo(true))
             .await
             .map_err(|e| e.to_string())?;
-        let mid = before + (crate::phases::now_ns() - before) / 2;
+        let mid = before + (crate::facts::now_ns() - before) / 2;
         let facts = Facts::parse(&out.stdout_lossy(), mid).map_err(|e| e.to_string())?;
         let script = probe::script(plan, host);
         let out = s
@@ -173,13 +174,13 @@ pub async fn run(
     state: &StateDir,
     opts: &Options,
     progress: &Progress,
-) -> Result<AuditReport, ApplyError> {
+) -> Result<AuditReport, RunError> {
     let now = OffsetDateTime::now_utc();
     let connector = Connector::new(ConnectOptions::new(KnownHosts::new(
         state.root(),
         opts.accept_new_host_keys,
     )));
-    let targets = crate::phases::targets(&plan.inventory)?;
+    let targets = crate::context::connect::targets(&plan.inventory)?;
     let reads: BTreeMap<String, HostRead> = futures::stream::iter(plan.hosts.iter())
         .map(|h| {
             let connector = &connector;
@@ -288,7 +289,7 @@ async fn baselines(plan: &ClusterPlan, state: &StateDir) -> Vec<Check> {
         return Vec::new();
     }
     use crate::render::{BASELINE_LIMITS, BASELINE_POLICY, BASELINE_QUOTA};
-    let client = crate::phases::admin_client(state);
+    let client = crate::context::api::admin_client(state);
     let mut checks = Vec::new();
     let get = async |path: String| match &client {
         Ok((c, server)) => fetch(c, server, &path).await,

@@ -12,6 +12,7 @@ use crate::inventory::Role;
 use crate::pki::{REMOTE_ETCD_PKI_DIR, REMOTE_KUBECONFIG_DIR, REMOTE_PKI_DIR};
 use crate::plan::{ClusterPlan, PlannedHost};
 use crate::render::{ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, Component, ENCRYPTION_CONFIG_PATH};
+use crate::ssh::quote;
 
 pub(crate) const MARK: &str = "### kbs:";
 pub(crate) const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
@@ -37,15 +38,9 @@ pub(crate) const TIME_SERVICES: [&str; 6] = [
     "openntpd",
 ];
 
-fn q(s: &str) -> String {
-    shlex::try_quote(s)
-        .map(|q| q.into_owned())
-        .unwrap_or_else(|_| "''".into())
-}
-
 /// `cat FILE` under a section header, or nothing when the file does not exist.
 fn cat(out: &mut String, section: &str, path: &str) {
-    let p = q(path);
+    let p = quote(path);
     let _ = writeln!(
         out,
         "[ -f {p} ] && {{ echo '{MARK}{section}'; cat {p}; echo; }}"
@@ -67,7 +62,7 @@ pub(crate) fn script(plan: &ClusterPlan, host: &PlannedHost) -> String {
         let _ = writeln!(
             s,
             "find {} -maxdepth 0 -printf '%m %u %g %y %p\\n'",
-            q(&m.data_dir.to_string_lossy())
+            quote(&m.data_dir)
         );
     }
     if host.has(Role::ControlPlane) {
@@ -82,7 +77,7 @@ pub(crate) fn script(plan: &ClusterPlan, host: &PlannedHost) -> String {
         }
         cat(&mut s, "audit-policy", AUDIT_POLICY_PATH);
         cat(&mut s, "admission", ADMISSION_CONFIG_PATH);
-        let p = q(ENCRYPTION_CONFIG_PATH);
+        let p = quote(ENCRYPTION_CONFIG_PATH);
         // Provider names only: the file holds the key.
         let _ = writeln!(
             s,

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use miette::{IntoDiagnostic, miette};
 
 use crate::cli::{LogFormat, RunArgs};
+use crate::context::Options;
 use crate::inventory::Inventory;
-use crate::phases::{self, CHECKS, Options};
+use crate::phases::{self, CHECKS};
 use crate::render::Templates;
 use crate::ssh::{Progress, ProgressMode};
 use crate::state::StateDir;
@@ -88,6 +89,7 @@ pub fn run(
         accept_new_host_keys: args.accept_new_host_keys,
         skip_checks: skip_checks.into_iter().collect(),
         only_hosts,
+        timeouts: None,
     };
     let progress = progress(args.log_format, verbose);
     let runtime = tokio::runtime::Runtime::new().into_diagnostic()?;
@@ -117,7 +119,7 @@ pub fn run(
         println!(
             "{} {verb} on {} host(s)",
             report.changes.len(),
-            crate::phases::hosts_changed(&report.changes)
+            crate::context::hosts_changed(&report.changes)
         );
     }
     if !dry_run {

@@ -2,19 +2,12 @@
 
 use std::process::ExitCode;
 
-use miette::IntoDiagnostic;
-
 use crate::cli::RunArgs;
-use crate::inventory::Inventory;
-use crate::ops::{BackupOptions, Ops, backup};
-use crate::state::StateDir;
+use crate::ops::{BackupOptions, backup};
 
 pub fn run(args: &RunArgs, opts: BackupOptions) -> miette::Result<ExitCode> {
-    let inventory = Inventory::load(&args.inventory)?;
-    let state = StateDir::resolve(&inventory, args.state_dir.as_deref());
-    let ops = Ops::new(inventory, state, args.accept_new_host_keys, None)?;
-    let runtime = tokio::runtime::Runtime::new().into_diagnostic()?;
-    let report = runtime.block_on(backup::backup(&ops, &opts))?;
+    let (cx, runtime) = super::open_ctx(args, super::Access::Read { timeouts: None })?;
+    let report = runtime.block_on(backup::backup(&cx, &opts))?;
     for p in &report.written {
         println!("{}", p.display());
     }

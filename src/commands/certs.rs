@@ -32,7 +32,7 @@ pub fn run(command: CertsCommand, verbose: u8) -> miette::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CertsCommand::Renew { run, local: false } => {
-            let (cx, runtime) = super::open_ctx(&run, verbose)?;
+            let (cx, runtime) = super::open_ctx(&run, super::Access::Change { verbose })?;
             let report = runtime.block_on(crate::ops::renew::run(&cx))?;
             print_report(&cx.plan, &cx.state, &report.pki);
             if report.etcd_restarted_together {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, WrapErr, miette};
 
-use crate::plan::Topology;
+use crate::inventory::Topology;
 
 pub fn run(addresses: &[String], name: &str, out: Option<&Path>) -> miette::Result<ExitCode> {
     let ips = addresses

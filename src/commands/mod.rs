@@ -99,26 +99,44 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     }
 }
 
-/// The context a day-two command runs in: inventory, plan, state dir, SSH targets, the cluster
-/// lock and the progress display.
+/// How a command uses the cluster: to change it (under the state dir's lock, with progress on
+/// stderr) or only to read it (no lock, no progress).
+enum Access {
+    Change {
+        verbose: u8,
+    },
+    Read {
+        timeouts: Option<crate::ssh::Timeouts>,
+    },
+}
+
+/// The context a day-two command runs in: inventory, plan, state dir and SSH targets, and for a
+/// change, the cluster lock and the progress display.
 fn open_ctx(
     args: &crate::cli::RunArgs,
-    verbose: u8,
-) -> miette::Result<(crate::phases::Ctx, tokio::runtime::Runtime)> {
+    access: Access,
+) -> miette::Result<(crate::context::Ctx, tokio::runtime::Runtime)> {
+    use crate::context::{Ctx, Options};
     use miette::IntoDiagnostic;
     let inventory = crate::inventory::Inventory::load(&args.inventory)?;
     let state = crate::state::StateDir::resolve(&inventory, args.state_dir.as_deref());
-    let opts = crate::phases::Options {
+    let plan = crate::plan::ClusterPlan::new(inventory);
+    let templates = crate::render::Templates::builtin()?;
+    let mut opts = Options {
         accept_new_host_keys: args.accept_new_host_keys,
         ..Default::default()
     };
-    let progress = apply::progress(args.log_format, verbose);
-    let cx = crate::phases::Ctx::open(
-        crate::plan::ClusterPlan::new(inventory),
-        state,
-        opts,
-        progress,
-    )?;
+    let cx = match access {
+        Access::Change { verbose } => {
+            let progress = apply::progress(args.log_format, verbose);
+            Ctx::open(plan, state, opts, templates, progress)?
+        }
+        Access::Read { timeouts } => {
+            opts.timeouts = timeouts;
+            let progress = crate::ssh::Progress::new(crate::ssh::ProgressMode::Quiet);
+            Ctx::observe(plan, state, opts, templates, progress)?
+        }
+    };
     let runtime = tokio::runtime::Runtime::new().into_diagnostic()?;
     Ok((cx, runtime))
 }

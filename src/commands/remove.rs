@@ -8,7 +8,7 @@ use crate::cli::RunArgs;
 use crate::ops::remove::{RemoveOptions, Verdict, verdict};
 
 pub fn run(args: &RunArgs, verbose: u8, host: String, force: bool) -> miette::Result<ExitCode> {
-    let (cx, runtime) = super::open_ctx(args, verbose)?;
+    let (cx, runtime) = super::open_ctx(args, super::Access::Change { verbose })?;
     let after = cx.plan.without_host(&host);
     match verdict(&cx.plan, &host) {
         Verdict::Allowed => {}

@@ -30,7 +30,7 @@ pub fn run(args: &RunArgs, verbose: u8, yes: bool) -> miette::Result<ExitCode> {
             return Err(miette!("not confirmed; nothing was changed"));
         }
     }
-    let (cx, runtime) = super::open_ctx(args, verbose)?;
+    let (cx, runtime) = super::open_ctx(args, super::Access::Change { verbose })?;
     let report = runtime.block_on(crate::ops::reset::run(&cx))?;
     for h in &report.reset {
         println!("{h}: reset");

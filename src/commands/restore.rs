@@ -2,19 +2,13 @@
 
 use std::process::ExitCode;
 
-use miette::IntoDiagnostic;
-
 use crate::cli::RunArgs;
-use crate::inventory::Inventory;
-use crate::ops::{Ops, RestoreOptions, restore};
-use crate::state::StateDir;
+use crate::ops::{RestoreOptions, restore};
 
 pub fn run(args: &RunArgs, opts: RestoreOptions) -> miette::Result<ExitCode> {
-    let inventory = Inventory::load(&args.inventory)?;
-    let state = StateDir::resolve(&inventory, args.state_dir.as_deref());
-    let ops = Ops::new(inventory, state, args.accept_new_host_keys, None)?;
-    let runtime = tokio::runtime::Runtime::new().into_diagnostic()?;
-    let report = runtime.block_on(restore::restore(&ops, &opts))?;
+    // Restore changes every etcd member: it holds the state dir's lock like apply.
+    let (cx, runtime) = super::open_ctx(args, super::Access::Change { verbose: 0 })?;
+    let report = runtime.block_on(restore::restore(&cx, &opts))?;
     println!(
         "restored revision {} on every etcd member (cluster token {})",
         report.revision, report.token

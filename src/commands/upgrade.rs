@@ -11,7 +11,7 @@ pub fn run(
     dry_run: bool,
     max_unavailable: usize,
 ) -> miette::Result<ExitCode> {
-    let (mut cx, runtime) = super::open_ctx(args, verbose)?;
+    let (mut cx, runtime) = super::open_ctx(args, super::Access::Change { verbose })?;
     cx.opts.dry_run = dry_run;
     let (plan, bundle) = runtime.block_on(upgrade::plan(&mut cx, max_unavailable))?;
     print_plan(&plan);
@@ -39,7 +39,7 @@ pub fn run(
         "upgraded to {}: {} change(s) on {} host(s); every Node and API server reports {}",
         report.plan.target,
         report.changes.len(),
-        crate::phases::hosts_changed(&report.changes),
+        crate::context::hosts_changed(&report.changes),
         report.plan.target
     );
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -142,6 +143,13 @@ fn percentile(v: &mut [f64], q: f64) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() as f64 - 1.0) * q).round() as usize;
     v.get(i).copied()
+}
+
+/// Nanoseconds since the epoch on this machine: the reference for each host's clock skew.
+pub fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 mod components;
 mod error;
+mod layout;
 mod raw;
 mod validate;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::versions::{CniPlugin, Components, KubeVersion, Version};
 pub use components::{WantedImage, allow_unsupported_version};
 pub use error::{InventoryError, InventoryErrors};
+pub use layout::{EtcdLayout, Topology, by_reliability, etcd_layout, explicit_roles};
 pub use validate::is_dns_label;
 
 /// A validated inventory.

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::components;
 use super::error::{InventoryErrors, Reporter};
+use super::layout::etcd_layout;
 use super::raw::{
     RawBackup, RawEndpoint, RawHost, RawInventory, RawNamespace, RawSecurity, RawSsh,
 };
@@ -17,7 +18,6 @@ use super::{
     BackupSettings, Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName, Inventory,
     JumpHost, KubeVersion, NamespaceBaseline, PkiSettings, Role, SecuritySettings, SshSettings,
 };
-use crate::plan::etcd_layout;
 
 const MAX_ETCD_MEMBERS: usize = 7;
 

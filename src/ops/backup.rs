@@ -11,7 +11,11 @@ use std::time::Duration;
 use miette::{IntoDiagnostic, miette};
 use serde::Deserialize;
 
-use super::{Ops, SNAPSHOT_TOOL, q, sha256_hex, utc_stamp};
+use super::SNAPSHOT_TOOL;
+use crate::artifacts::sha256_hex;
+use crate::context::Ctx;
+use crate::ssh::quote;
+use crate::state::utc_stamp;
 
 /// What the operator asked for.
 #[derive(Debug, Clone, Default)]
@@ -48,8 +52,8 @@ struct SnapshotStatus {
 /// Where snapshots land on an etcd host while they are taken.
 const REMOTE_TMP: &str = "/var/tmp";
 
-pub async fn backup(ops: &Ops, opts: &BackupOptions) -> miette::Result<BackupReport> {
-    let recipient = match opts.encrypt_to.as_deref().or(ops
+pub async fn backup(cx: &Ctx, opts: &BackupOptions) -> miette::Result<BackupReport> {
+    let recipient = match opts.encrypt_to.as_deref().or(cx
         .plan
         .inventory
         .backup
@@ -66,19 +70,19 @@ pub async fn backup(ops: &Ops, opts: &BackupOptions) -> miette::Result<BackupRep
     };
     let keep = opts
         .keep
-        .or(ops.plan.inventory.backup.as_ref().map(|b| b.keep))
+        .or(cx.plan.inventory.backup.as_ref().map(|b| b.keep))
         .unwrap_or(crate::inventory::BackupSettings::DEFAULT_KEEP);
     if keep == 0 {
         return Err(miette!("--keep must be at least 1"));
     }
-    let dir = super::backups_dir(&ops.state);
+    let dir = super::backups_dir(&cx.state);
     if opts.fetch {
-        return fetch(ops, &dir, keep).await;
+        return fetch(cx, &dir, keep).await;
     }
 
-    let (host, member) = healthy_member(ops).await?;
+    let (host, member) = healthy_member(cx).await?;
     eprintln!("backup: snapshot of etcd member {member} on {host}");
-    let url = ops
+    let url = cx
         .plan
         .etcd
         .iter()
@@ -92,13 +96,13 @@ pub async fn backup(ops: &Ops, opts: &BackupOptions) -> miette::Result<BackupRep
          trap '[ $? -eq 0 ] || rm -rf -- \"$d\"' EXIT\necho \"$d\"\n\
          {} >&2\n{SNAPSHOT_TOOL}\n$tool snapshot status \"$d/snapshot.db\" -w json\n\
          sha256sum < \"$d/snapshot.db\" | cut -c1-64\n",
-        crate::phases::etcdctl_at(
+        crate::context::etcd::etcdctl_at(
             &[url],
             "--command-timeout=600s snapshot save \"$d/snapshot.db\""
         ),
     );
-    let out = ops
-        .sh(&host, &script, Duration::from_secs(900))
+    let out = cx
+        .sh(&host, "backup", &script, Duration::from_secs(900))
         .await
         .map_err(|e| miette!("snapshot on {host} failed: {e}"))?;
     let mut lines = out.lines().map(str::trim).filter(|l| !l.is_empty());
@@ -107,11 +111,11 @@ pub async fn backup(ops: &Ops, opts: &BackupOptions) -> miette::Result<BackupRep
         return Err(miette!("snapshot on {host}: unexpected output {out:?}"));
     };
     let tmp = tmp.to_string();
-    let cleanup = format!("rm -rf -- {}", q(&tmp));
+    let cleanup = format!("rm -rf -- {}", quote(&tmp));
     let result = async {
         let status: SnapshotStatus = serde_json::from_str(status)
             .map_err(|e| miette!("snapshot status on {host}: {e}: {status}"))?;
-        let s = ops.session(&host).await.map_err(|e| miette!("{e}"))?;
+        let s = cx.session(&host).await.map_err(|e| miette!("{e}"))?;
         let bytes = s
             .download(&format!("{tmp}/snapshot.db"), true)
             .await
@@ -125,7 +129,9 @@ pub async fn backup(ops: &Ops, opts: &BackupOptions) -> miette::Result<BackupRep
         Ok((status, bytes))
     }
     .await;
-    let _ = ops.sh(&host, &cleanup, Duration::from_secs(60)).await;
+    let _ = cx
+        .sh(&host, "backup", &cleanup, Duration::from_secs(60))
+        .await;
     let (status, bytes) = result?;
     eprintln!(
         "backup: revision {}, {} keys, {} bytes, sha256 {}",
@@ -137,7 +143,7 @@ pub async fn backup(ops: &Ops, opts: &BackupOptions) -> miette::Result<BackupRep
 
     let name = format!(
         "{}-{}-rev{}.db",
-        ops.cluster(),
+        cx.cluster(),
         utc_stamp(time::OffsetDateTime::now_utc()),
         status.revision
     );
@@ -154,11 +160,11 @@ pub async fn backup(ops: &Ops, opts: &BackupOptions) -> miette::Result<BackupRep
     };
     write_with_sidecar(&path, &content)?;
     let removed = if opts.out.is_none() {
-        prune(&dir, ops.cluster(), keep)?
+        prune(&dir, cx.cluster(), keep)?
     } else {
         Vec::new()
     };
-    ops.disconnect().await;
+    cx.disconnect_all().await;
     Ok(BackupReport {
         written: vec![path],
         removed,
@@ -168,12 +174,12 @@ pub async fn backup(ops: &Ops, opts: &BackupOptions) -> miette::Result<BackupRep
 }
 
 /// The first etcd member (in plan order) that answers `endpoint health` by itself.
-async fn healthy_member(ops: &Ops) -> miette::Result<(String, String)> {
+async fn healthy_member(cx: &Ctx) -> miette::Result<(String, String)> {
     let mut problems = Vec::new();
-    for host in ops.etcd_hosts() {
-        for m in ops.members_on(&host) {
-            let cmd = crate::phases::etcdctl_at(&[m.client_url()], "endpoint health");
-            match ops.sh(&host, &cmd, Duration::from_secs(30)).await {
+    for host in cx.etcd_hosts() {
+        for m in cx.members_on(&host) {
+            let cmd = crate::context::etcd::etcdctl_at(&[m.client_url()], "endpoint health");
+            match cx.sh(&host, "backup", &cmd, Duration::from_secs(30)).await {
                 Ok(_) => return Ok((host.clone(), m.name.clone())),
                 Err(e) => problems.push(format!("  {}: {e}", m.name)),
             }
@@ -267,8 +273,8 @@ pub fn prune(dir: &Path, cluster: &str, keep: u32) -> miette::Result<Vec<PathBuf
 
 /// Copies the timer's snapshots from every reachable etcd host into `<dir>/<host>/`, checking
 /// each against its sidecar; files already here are skipped.
-async fn fetch(ops: &Ops, dir: &Path, keep: u32) -> miette::Result<BackupReport> {
-    let remote_dir = ops.plan.inventory.backup.as_ref().map_or(
+async fn fetch(cx: &Ctx, dir: &Path, keep: u32) -> miette::Result<BackupReport> {
+    let remote_dir = cx.plan.inventory.backup.as_ref().map_or(
         crate::inventory::BackupSettings::DEFAULT_DIR.to_string(),
         |b| b.dir.clone(),
     );
@@ -279,19 +285,19 @@ async fn fetch(ops: &Ops, dir: &Path, keep: u32) -> miette::Result<BackupReport>
         encrypted: false,
     };
     let mut problems = Vec::new();
-    for host in ops.etcd_hosts() {
-        let list = format!("[ -d {d} ] && ls -1 {d} || true", d = q(&remote_dir));
-        let names = match ops.sh(&host, &list, Duration::from_secs(30)).await {
+    for host in cx.etcd_hosts() {
+        let list = format!("[ -d {d} ] && ls -1 {d} || true", d = quote(&remote_dir));
+        let names = match cx.sh(&host, "backup", &list, Duration::from_secs(30)).await {
             Ok(out) => out,
             Err(e) => {
-                problems.push(e);
+                problems.push(e.to_string());
                 continue;
             }
         };
         let local = dir.join(&host);
         let mut newest: Vec<&str> = names
             .lines()
-            .filter(|n| is_backup_name(ops.cluster(), n) && n.ends_with(".db"))
+            .filter(|n| is_backup_name(cx.cluster(), n) && n.ends_with(".db"))
             .collect();
         newest.sort_unstable_by(|a, b| b.cmp(a));
         newest.truncate(keep as usize);
@@ -301,7 +307,7 @@ async fn fetch(ops: &Ops, dir: &Path, keep: u32) -> miette::Result<BackupReport>
                 continue;
             }
             let remote = format!("{remote_dir}/{name}");
-            let s = ops.session(&host).await.map_err(|e| miette!("{e}"))?;
+            let s = cx.session(&host).await.map_err(|e| miette!("{e}"))?;
             let got = async {
                 let sum = s.download(&format!("{remote}.sha256"), true).await?;
                 let bytes = s.download(&remote, true).await?;
@@ -331,10 +337,10 @@ async fn fetch(ops: &Ops, dir: &Path, keep: u32) -> miette::Result<BackupReport>
             report.written.push(path);
         }
         if local.is_dir() {
-            report.removed.extend(prune(&local, ops.cluster(), keep)?);
+            report.removed.extend(prune(&local, cx.cluster(), keep)?);
         }
     }
-    ops.disconnect().await;
+    cx.disconnect_all().await;
     if !problems.is_empty() {
         return Err(miette!(
             "fetched {} snapshot(s), but:\n  {}",

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::reset::reset_host;
+use crate::context::api::api_call;
+use crate::context::etcd::{etcdctl_at, wait_healthy_with};
+use crate::context::{Ctx, RunError};
 use crate::inventory::{EndpointMode, Inventory, Role};
-use crate::phases::etcd::{etcdctl_at, wait_healthy_with};
-use crate::phases::{ApplyError, Ctx};
 use crate::plan::ClusterPlan;
 use crate::ssh::Exec;
 
@@ -93,22 +94,6 @@ fn parse_members(text: &str) -> Vec<MemberId> {
             })
         })
         .collect()
-}
-
-pub(crate) async fn api_call(req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
-    // A removed VIP holder moves the VIP: a few retries ride that out.
-    let mut last = String::new();
-    for _ in 0..5 {
-        let Some(r) = req.try_clone() else {
-            break;
-        };
-        match r.send().await {
-            Ok(resp) => return Ok(resp),
-            Err(e) => last = format!("{e:#}"),
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    Err(last)
 }
 
 /// Marks the Node unschedulable and evicts its pods (DaemonSet and mirror pods stay, as with
@@ -220,7 +205,7 @@ async fn remove_members(
     after: &ClusterPlan,
     host: &str,
     report: &mut RemoveReport,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let names: Vec<String> = cx
         .plan
         .etcd
@@ -240,7 +225,7 @@ async fn remove_members(
         }
     }
     let Some(via) = via else {
-        return Err(ApplyError::Step {
+        return Err(RunError::Step {
             host: host.into(),
             step: "etcd/member-remove".into(),
             message: "no surviving etcd host answers over SSH".into(),
@@ -281,7 +266,13 @@ async fn remove_members(
             m.id
         ));
     }
-    wait_healthy_with(cx, &via, &etcdctl_at(&survivors, "endpoint health")).await?;
+    wait_healthy_with(
+        cx,
+        &via,
+        &etcdctl_at(&survivors, "endpoint health"),
+        crate::context::HEALTH_WAIT,
+    )
+    .await?;
     report.done.push(format!(
         "etcd healthy with {} member(s): {}",
         after.etcd.len(),
@@ -297,7 +288,7 @@ async fn remove_members(
 
 /// Re-renders the front for the remaining control planes and syncs it (haproxy and keepalived are
 /// restarted only where their config changed).
-async fn update_front(cx: &mut Ctx, after: ClusterPlan) -> Result<Vec<String>, ApplyError> {
+async fn update_front(cx: &mut Ctx, after: ClusterPlan) -> Result<Vec<String>, RunError> {
     let remaining: std::collections::BTreeSet<String> =
         after.control_planes().map(|h| h.name.clone()).collect();
     let before = cx.changes().len();
@@ -309,7 +300,7 @@ async fn update_front(cx: &mut Ctx, after: ClusterPlan) -> Result<Vec<String>, A
         ca_cert_hashes: vec![crate::render::CA_CERT_HASH_PLACEHOLDER.into()],
     };
     let rendered = crate::phases::files::render(cx, &placeholders)?;
-    crate::phases::front::run(cx, &rendered).await?;
+    crate::phases::front::run(cx, &rendered, false).await?;
     Ok(cx.changes()[before..]
         .iter()
         .map(|c| format!("{}: {}", c.host, c.what))
@@ -385,7 +376,7 @@ pub async fn run(
     mut cx: Ctx,
     inventory_path: &std::path::Path,
     opts: &RemoveOptions,
-) -> Result<RemoveReport, ApplyError> {
+) -> Result<RemoveReport, RunError> {
     let host = opts.host.as_str();
     let mut report = RemoveReport::default();
     let after = cx.plan.without_host(host);
@@ -395,7 +386,7 @@ pub async fn run(
         .iter()
         .find(|h| h.name == host)
         .cloned()
-        .ok_or_else(|| ApplyError::Step {
+        .ok_or_else(|| RunError::Step {
             host: host.into(),
             step: "remove-node".into(),
             message: "not in the inventory".into(),
@@ -410,7 +401,7 @@ pub async fn run(
 
     // Drain through the API with the admin credentials.
     let kube_node = removed.has(Role::ControlPlane) || removed.has(Role::Worker);
-    let api = crate::phases::admin_client(&cx.state);
+    let api = crate::context::api::admin_client(&cx.state);
     if kube_node {
         match &api {
             Ok((client, server)) => match drain(client, server, host).await {
@@ -419,7 +410,7 @@ pub async fn run(
                     .warnings
                     .push(format!("drain failed ({e}); going on because of --force")),
                 Err(e) => {
-                    return Err(ApplyError::Step {
+                    return Err(RunError::Step {
                         host: host.into(),
                         step: "drain".into(),
                         message: format!(

@@ -15,11 +15,11 @@
 use std::collections::BTreeMap;
 
 use super::served::{Served, probe_all};
-use super::{anonymous_client, apiserver_url, wait_ready};
+use crate::context::api::{anonymous_client, apiserver_url, wait_ready};
+use crate::context::etcd::{etcdctl, wait_healthy};
+use crate::context::{Ctx, RunError, each_host};
 use crate::inventory::Role;
-use crate::phases::etcd::{etcdctl, wait_healthy};
 use crate::phases::files::{pki_files, sync};
-use crate::phases::{ApplyError, Ctx, each_host};
 use crate::pki::{PkiReport, REMOTE_ETCD_PKI_DIR};
 use crate::ssh::Exec;
 
@@ -63,7 +63,7 @@ pub struct RenewReport {
     pub served: Vec<Served>,
 }
 
-async fn etcd_healthy(cx: &Ctx, host: &str) -> Result<bool, ApplyError> {
+async fn etcd_healthy(cx: &Ctx, host: &str) -> Result<bool, RunError> {
     let s = cx.session(host).await?;
     let out = s
         .exec(
@@ -81,7 +81,7 @@ async fn systemctl(
     step: &str,
     what: String,
     cmd: String,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let s = cx.session(host).await?;
     cx.change(host, step, what, async {
         let out = s.exec(Exec::new(&cmd).sudo(true)).await?;
@@ -95,7 +95,7 @@ async fn systemctl(
     Ok(())
 }
 
-pub async fn run(cx: &Ctx) -> Result<RenewReport, ApplyError> {
+pub async fn run(cx: &Ctx) -> Result<RenewReport, RunError> {
     let etcd_hosts: Vec<String> = cx
         .plan
         .hosts
@@ -118,7 +118,7 @@ pub async fn run(cx: &Ctx) -> Result<RenewReport, ApplyError> {
         }
     }
     if !unreachable.is_empty() {
-        return Err(ApplyError::Unreachable {
+        return Err(RunError::Unreachable {
             count: unreachable.len(),
             details: unreachable.join("\n"),
         });
@@ -213,7 +213,7 @@ pub async fn run(cx: &Ctx) -> Result<RenewReport, ApplyError> {
         .collect();
     cx.disconnect_all().await;
     if !stale.is_empty() {
-        return Err(ApplyError::Verify(format!(
+        return Err(RunError::Verify(format!(
             "after the renewal, some endpoints do not serve the new certificate:\n{}",
             stale
                 .iter()

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::phases::{ApplyError, Ctx, each_host};
+use crate::context::{Ctx, RunError, each_host};
 use crate::ssh::Exec;
 
 /// Files and directories kbs writes on a host (see render::render_host_files and
@@ -44,9 +44,7 @@ pub(crate) fn script(cx: &Ctx, host: &str) -> String {
     // Only etcd's own data (`member/`) goes: the directory may be shared or a mount point.
     for m in cx.plan.etcd.iter().filter(|m| m.host == host) {
         let dir = m.data_dir.join("member");
-        if let Ok(q) = shlex::try_quote(&dir.to_string_lossy()) {
-            let _ = writeln!(s, "rm -rf {q}");
-        }
+        let _ = writeln!(s, "rm -rf {}", crate::ssh::quote(&dir));
     }
     let _ = writeln!(s, "rm -rf {}", KBS_PATHS.join(" "));
     s.push_str(
@@ -58,7 +56,7 @@ pub(crate) fn script(cx: &Ctx, host: &str) -> String {
 }
 
 /// Tears `host` down.
-pub(crate) async fn reset_host(cx: &Ctx, host: &str) -> Result<(), ApplyError> {
+pub(crate) async fn reset_host(cx: &Ctx, host: &str) -> Result<(), RunError> {
     let s = cx.session(host).await?;
     let hp = cx.progress.host(host, "reset");
     let script = script(cx, host);
@@ -98,7 +96,7 @@ pub struct ResetReport {
 
 /// Tears down every host of the inventory, in parallel; a host that fails does not stop the
 /// others.
-pub async fn run(cx: &Ctx) -> Result<ResetReport, ApplyError> {
+pub async fn run(cx: &Ctx) -> Result<ResetReport, RunError> {
     let names: Vec<String> = cx.plan.hosts.iter().map(|h| h.name.clone()).collect();
     let results = each_host(names.iter().map(String::as_str), |host| async move {
         if !cx.reachable(host).await {

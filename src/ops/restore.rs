@@ -6,13 +6,18 @@
 //! checked through the endpoint. docs/operations.md is the runbook.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use miette::{IntoDiagnostic, miette};
 
-use super::{Ops, SNAPSHOT_TOOL, q, sha256_hex, utc_stamp};
-use crate::phases::etcdctl_at;
+use super::SNAPSHOT_TOOL;
+use crate::artifacts::sha256_hex;
+use crate::context::api::{admin_client, ready};
+use crate::context::etcd::{client_urls, etcdctl_at, wait_healthy_with};
+use crate::context::{Ctx, retry};
 use crate::ssh::FileAttrs;
+use crate::ssh::quote;
+use crate::state::utc_stamp;
 
 /// Where the snapshot is put on each etcd host for the restore.
 const REMOTE_SNAPSHOT: &str = "/var/tmp/kbs-restore.db";
@@ -101,11 +106,11 @@ pub fn load_snapshot(path: &Path, identity: Option<&Path>) -> miette::Result<Vec
     Ok(plain)
 }
 
-pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<RestoreReport> {
+pub async fn restore(cx: &Ctx, opts: &RestoreOptions) -> miette::Result<RestoreReport> {
     // 1. Local checks: checksum, decryption.
     let snapshot = load_snapshot(&opts.snapshot, opts.identity.as_deref())?;
-    let etcd_hosts = ops.etcd_hosts();
-    let control_planes: Vec<String> = ops.plan.control_planes().map(|h| h.name.clone()).collect();
+    let etcd_hosts = cx.etcd_hosts();
+    let control_planes: Vec<String> = cx.plan.control_planes().map(|h| h.name.clone()).collect();
     let mut all: Vec<String> = etcd_hosts.clone();
     for h in &control_planes {
         if !all.contains(h) {
@@ -115,7 +120,7 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
 
     // 2. Every host answers.
     let reach = futures::future::join_all(all.iter().map(|h| async move {
-        ops.sh(h, "true", Duration::from_secs(30))
+        cx.sh(h, "restore", "true", Duration::from_secs(30))
             .await
             .err()
             .map(|e| format!("  {h}: {e}"))
@@ -133,15 +138,15 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
     // 3. The snapshot on every etcd host, read back by etcd's own tool there.
     let mut revision = 0;
     for host in &etcd_hosts {
-        let s = ops.session(host).await.map_err(|e| miette!("{e}"))?;
+        let s = cx.session(host).await.map_err(|e| miette!("{e}"))?;
         let mut attrs = FileAttrs::new(0o600);
         attrs.sudo = true;
         s.upload(REMOTE_SNAPSHOT, &snapshot, &attrs)
             .await
             .map_err(|e| miette!("{e}"))?;
         let mut check = String::from("set -e\n");
-        for m in ops.members_on(host) {
-            let dd = q(&m.data_dir.to_string_lossy());
+        for m in cx.members_on(host) {
+            let dd = quote(&m.data_dir);
             check.push_str(&format!(
                 "if mountpoint -q {dd}; then echo {dd}' is a mount point: kbs restore moves data dirs aside and cannot move a mount point; see docs/operations.md' >&2; exit 3; fi\n"
             ));
@@ -149,7 +154,10 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
         check.push_str(&format!(
             "{SNAPSHOT_TOOL}\n$tool snapshot status {REMOTE_SNAPSHOT} -w json"
         ));
-        match ops.sh(host, &check, Duration::from_secs(300)).await {
+        match cx
+            .sh(host, "restore", &check, Duration::from_secs(300))
+            .await
+        {
             Ok(out) => {
                 revision = serde_json::from_str::<serde_json::Value>(out.trim())
                     .ok()
@@ -157,7 +165,7 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
                     .unwrap_or(0);
             }
             Err(e) => {
-                cleanup(ops, &etcd_hosts).await;
+                cleanup(cx, &etcd_hosts).await;
                 return Err(miette!(
                     help = "nothing was changed",
                     "{}: the check on {host} failed: {e}",
@@ -172,7 +180,7 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
         etcd_hosts.join(", ")
     );
     if !opts.yes {
-        cleanup(ops, &etcd_hosts).await;
+        cleanup(cx, &etcd_hosts).await;
         return Err(miette!(
             help = "run again with --yes to stop the API servers and etcd on every host and replace etcd's data with this snapshot (old data dirs are kept)",
             "the checks passed; nothing was changed"
@@ -180,8 +188,8 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
     }
 
     let stamp = utc_stamp(time::OffsetDateTime::now_utc());
-    let token = format!("kbs-{}-restore-{}", ops.cluster(), stamp.to_lowercase());
-    let initial_cluster = ops
+    let token = format!("kbs-{}-restore-{}", cx.cluster(), stamp.to_lowercase());
+    let initial_cluster = cx
         .plan
         .etcd
         .iter()
@@ -190,7 +198,7 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
         .join(",");
 
     // 4. API servers down, so nothing writes or watches while etcd is replaced.
-    let apiserver_port = ops.plan.front.apiserver_port;
+    let apiserver_port = cx.plan.front.apiserver_port;
     let stop_api = format!(
         "set -e\nif [ -f {MANIFEST} ]; then install -d -m 0700 \"$(dirname {MANIFEST_ASIDE})\"; mv -f {MANIFEST} {MANIFEST_ASIDE}; fi\n\
          if systemctl cat {STANDIN_UNIT} >/dev/null 2>&1; then systemctl stop {STANDIN_UNIT}; fi\n\
@@ -198,14 +206,14 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
          for i in $(seq 90); do ss -Hltn 'sport = :{apiserver_port}' | grep -q . || exit 0; sleep 1; done\n\
          echo 'the API server still listens on port {apiserver_port}' >&2; exit 1\n"
     );
-    each(ops, &control_planes, "stop the API server", |_| {
+    each(cx, &control_planes, "stop the API server", |_| {
         stop_api.clone()
     })
     .await?;
 
     // 5. Every etcd member down.
-    each(ops, &etcd_hosts, "stop etcd", |h| {
-        let units: Vec<String> = ops
+    each(cx, &etcd_hosts, "stop etcd", |h| {
+        let units: Vec<String> = cx
             .members_on(h)
             .map(|m| format!("kbs-etcd@{}.service", m.name))
             .collect();
@@ -216,27 +224,27 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
     // 6. Each member restored from the snapshot, old data dir kept beside it.
     let mut kept = Vec::new();
     for host in &etcd_hosts {
-        for m in ops.members_on(host) {
+        for m in cx.members_on(host) {
             let dd = m.data_dir.to_string_lossy().into_owned();
             let aside = format!("{dd}.before-restore-{stamp}");
             kept.push(format!("{host}:{aside}"));
         }
     }
-    each(ops, &etcd_hosts, "restore the snapshot", |h| {
+    each(cx, &etcd_hosts, "restore the snapshot", |h| {
         let mut script = format!("set -e\n{SNAPSHOT_TOOL}\n");
-        for m in ops.members_on(h) {
-            let dd = q(&m.data_dir.to_string_lossy());
-            let aside = q(&format!("{}.before-restore-{stamp}", m.data_dir.display()));
+        for m in cx.members_on(h) {
+            let dd = quote(&m.data_dir);
+            let aside = quote(format!("{}.before-restore-{stamp}", m.data_dir.display()));
             script.push_str(&format!(
                 "if [ -e {dd} ]; then mv -T -- {dd} {aside}; fi\n\
                  $tool snapshot restore {REMOTE_SNAPSHOT} --name {name} --data-dir {dd} \
                  --initial-cluster {ic} --initial-cluster-token {token} \
                  --initial-advertise-peer-urls {peer} >&2\n\
                  chown -R etcd:etcd {dd}\nchmod 0700 {dd}\n",
-                name = q(&m.name),
-                ic = q(&initial_cluster),
-                token = q(&token),
-                peer = q(&m.peer_url()),
+                name = quote(&m.name),
+                ic = quote(&initial_cluster),
+                token = quote(&token),
+                peer = quote(m.peer_url()),
             ));
         }
         script
@@ -244,21 +252,22 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
     .await?;
 
     // 7. All members at once (each reports ready only at quorum), then health.
-    each(ops, &etcd_hosts, "start etcd", |h| {
-        let units: Vec<String> = ops
+    each(cx, &etcd_hosts, "start etcd", |h| {
+        let units: Vec<String> = cx
             .members_on(h)
             .map(|m| format!("kbs-etcd@{}.service", m.name))
             .collect();
         format!("systemctl start --no-block {}", units.join(" "))
     })
     .await?;
-    ops.wait_etcd_healthy(&etcd_hosts[0], WAIT)
+    let health = etcdctl_at(&client_urls(cx), "endpoint health");
+    wait_healthy_with(cx, &etcd_hosts[0], &health, WAIT)
         .await
         .map_err(|e| miette!("after the restore: {e}"))?;
     eprintln!("restore: etcd is healthy (new cluster token {token})");
-    let check = etcdctl_at(&ops.client_urls(), "endpoint status -w json");
-    let _ = ops
-        .sh(&etcd_hosts[0], &check, Duration::from_secs(30))
+    let check = etcdctl_at(&client_urls(cx), "endpoint status -w json");
+    let _ = cx
+        .sh(&etcd_hosts[0], "restore", &check, Duration::from_secs(30))
         .await;
 
     // 8. API servers back.
@@ -266,18 +275,18 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
         "set -e\nif [ -f {MANIFEST_ASIDE} ] && [ ! -e {MANIFEST} ]; then mv -f {MANIFEST_ASIDE} {MANIFEST}; fi\n\
          if systemctl cat {STANDIN_UNIT} >/dev/null 2>&1; then systemctl start {STANDIN_UNIT}; fi\n"
     );
-    each(ops, &control_planes, "start the API server", |_| {
+    each(cx, &control_planes, "start the API server", |_| {
         start_api.clone()
     })
     .await?;
-    cleanup(ops, &etcd_hosts).await;
+    cleanup(cx, &etcd_hosts).await;
 
     // 9. The API through the endpoint, as clients see it.
     if !control_planes.is_empty() {
-        wait_api(ops).await?;
+        wait_api(cx).await?;
         eprintln!("restore: the API answers /readyz through the endpoint");
     }
-    ops.disconnect().await;
+    cx.disconnect_all().await;
     Ok(RestoreReport {
         revision,
         token,
@@ -287,7 +296,7 @@ pub async fn restore(ops: &Ops, opts: &RestoreOptions) -> miette::Result<Restore
 
 /// Runs one step's script on every host in parallel; all finish, then any failure is reported.
 async fn each(
-    ops: &Ops,
+    cx: &Ctx,
     hosts: &[String],
     step: &str,
     script: impl Fn(&str) -> String,
@@ -296,7 +305,7 @@ async fn each(
     let runs = hosts.iter().map(|h| {
         let s = script(h);
         async move {
-            ops.sh(h, &s, Duration::from_secs(300))
+            cx.sh(h, "restore", &s, Duration::from_secs(300))
                 .await
                 .err()
                 .map(|e| format!("  {e}"))
@@ -318,11 +327,12 @@ async fn each(
     }
 }
 
-async fn cleanup(ops: &Ops, hosts: &[String]) {
+async fn cleanup(cx: &Ctx, hosts: &[String]) {
     for h in hosts {
-        let _ = ops
+        let _ = cx
             .sh(
                 h,
+                "restore",
                 &format!("rm -f {REMOTE_SNAPSHOT}"),
                 Duration::from_secs(30),
             )
@@ -330,20 +340,11 @@ async fn cleanup(ops: &Ops, hosts: &[String]) {
     }
 }
 
-async fn wait_api(ops: &Ops) -> miette::Result<()> {
-    let (client, server) = crate::phases::admin_client(&ops.state).map_err(|e| miette!("{e}"))?;
-    let started = Instant::now();
-    loop {
-        let problem = match client.get(format!("{server}/readyz")).send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => format!("/readyz: {}", r.status()),
-            Err(e) => format!("{e:#}"),
-        };
-        if started.elapsed() > WAIT {
-            return Err(miette!(
-                "etcd is restored, but the API does not answer through {server}: {problem}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+async fn wait_api(cx: &Ctx) -> miette::Result<()> {
+    let (client, server) = admin_client(&cx.state).map_err(|e| miette!("{e}"))?;
+    retry::until(WAIT, Duration::from_secs(2), || ready(&client, &server))
+        .await
+        .map_err(|problem| {
+            miette!("etcd is restored, but the API does not answer through {server}: {problem}")
+        })
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::Ops;
+use crate::context::Ctx;
+use crate::context::etcd::client_urls;
 use crate::inventory::HostName;
 use crate::ssh::Timeouts;
 
@@ -154,11 +155,11 @@ struct EpHealth {
 }
 
 /// Looks at everything at once and classifies the result.
-pub async fn status(ops: &Ops) -> Status {
-    let (hosts, etcd, api) = futures::join!(hosts(ops), etcd(ops), api(ops));
-    let certificates = certificates(ops);
-    let last_backup = last_backup(&super::backups_dir(&ops.state));
-    ops.disconnect().await;
+pub async fn status(cx: &Ctx) -> Status {
+    let (hosts, etcd, api) = futures::join!(hosts(cx), etcd(cx), api(cx));
+    let certificates = certificates(cx);
+    let last_backup = last_backup(&super::backups_dir(&cx.state));
+    cx.disconnect_all().await;
 
     let mut problems = Vec::new();
     let mut health = Health::Healthy;
@@ -243,7 +244,7 @@ pub async fn status(ops: &Ops) -> Status {
         ),
     }
     Status {
-        cluster: ops.cluster().to_string(),
+        cluster: cx.cluster().to_string(),
         health,
         problems,
         hosts,
@@ -254,10 +255,12 @@ pub async fn status(ops: &Ops) -> Status {
     }
 }
 
-async fn hosts(ops: &Ops) -> Vec<HostStatus> {
-    let probes = ops.plan.hosts.iter().map(|h| async move {
+async fn hosts(cx: &Ctx) -> Vec<HostStatus> {
+    let probes = cx.plan.hosts.iter().map(|h| async move {
         let probe = async {
-            ops.sh(&h.name, "true", Duration::from_secs(10)).await?;
+            cx.sh(&h.name, "status", "true", Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())?;
             Ok::<(), String>(())
         };
         let error = match tokio::time::timeout(PROBE_LIMIT, probe).await {
@@ -277,8 +280,8 @@ async fn hosts(ops: &Ops) -> Vec<HostStatus> {
 }
 
 /// Asks the etcd hosts in turn (the first that answers) for every member's status and health.
-async fn etcd(ops: &Ops) -> Vec<MemberStatus> {
-    let mut members: Vec<MemberStatus> = ops
+async fn etcd(cx: &Ctx) -> Vec<MemberStatus> {
+    let mut members: Vec<MemberStatus> = cx
         .plan
         .etcd
         .iter()
@@ -289,27 +292,29 @@ async fn etcd(ops: &Ops) -> Vec<MemberStatus> {
             ..Default::default()
         })
         .collect();
-    let urls = ops.client_urls();
+    let urls = client_urls(cx);
     // `endpoint status` stops at nothing: it prints what answered and exits 1 for the rest.
     let script = format!(
         "{}; echo '--- kbs ---'; {}; true",
-        crate::phases::etcdctl_at(&urls, "endpoint status -w json"),
-        crate::phases::etcdctl_at(&urls, "endpoint health -w json"),
+        crate::context::etcd::etcdctl_at(&urls, "endpoint status -w json"),
+        crate::context::etcd::etcdctl_at(&urls, "endpoint health -w json"),
     );
     let mut last_error = "no etcd host answered".to_string();
-    for host in ops.etcd_hosts() {
-        let out = match tokio::time::timeout(PROBE_LIMIT, ops.sh(&host, &script, PROBE_LIMIT)).await
-        {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) => {
-                last_error = e;
-                continue;
-            }
-            Err(_) => {
-                last_error = format!("{host}: no answer within {} s", PROBE_LIMIT.as_secs());
-                continue;
-            }
-        };
+    for host in cx.etcd_hosts() {
+        let out =
+            match tokio::time::timeout(PROBE_LIMIT, cx.sh(&host, "status", &script, PROBE_LIMIT))
+                .await
+            {
+                Ok(Ok(out)) => out,
+                Ok(Err(e)) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+                Err(_) => {
+                    last_error = format!("{host}: no answer within {} s", PROBE_LIMIT.as_secs());
+                    continue;
+                }
+            };
         let (status_json, health_json) = out.split_once("--- kbs ---").unwrap_or((&out, ""));
         let statuses: Vec<EpStatus> = serde_json::from_str(status_json.trim()).unwrap_or_default();
         let health: Vec<EpHealth> = serde_json::from_str(health_json.trim()).unwrap_or_default();
@@ -352,28 +357,28 @@ async fn etcd(ops: &Ops) -> Vec<MemberStatus> {
 }
 
 /// `/readyz` through the endpoint with the admin kubeconfig, and on each control plane.
-async fn api(ops: &Ops) -> Vec<ApiStatus> {
+async fn api(cx: &Ctx) -> Vec<ApiStatus> {
     let mut targets: Vec<(String, String)> = Vec::new();
-    let client = crate::phases::admin_client(&ops.state);
+    let client = crate::context::api::admin_client(&cx.state);
     let (client, server) = match client {
         Ok(c) => c,
         Err(e) => {
             return vec![ApiStatus {
                 name: "endpoint".into(),
-                url: ops.plan.front.endpoint.clone(),
+                url: cx.plan.front.endpoint.clone(),
                 ready: false,
                 error: Some(format!("no admin kubeconfig: {e}")),
             }];
         }
     };
     targets.push(("endpoint".into(), server.clone()));
-    for h in ops.plan.control_planes() {
+    for h in cx.plan.control_planes() {
         targets.push((
             h.name.clone(),
             format!(
                 "https://{}:{}",
                 HostName::Ip(h.address),
-                ops.plan.front.apiserver_port
+                cx.plan.front.apiserver_port
             ),
         ));
     }
@@ -401,8 +406,8 @@ async fn api(ops: &Ops) -> Vec<ApiStatus> {
     futures::future::join_all(probes).await
 }
 
-fn certificates(ops: &Ops) -> Result<CertSummary, String> {
-    let report = crate::pki::check(&ops.state, 30, time::OffsetDateTime::now_utc())
+fn certificates(cx: &Ctx) -> Result<CertSummary, String> {
+    let report = crate::pki::check(&cx.state, 30, time::OffsetDateTime::now_utc())
         .map_err(|e| e.to_string())?;
     let soonest = report
         .certificates

@@ -22,25 +22,28 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::remove::{api_call, drain};
-use super::{anonymous_client, apiserver_url, wait_ready};
+use super::remove::drain;
 use crate::artifacts::{Bundle, HostClass};
+use crate::context::api::api_call;
+use crate::context::api::{anonymous_client, apiserver_url, wait_ready};
+use crate::context::journal::StepStatus;
+use crate::context::{Ctx, HEALTH_WAIT, RunError, each_host, retry};
 use crate::inventory::{KubeVersion, Role};
 use crate::phases::files::{Desired, Part, sync};
-use crate::phases::journal::StepStatus;
+use crate::phases::files_of;
 use crate::phases::prepare::{load_artifacts, prepare_host};
-use crate::phases::{ApplyError, Ctx, HEALTH_WAIT, each_host, files_of};
 use crate::plan::PlannedHost;
 use crate::render::{
     CA_CERT_HASH_PLACEHOLDER, JOIN_TOKEN_PLACEHOLDER, JoinSecrets, RenderedFile,
     UPGRADE_CONFIG_PATH,
 };
 use crate::ssh::Exec;
+use crate::ssh::quote;
 
 const NODE_STEP: &str = "upgrade/node";
 const ETCD_STEP: &str = "upgrade/etcd";
@@ -50,7 +53,7 @@ const KUBEADM_CONFIG: &str = "/api/v1/namespaces/kube-system/configmaps/kubeadm-
 pub enum UpgradeError {
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Apply(ApplyError),
+    Apply(RunError),
     /// Refused before any host changed.
     #[error("{message}")]
     #[diagnostic(help("{help}"))]
@@ -66,10 +69,10 @@ pub enum UpgradeError {
     },
 }
 
-impl From<ApplyError> for UpgradeError {
-    fn from(e: ApplyError) -> Self {
+impl From<RunError> for UpgradeError {
+    fn from(e: RunError) -> Self {
         match e {
-            ApplyError::Step {
+            RunError::Step {
                 host,
                 step,
                 message,
@@ -85,7 +88,7 @@ impl From<ApplyError> for UpgradeError {
 
 impl From<crate::ssh::SshError> for UpgradeError {
     fn from(e: crate::ssh::SshError) -> Self {
-        ApplyError::from(e).into()
+        RunError::from(e).into()
     }
 }
 
@@ -161,7 +164,7 @@ impl UpgradePlan {
 #[derive(Debug)]
 pub struct UpgradeReport {
     pub plan: UpgradePlan,
-    pub changes: Vec<crate::phases::Change>,
+    pub changes: Vec<crate::context::Change>,
     pub notes: Vec<String>,
 }
 
@@ -435,7 +438,7 @@ async fn read_host(
             let probe: String = etcd
                 .iter()
                 .map(|f| {
-                    let p = super::q(&f.path.to_string_lossy());
+                    let p = quote(&f.path);
                     format!(
                         "if [ -f {p} ]; then sha256sum < {p} | cut -c1-64; else echo missing; fi\n"
                     )
@@ -461,7 +464,7 @@ pub async fn plan(
     let bundle = load_artifacts(cx).await?;
     cx.facts = crate::phases::connect::gather(cx).await?;
     let (client, server) =
-        crate::phases::admin_client(&cx.state).map_err(|e| UpgradeError::Refused {
+        crate::context::api::admin_client(&cx.state).map_err(|e| UpgradeError::Refused {
             message: format!("no admin credentials: {e}"),
             help: "kbs upgrade works on a cluster kbs built from this state dir (--state-dir)"
                 .into(),
@@ -488,7 +491,8 @@ pub async fn run(
     bundle: Bundle,
 ) -> Result<UpgradeReport, UpgradeError> {
     let notes = Vec::new();
-    let (client, server) = crate::phases::admin_client(&cx.state).map_err(ApplyError::Verify)?;
+    let (client, server) =
+        crate::context::api::admin_client(&cx.state).map_err(RunError::Verify)?;
     let anon = anonymous_client(cx)?;
     if plan.needed().next().is_none() {
         cx.disconnect_all().await;
@@ -501,7 +505,7 @@ pub async fn run(
     // The hosts' run lock, as apply takes it: no other kbs run changes the cluster meanwhile.
     cx.lock().await?;
     if let Some(first) = cx.plan.etcd.first() {
-        crate::phases::etcd::wait_healthy(cx, &first.host).await?;
+        crate::context::etcd::wait_healthy(cx, &first.host).await?;
     }
 
     // 3. etcd, one host at a time, healthy in between.
@@ -530,7 +534,7 @@ pub async fn run(
                         Exec::new(&format!("systemctl restart {unit}")),
                     )
                     .await?;
-                    crate::phases::etcd::wait_healthy(cx, host).await?;
+                    crate::context::etcd::wait_healthy(cx, host).await?;
                 }
                 Ok(())
             },
@@ -584,7 +588,7 @@ pub async fn run(
     }
 
     // 6. Everything reports the target.
-    let listed = nodes(&client, &server).await.map_err(ApplyError::Verify)?;
+    let listed = nodes(&client, &server).await.map_err(RunError::Verify)?;
     let mut behind = Vec::new();
     for h in &cx.plan.hosts {
         if let Some((v, unschedulable)) = listed.get(&h.name) {
@@ -613,11 +617,11 @@ pub async fn run(
         }
     }
     if let Some(first) = cx.plan.etcd.first() {
-        crate::phases::etcd::wait_healthy(cx, &first.host).await?;
+        crate::context::etcd::wait_healthy(cx, &first.host).await?;
     }
     cx.disconnect_all().await;
     if !behind.is_empty() {
-        return Err(ApplyError::Verify(format!(
+        return Err(RunError::Verify(format!(
             "after the upgrade, not everything runs {}:\n{}",
             plan.target,
             behind.join("\n")
@@ -639,8 +643,8 @@ struct Api<'a> {
     target: KubeVersion,
 }
 
-fn step_error(host: &str, step: &str, message: String) -> ApplyError {
-    ApplyError::Step {
+fn step_error(host: &str, step: &str, message: String) -> RunError {
+    RunError::Step {
         host: host.into(),
         step: step.into(),
         message,
@@ -655,7 +659,7 @@ async fn upgrade_node(
     step: &Step,
     bundle: &Bundle,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let host = step.host.as_str();
     let Some(h) = cx.plan.hosts.iter().find(|h| h.name == host) else {
         return Ok(());
@@ -754,7 +758,7 @@ async fn upload_cluster_configuration(
     api: &Api<'_>,
     host: &str,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let fail = |m: String| step_error(host, "upgrade/kubeadm-config", m);
     let init = files_of(rendered, host, Part::Kubeadm)
         .into_iter()
@@ -782,33 +786,29 @@ async fn upload_cluster_configuration(
 }
 
 /// Waits until the host's Node reports the target kubelet version (the restarted kubelet).
-async fn wait_kubelet(api: &Api<'_>, host: &str) -> Result<(), ApplyError> {
-    let started = Instant::now();
-    loop {
-        let last = match nodes(api.client, api.server).await {
-            Ok(n) => match n.get(host) {
-                Some((Some(v), _)) if *v == api.target => return Ok(()),
-                Some((v, _)) => format!(
-                    "its Node reports kubelet {}",
-                    v.map_or("nothing".into(), |v| v.to_string())
-                ),
-                None => "no Node".into(),
-            },
-            Err(e) => e,
-        };
-        if started.elapsed() > HEALTH_WAIT {
-            return Err(step_error(
-                host,
-                "upgrade/kubelet",
-                format!(
-                    "the kubelet does not report {} after {} s: {last}",
-                    api.target,
-                    HEALTH_WAIT.as_secs()
-                ),
-            ));
+async fn wait_kubelet(api: &Api<'_>, host: &str) -> Result<(), RunError> {
+    retry::until(HEALTH_WAIT, Duration::from_secs(1), || async {
+        match nodes(api.client, api.server).await?.get(host) {
+            Some((Some(v), _)) if *v == api.target => Ok(()),
+            Some((v, _)) => Err(format!(
+                "its Node reports kubelet {}",
+                v.map_or("nothing".into(), |v| v.to_string())
+            )),
+            None => Err("no Node".into()),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await
+    .map_err(|last| {
+        step_error(
+            host,
+            "upgrade/kubelet",
+            format!(
+                "the kubelet does not report {} after {} s: {last}",
+                api.target,
+                HEALTH_WAIT.as_secs()
+            ),
+        )
+    })
 }
 
 /// Makes the Node schedulable again (what `kubectl uncordon` does).

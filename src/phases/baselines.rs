@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::cni::{ADMIN_CONF, NEED_KUBECTL, quote};
-use super::{ApplyError, Ctx};
+use super::cni::{ADMIN_CONF, NEED_KUBECTL};
+use crate::context::{Ctx, RunError};
 use crate::render::{BASELINES_DIR, RenderedFile};
+use crate::ssh::quote;
 use crate::ssh::{Exec, ExitStatus};
 
 const STEP: &str = "baselines/apply";
@@ -30,7 +31,7 @@ fn verdict(status: &ExitStatus) -> Option<&'static str> {
 pub(super) async fn run(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let Some(first) = cx.plan.first_control_plane() else {
         return Ok(());
     };

@@ -4,14 +4,15 @@
 //! is new or changed. The marker is written only after kubectl succeeded, and `kubectl apply` is
 //! itself idempotent, so a run cut off in between simply applies the same manifest again.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::files::{Desired, sync};
-use super::{ApplyError, Ctx};
 use crate::artifacts::{Bundle, sha256_hex};
+use crate::context::{Ctx, RunError};
 use crate::inventory::Cni;
 use crate::plan::PlannedHost;
 use crate::ssh::Exec;
+use crate::ssh::quote;
 
 /// Where the manifest, with the cluster's values rendered in, goes on the first control plane.
 const MANIFEST: &str = "/etc/kbs/cni/cni.yaml";
@@ -24,13 +25,8 @@ const STEP: &str = "cni/apply";
 
 /// The manifest as it should be on `first`: a CNI release's from the bundle, or a hand-written one
 /// (from the bundle, so its sum was checked, or next to the inventory), with the cluster's values.
-fn desired(
-    cx: &Ctx,
-    cni: &Cni,
-    bundle: &Bundle,
-    first: &PlannedHost,
-) -> Result<Desired, ApplyError> {
-    let bad = |message: String| ApplyError::Step {
+fn desired(cx: &Ctx, cni: &Cni, bundle: &Bundle, first: &PlannedHost) -> Result<Desired, RunError> {
+    let bad = |message: String| RunError::Step {
         host: first.name.clone(),
         step: "cni".into(),
         message,
@@ -47,7 +43,7 @@ fn desired(
             })?
             .content
             .to_vec(),
-        Some(path) => std::fs::read(path).map_err(|e| ApplyError::Step {
+        Some(path) => std::fs::read(path).map_err(|e| RunError::Step {
             host: "local".into(),
             step: "cni".into(),
             message: format!("cannot read cni.manifest {}: {e}", path.display()),
@@ -104,13 +100,7 @@ fn render(manifest: &str, inv: &crate::inventory::Inventory) -> String {
     out
 }
 
-pub(super) fn quote(p: &Path) -> String {
-    shlex::try_quote(&p.to_string_lossy())
-        .map(|q| q.into_owned())
-        .unwrap_or_default()
-}
-
-pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), ApplyError> {
+pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
     let (Some(cni), Some(first)) = (&cx.plan.inventory.cni, cx.plan.first_control_plane()) else {
         return Ok(());
     };
@@ -161,6 +151,8 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), ApplyError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::inventory::Inventory;
 

@@ -4,35 +4,21 @@
 //! restarted alone, with the cluster healthy before and after.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use super::files::{Desired, Part, pki_files, write_differing};
-use super::probe::{Probe, Task, act_all, quote};
-use super::{ApplyError, Ctx, HEALTH_WAIT, each_host, files_of};
+use super::files::{Desired, Part, ask_states, pki_files, write_differing};
+use super::files_of;
+use super::probe::{Probe, Task, act_all};
+use crate::context::etcd::wait_healthy;
+use crate::context::{Ctx, RunError, each_host};
 use crate::pki::REMOTE_ETCD_PKI_DIR;
 use crate::plan::EtcdMember;
 use crate::render::{BACKUP_TIMER_PATH, RenderedFile};
-use crate::ssh::Exec;
-
-/// `etcdctl` with kbs's own client certificate, against every member.
-pub(crate) fn etcdctl(cx: &Ctx, args: &str) -> String {
-    let endpoints: Vec<String> = cx.plan.etcd.iter().map(|m| m.client_url()).collect();
-    etcdctl_at(&endpoints, args)
-}
-
-/// `etcdctl` with kbs's own client certificate (on an etcd host), against `endpoints`.
-pub(crate) fn etcdctl_at(endpoints: &[String], args: &str) -> String {
-    format!(
-        "ETCDCTL_API=3 etcdctl --endpoints={} --cacert={d}/ca.crt --cert={d}/healthcheck-client.crt --key={d}/healthcheck-client.key --command-timeout=5s {args}",
-        endpoints.join(","),
-        d = REMOTE_ETCD_PKI_DIR
-    )
-}
+use crate::ssh::quote;
 
 pub(crate) async fn run(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let etcd_hosts: Vec<String> = cx
         .hosts()
         .filter(|h| cx.plan.etcd.iter().any(|m| m.host == h.name))
@@ -81,7 +67,7 @@ async fn place_host(
     cx: &Ctx,
     host: &str,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
-) -> Result<(Units, Units), ApplyError> {
+) -> Result<(Units, Units), RunError> {
     let (mut to_start, mut to_restart) = (Vec::new(), Vec::new());
     let hp = cx.progress.host(host, "etcd");
     let mut files = pki_files(cx, host, |p| p.starts_with(REMOTE_ETCD_PKI_DIR))?;
@@ -110,7 +96,7 @@ async fn place_host(
 
     let s = cx.session(host).await?;
     let mut probe = Probe::default();
-    let q_files = probe.files(&files);
+    let q_files = ask_states(&mut probe, &files);
     let q_tasks = probe.tasks(&tasks);
     let q_inactive: Vec<_> = members
         .iter()
@@ -157,40 +143,4 @@ async fn place_host(
 
 fn unit(m: &EtcdMember) -> String {
     format!("kbs-etcd@{}.service", m.name)
-}
-
-/// Waits until every member answers healthy over mTLS, asking from `host`.
-pub(crate) async fn wait_healthy(cx: &Ctx, host: &str) -> Result<(), ApplyError> {
-    wait_healthy_with(cx, host, &etcdctl(cx, "endpoint health")).await
-}
-
-/// Waits until `cmd` (an `etcdctl ... endpoint health`) succeeds on `host`.
-pub(crate) async fn wait_healthy_with(cx: &Ctx, host: &str, cmd: &str) -> Result<(), ApplyError> {
-    let s = cx.session(host).await?;
-    let hp = cx.progress.host(host, "etcd health");
-    let started = Instant::now();
-    loop {
-        let out = s
-            .exec(Exec::new(cmd).sudo(true).timeout(Duration::from_secs(30)))
-            .await?;
-        if out.success() {
-            hp.finish(None);
-            return Ok(());
-        }
-        if started.elapsed() > HEALTH_WAIT {
-            let message = format!(
-                "etcd is not healthy after {} s: {}",
-                HEALTH_WAIT.as_secs(),
-                out.last_lines.join(" | ")
-            );
-            hp.finish(Some(&message));
-            return Err(ApplyError::Step {
-                host: host.into(),
-                step: "etcd/health".into(),
-                message,
-            });
-        }
-        hp.line(out.last_lines.last().map_or("waiting", String::as_str));
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
 }

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::probe::{Probe, file_states};
-use super::{ApplyError, Ctx};
+use super::probe::{Probe, Question};
 use crate::artifacts::sha256_hex;
+use crate::context::{Ctx, RunError};
 use crate::render::{HostResources, RenderInputs, RenderedFile, render_some_hosts};
-use crate::ssh::{FileAttrs, Session};
+use crate::ssh::{FileAttrs, Session, quote};
 
 /// Which part of the workflow a rendered file belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub(crate) fn part_of(path: &Path) -> Part {
 pub(crate) fn render(
     cx: &Ctx,
     join: &crate::render::JoinSecrets,
-) -> Result<BTreeMap<String, Vec<RenderedFile>>, ApplyError> {
+) -> Result<BTreeMap<String, Vec<RenderedFile>>, RunError> {
     let vip_interfaces = cx
         .plan
         .hosts
@@ -144,7 +144,7 @@ pub(crate) fn pki_files(
     cx: &Ctx,
     host: &str,
     filter: impl Fn(&Path) -> bool,
-) -> Result<Vec<Desired>, ApplyError> {
+) -> Result<Vec<Desired>, RunError> {
     let all = crate::pki::host_files(&cx.plan, &cx.state);
     let Some(mine) = all.into_iter().find(|h| h.host == host) else {
         return Ok(Vec::new());
@@ -156,7 +156,7 @@ pub(crate) fn pki_files(
             Some(c) => c,
             None if cx.opts.dry_run => Vec::new(),
             None => {
-                return Err(ApplyError::Step {
+                return Err(RunError::Step {
                     host: host.into(),
                     step: "pki".into(),
                     message: format!("{} is missing from the state dir", f.local.display()),
@@ -173,19 +173,55 @@ pub(crate) fn pki_files(
     Ok(out)
 }
 
+/// Asks for the content hash, mode and owner of each of `files` that exists (`file_states`
+/// reads the answer).
+pub(crate) fn ask_states(probe: &mut Probe, files: &[Desired]) -> Question {
+    let paths: Vec<String> = files.iter().map(|f| quote(&f.path)).collect();
+    // Two processes for all the files, whatever their number.
+    probe.ask(&format!(
+        "set --; for p in {}; do [ -f \"$p\" ] && set -- \"$@\" \"$p\"; done\n\
+         [ $# -eq 0 ] || {{ sha256sum -- \"$@\"; stat -c '%a %U %n' -- \"$@\"; }}",
+        paths.join(" ")
+    ))
+}
+
+/// What `ask_states` found: "SHA256 MODE OWNER" per existing file.
+pub(crate) fn file_states(answer: &str) -> BTreeMap<PathBuf, String> {
+    let (mut sums, mut attrs) = (BTreeMap::new(), BTreeMap::new());
+    for line in answer.lines() {
+        match line.split_once("  ") {
+            Some((sum, path)) if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                sums.insert(PathBuf::from(path), sum.to_string());
+            }
+            _ => {
+                let mut it = line.splitn(3, ' ');
+                if let (Some(mode), Some(owner), Some(path)) = (it.next(), it.next(), it.next()) {
+                    attrs.insert(PathBuf::from(path), format!("{mode} {owner}"));
+                }
+            }
+        }
+    }
+    sums.into_iter()
+        .filter_map(|(p, sum)| {
+            let a = attrs.remove(&p)?;
+            Some((p, format!("{sum} {a}")))
+        })
+        .collect()
+}
+
 /// Writes every file that differs; returns the paths written (or that would be, in a dry run).
 pub(crate) async fn sync(
     cx: &Ctx,
     host: &str,
     step: &str,
     files: &[Desired],
-) -> Result<Vec<PathBuf>, ApplyError> {
+) -> Result<Vec<PathBuf>, RunError> {
     if files.is_empty() {
         return Ok(Vec::new());
     }
     let s = cx.session(host).await?;
     let mut probe = Probe::default();
-    let q = probe.files(files);
+    let q = ask_states(&mut probe, files);
     let answers = probe.run(&s).await?;
     write_differing(cx, &s, host, step, files, answers.get(q)).await
 }
@@ -198,7 +234,7 @@ pub(crate) async fn write_differing(
     step: &str,
     files: &[Desired],
     answer: &str,
-) -> Result<Vec<PathBuf>, ApplyError> {
+) -> Result<Vec<PathBuf>, RunError> {
     let current = file_states(answer);
     let mut changed = Vec::new();
     for f in files {
@@ -231,4 +267,26 @@ pub(crate) async fn write_differing(
         changed.push(f.path.clone());
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn file_states_pair_sums_with_modes() {
+        let sum = "a".repeat(64);
+        let answer = format!(
+            "{sum}  /etc/a b.conf\n{sum}  /etc/c\n644 root /etc/a b.conf\n600 etcd /etc/c\n"
+        );
+        let states = file_states(&answer);
+        assert_eq!(
+            states[Path::new("/etc/a b.conf")],
+            format!("{sum} 644 root")
+        );
+        assert_eq!(states[Path::new("/etc/c")], format!("{sum} 600 etcd"));
+        assert!(file_states("").is_empty());
+    }
 }

@@ -6,28 +6,40 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::files::{Desired, Part, sync, write_differing};
+use super::files::{Desired, Part, ask_states, sync, write_differing};
+use super::files_of;
 use super::probe::{Probe, Task, act};
-use super::{ApplyError, Ctx, each_host, files_of};
+use crate::context::{Ctx, RunError, each_host};
 use crate::inventory::{EndpointMode, Role};
 use crate::render::{KUBE_VIP_BOOTSTRAP_PATH, RenderedFile};
 
 const KUBE_VIP_MANIFEST: &str = "/etc/kubernetes/manifests/kube-vip.yaml";
 
+/// `bootstrap`: `kubeadm init` has yet to run on the first control plane.
 pub(crate) async fn run(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
-) -> Result<(), ApplyError> {
+    bootstrap: bool,
+) -> Result<(), RunError> {
     match cx.plan.front.mode {
         EndpointMode::Vip => vip(cx, rendered).await,
-        EndpointMode::KubeVip => {
-            kube_vip(cx, rendered, !super::kubeadm::initialised(cx).await?).await
-        }
+        EndpointMode::KubeVip => kube_vip(cx, rendered, bootstrap).await,
         EndpointMode::External | EndpointMode::Dns => Ok(()),
     }
 }
 
-async fn vip(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<(), ApplyError> {
+/// Once `kubeadm init` has made admin.conf useful: kube-vip leaves its bootstrap credentials.
+pub(crate) async fn after_init(
+    cx: &Ctx,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+) -> Result<(), RunError> {
+    match cx.plan.front.mode {
+        EndpointMode::KubeVip => kube_vip(cx, rendered, false).await,
+        _ => Ok(()),
+    }
+}
+
+async fn vip(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<(), RunError> {
     each_host(
         cx.hosts()
             .filter(|h| h.has(Role::ControlPlane))
@@ -42,7 +54,7 @@ async fn vip_host(
     cx: &Ctx,
     host: &str,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let hp = cx.progress.host(host, "front");
     let files: Vec<Desired> = files_of(rendered, host, Part::Front)
         .into_iter()
@@ -65,7 +77,7 @@ async fn vip_host(
         .collect();
     let s = cx.session(host).await?;
     let mut probe = Probe::default();
-    let q_files = probe.files(&files);
+    let q_files = ask_states(&mut probe, &files);
     let q_start = probe.tasks(&start);
     let answers = probe.run(&s).await?;
     let changed =
@@ -91,7 +103,7 @@ pub(crate) async fn kube_vip(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
     bootstrapping: bool,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let first = cx.plan.first_control_plane().map(|h| h.name.clone());
     for h in cx.hosts().filter(|h| h.has(Role::ControlPlane)) {
         let host = h.name.as_str();

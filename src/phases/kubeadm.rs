@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::RngExt;
 
 use super::files::{Desired, Part, pki_files, sync};
-use super::journal::StepStatus;
-use super::{ApplyError, Ctx, each_host, files_of};
-use crate::inventory::{EndpointMode, Role};
+use super::files_of;
+use crate::context::StepStatus;
+use crate::context::{Ctx, RunError, each_host};
+use crate::inventory::Role;
 use crate::plan::PlannedHost;
 use crate::render::{CA_CERT_HASH_PLACEHOLDER, JOIN_TOKEN_PLACEHOLDER, JoinSecrets, RenderedFile};
 use crate::ssh::Exec;
@@ -30,7 +31,7 @@ fn step_of(host: &PlannedHost, first: bool) -> &'static str {
 
 /// Whether `host` has been set up by kubeadm: kubelet.conf exists and the journal does not say
 /// the step was cut off.
-async fn done(cx: &Ctx, host: &PlannedHost, first: bool) -> Result<bool, ApplyError> {
+async fn done(cx: &Ctx, host: &PlannedHost, first: bool) -> Result<bool, RunError> {
     if cx.journal_status(&host.name, step_of(host, first)) == Some(StepStatus::Started) {
         return Ok(false);
     }
@@ -42,17 +43,9 @@ async fn done(cx: &Ctx, host: &PlannedHost, first: bool) -> Result<bool, ApplyEr
     )
 }
 
-/// Whether `kubeadm init` has run on the first control plane.
-pub(crate) async fn initialised(cx: &Ctx) -> Result<bool, ApplyError> {
-    match cx.plan.first_control_plane() {
-        Some(first) => done(cx, first, true).await,
-        None => Ok(false),
-    }
-}
-
 /// The nodes kubeadm has yet to set up: the hosts in scope, plus the first control plane (a
 /// join needs it initialised), checked all at once.
-pub(crate) async fn pending(cx: &Ctx) -> Result<BTreeSet<String>, ApplyError> {
+pub(crate) async fn pending(cx: &Ctx) -> Result<BTreeSet<String>, RunError> {
     let Some(first) = cx.plan.first_control_plane() else {
         return Ok(BTreeSet::new());
     };
@@ -78,7 +71,7 @@ pub(crate) async fn pending(cx: &Ctx) -> Result<BTreeSet<String>, ApplyError> {
 /// A running cluster changes version only through `kbs upgrade`, which goes host by host: apply
 /// would install the new kubeadm and kubelet everywhere at once. Every node kubeadm has set up
 /// must have the inventory's kubeadm.
-pub(crate) async fn refuse_version_change(cx: &Ctx) -> Result<(), ApplyError> {
+pub(crate) async fn refuse_version_change(cx: &Ctx) -> Result<(), RunError> {
     let want = cx.plan.inventory.cluster.kubernetes_version;
     let nodes = cx
         .hosts()
@@ -94,7 +87,7 @@ pub(crate) async fn refuse_version_change(cx: &Ctx) -> Result<(), ApplyError> {
             )
             .await?;
         match crate::inventory::KubeVersion::from_reported(&out.stdout_lossy()) {
-            Some(have) if out.success() && have != want => Err(ApplyError::VersionChange {
+            Some(have) if out.success() && have != want => Err(RunError::VersionChange {
                 host: host.into(),
                 have: have.to_string(),
                 want: want.to_string(),
@@ -124,7 +117,7 @@ fn random_token() -> String {
 pub(crate) async fn join_secrets(
     cx: &Ctx,
     pending: &BTreeSet<String>,
-) -> Result<JoinSecrets, ApplyError> {
+) -> Result<JoinSecrets, RunError> {
     let placeholder = JoinSecrets {
         token: JOIN_TOKEN_PLACEHOLDER.into(),
         ca_cert_hashes: vec![CA_CERT_HASH_PLACEHOLDER.into()],
@@ -132,12 +125,12 @@ pub(crate) async fn join_secrets(
     if cx.opts.dry_run {
         return Ok(placeholder);
     }
-    let ca = std::fs::read(crate::pki::ca_cert_path(&cx.state)).map_err(|e| ApplyError::Step {
+    let ca = std::fs::read(crate::pki::ca_cert_path(&cx.state)).map_err(|e| RunError::Step {
         host: "local".into(),
         step: "pki".into(),
         message: format!("cannot read the cluster CA: {e}"),
     })?;
-    let hash = crate::pki::discovery_hash(&ca).map_err(|message| ApplyError::Step {
+    let hash = crate::pki::discovery_hash(&ca).map_err(|message| RunError::Step {
         host: "local".into(),
         step: "pki".into(),
         message,
@@ -174,11 +167,13 @@ pub(crate) async fn join_secrets(
     })
 }
 
-pub(crate) async fn run(
+/// Every control plane's certificates and kubeconfigs, then `kubeadm init` on the first control
+/// plane when it is pending.
+pub(crate) async fn init(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
     pending: &BTreeSet<String>,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let Some(first) = cx.plan.first_control_plane().cloned() else {
         return Ok(());
     };
@@ -195,10 +190,20 @@ pub(crate) async fn run(
     .await?;
     if cx.in_scope(&first.name) && pending.contains(&first.name) {
         node(cx, &first, true, rendered).await?;
-        if cx.plan.front.mode == EndpointMode::KubeVip {
-            super::front::kube_vip(cx, rendered, false).await?;
-        }
     }
+    Ok(())
+}
+
+/// `kubeadm join` on every pending host: control planes one at a time (each adds an API
+/// server the next one may use), then the workers together.
+pub(crate) async fn join(
+    cx: &Ctx,
+    rendered: &BTreeMap<String, Vec<RenderedFile>>,
+    pending: &BTreeSet<String>,
+) -> Result<(), RunError> {
+    let Some(first) = cx.plan.first_control_plane().cloned() else {
+        return Ok(());
+    };
     for h in cx
         .hosts()
         .filter(|h| h.has(Role::ControlPlane) && h.name != first.name && pending.contains(&h.name))
@@ -225,7 +230,7 @@ async fn node(
     h: &PlannedHost,
     first: bool,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let host = h.name.as_str();
     let step = step_of(h, first);
     let hp = cx.progress.host(host, step);
@@ -238,14 +243,14 @@ async fn node(
         .into_iter()
         .find(|f| f.path.to_string_lossy() == config)
     else {
-        return Err(ApplyError::Step {
+        return Err(RunError::Step {
             host: host.into(),
             step: step.into(),
             message: format!("the renderer made no {config}"),
         });
     };
     if file.has_placeholder() && !cx.opts.dry_run {
-        return Err(ApplyError::Step {
+        return Err(RunError::Step {
             host: host.into(),
             step: step.into(),
             message: format!("{config} still holds a placeholder"),

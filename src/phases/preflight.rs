@@ -8,7 +8,7 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::{ApplyError, Ctx};
+use crate::context::{Ctx, RunError};
 use crate::facts::Facts;
 use crate::inventory::{EndpointMode, HostName, Role};
 use crate::plan::{ClusterPlan, PlannedHost};
@@ -308,7 +308,7 @@ pub fn evaluate(plan: &ClusterPlan, host: &PlannedHost, f: &Facts) -> Vec<Check>
 /// server, kubelet), all at once. An answer, even "connection refused" before anything listens, proves
 /// the path is open; silence for 3 s means a firewall drops it. Probing the real ports, not SSH,
 /// also spares every sshd a connection per peer.
-async fn reachability(cx: &Ctx, host: &PlannedHost) -> Result<Check, ApplyError> {
+async fn reachability(cx: &Ctx, host: &PlannedHost) -> Result<Check, RunError> {
     let wanted: Vec<(String, IpAddr, u16)> = cx
         .plan
         .hosts
@@ -370,7 +370,7 @@ async fn reachability(cx: &Ctx, host: &PlannedHost) -> Result<Check, ApplyError>
     ))
 }
 
-pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, ApplyError> {
+pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, RunError> {
     let mut checks = Vec::new();
     for h in cx.hosts() {
         if let Some(f) = cx.facts(&h.name) {
@@ -378,7 +378,7 @@ pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, ApplyError> {
         }
     }
     let hosts: Vec<&PlannedHost> = cx.hosts().collect();
-    let reach: Vec<Result<Check, ApplyError>> = futures::stream::iter(hosts)
+    let reach: Vec<Result<Check, RunError>> = futures::stream::iter(hosts)
         .map(|h| reachability(cx, h))
         .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
         .collect()
@@ -407,7 +407,7 @@ pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, ApplyError> {
     if failed.is_empty() {
         Ok(checks)
     } else {
-        Err(ApplyError::Preflight(failed.join(", ")))
+        Err(RunError::Preflight(failed.join(", ")))
     }
 }
 

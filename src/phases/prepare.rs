@@ -2,20 +2,22 @@
 //! from the bundle (checked against its manifest), containerd running with the bundle's images
 //! imported and checked by digest, then the host-level rendered files.
 
-use super::files::{Desired, Part, write_differing};
-use super::probe::{Probe, Task, act_all, quote};
-use super::{ApplyError, Ctx, each_host, files_of};
+use super::files::{Desired, Part, ask_states, write_differing};
+use super::files_of;
+use super::probe::{Probe, Task, act_all};
 use crate::artifacts::{Bundle, Image};
+use crate::context::{Ctx, RunError, each_host};
 use crate::inventory::{Artifacts, Role};
 use crate::plan::PlannedHost;
 use crate::render::RenderedFile;
+use crate::ssh::quote;
 use crate::ssh::{Exec, Session};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The bundle the inventory names, or, without one, a bundle made now in the state dir from
 /// upstream (or the inventory's mirrors and registry): one checked path for both. Nothing on any
 /// host has changed yet, so a mirror that cannot be reached stops the run cleanly.
-pub(crate) async fn load_artifacts(cx: &Ctx) -> Result<Bundle, ApplyError> {
+pub(crate) async fn load_artifacts(cx: &Ctx) -> Result<Bundle, RunError> {
     let inv = &cx.plan.inventory;
     let dir = match &inv.artifacts.source {
         Artifacts::Bundle(dir) => dir.clone(),
@@ -32,7 +34,7 @@ pub(crate) async fn run(
     cx: &Ctx,
     bundle: &Bundle,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
-) -> Result<Vec<String>, ApplyError> {
+) -> Result<Vec<String>, RunError> {
     let warnings = each_host(cx.hosts().map(|h| h.name.as_str()), |host| async move {
         match cx.plan.host(host) {
             Some(h) => prepare_host(cx, h, bundle, rendered).await,
@@ -48,7 +50,7 @@ pub(crate) async fn prepare_host(
     h: &PlannedHost,
     bundle: &Bundle,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
-) -> Result<Vec<String>, ApplyError> {
+) -> Result<Vec<String>, RunError> {
     let host = h.name.as_str();
     let hp = cx.progress.host(host, "prepare");
     let node = h.has(Role::ControlPlane) || h.has(Role::Worker);
@@ -111,10 +113,10 @@ pub(crate) async fn prepare_host(
 
     let s = cx.session(host).await?;
     let mut probe = Probe::default();
-    let (q_first, q_artifacts) = (probe.tasks(&first), probe.files(&artifacts));
+    let (q_first, q_artifacts) = (probe.tasks(&first), ask_states(&mut probe, &artifacts));
     let (q_then, q_files, q_runtime, q_last) = (
         probe.tasks(&then),
-        probe.files(&host_files),
+        ask_states(&mut probe, &host_files),
         probe.tasks(&runtime),
         probe.tasks(&last),
     );
@@ -219,7 +221,7 @@ async fn import_images(
     host: &str,
     images: &[&Image],
     listed: &str,
-) -> Result<(), ApplyError> {
+) -> Result<(), RunError> {
     let todo = missing(images, listed);
     if todo.is_empty() {
         return Ok(());
@@ -245,7 +247,7 @@ async fn import_images(
     let out = s.exec(Exec::new(LIST_IMAGES).sudo(true)).await?;
     let still = missing(images, &out.stdout_lossy());
     if let Some(first) = still.first() {
-        return Err(ApplyError::Step {
+        return Err(RunError::Step {
             host: host.into(),
             step: "prepare/images".into(),
             message: format!(

@@ -2,12 +2,9 @@
 //! answers that call for one. A converged host costs a phase one probe, not one per question:
 //! on 20 hosts sharing a machine's cores, each round trip (sshd channel, sudo, a shell) counts.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
 
-use super::files::Desired;
-use super::{ApplyError, Ctx};
+use crate::context::{Ctx, RunError};
 use crate::ssh::{Exec, Session};
 
 /// Separates the answers in the probe's output; no question prints it.
@@ -63,19 +60,8 @@ impl Probe {
         tasks.iter().map(|t| self.ask(&t.probe)).collect()
     }
 
-    /// The content hash, mode and owner of each file that exists (see `file_states`).
-    pub fn files(&mut self, files: &[Desired]) -> Question {
-        let paths: Vec<String> = files.iter().map(|f| quote(&f.path)).collect();
-        // Two processes for all the files, whatever their number.
-        self.ask(&format!(
-            "set --; for p in {}; do [ -f \"$p\" ] && set -- \"$@\" \"$p\"; done\n\
-             [ $# -eq 0 ] || {{ sha256sum -- \"$@\"; stat -c '%a %U %n' -- \"$@\"; }}",
-            paths.join(" ")
-        ))
-    }
-
     /// Asks every question at once, as root.
-    pub async fn run(self, s: &Session) -> Result<Answers, ApplyError> {
+    pub async fn run(self, s: &Session) -> Result<Answers, RunError> {
         if self.count == 0 {
             return Ok(Answers(Vec::new()));
         }
@@ -107,30 +93,6 @@ impl Answers {
     }
 }
 
-/// What `Probe::files` found: "SHA256 MODE OWNER" per existing file.
-pub(crate) fn file_states(answer: &str) -> BTreeMap<PathBuf, String> {
-    let (mut sums, mut attrs) = (BTreeMap::new(), BTreeMap::new());
-    for line in answer.lines() {
-        match line.split_once("  ") {
-            Some((sum, path)) if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                sums.insert(PathBuf::from(path), sum.to_string());
-            }
-            _ => {
-                let mut it = line.splitn(3, ' ');
-                if let (Some(mode), Some(owner), Some(path)) = (it.next(), it.next(), it.next()) {
-                    attrs.insert(PathBuf::from(path), format!("{mode} {owner}"));
-                }
-            }
-        }
-    }
-    sums.into_iter()
-        .filter_map(|(p, sum)| {
-            let a = attrs.remove(&p)?;
-            Some((p, format!("{sum} {a}")))
-        })
-        .collect()
-}
-
 /// Runs `task`'s action as one change when its answer asks for it; returns whether it did.
 pub(crate) async fn act(
     cx: &Ctx,
@@ -139,7 +101,7 @@ pub(crate) async fn act(
     task: &Task,
     answers: &Answers,
     q: Question,
-) -> Result<bool, ApplyError> {
+) -> Result<bool, RunError> {
     if !answers.needs_work(q) {
         return Ok(false);
     }
@@ -156,36 +118,10 @@ pub(crate) async fn act_all(
     tasks: &[Task],
     answers: &Answers,
     questions: &[Question],
-) -> Result<Vec<bool>, ApplyError> {
+) -> Result<Vec<bool>, RunError> {
     let mut done = Vec::with_capacity(tasks.len());
     for (t, q) in tasks.iter().zip(questions) {
         done.push(act(cx, s, host, t, answers, *q).await?);
     }
     Ok(done)
-}
-
-pub(crate) fn quote(p: &Path) -> String {
-    shlex::try_quote(&p.to_string_lossy())
-        .map(|q| q.into_owned())
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_states_pair_sums_with_modes() {
-        let sum = "a".repeat(64);
-        let answer = format!(
-            "{sum}  /etc/a b.conf\n{sum}  /etc/c\n644 root /etc/a b.conf\n600 etcd /etc/c\n"
-        );
-        let states = file_states(&answer);
-        assert_eq!(
-            states[Path::new("/etc/a b.conf")],
-            format!("{sum} 644 root")
-        );
-        assert_eq!(states[Path::new("/etc/c")], format!("{sum} 600 etcd"));
-        assert!(file_states("").is_empty());
-    }
 }

@@ -26,3 +26,10 @@ pub use progress::{HostProgress, Progress, ProgressMode};
 pub use session::{ConnectOptions, Connector, Held, MAX_CHANNELS, Session};
 pub use target::{Target, Timeouts, parse_host_key};
 pub use upload::FileAttrs;
+
+/// One shell word for a remote script. A string with a NUL byte cannot be a shell word: it
+/// becomes `''`, an empty argument that keeps its place (and fails visibly), never a dropped one.
+/// Paths and names reach here validated, so this does not happen with a valid inventory.
+pub fn quote(s: impl AsRef<std::ffi::OsStr>) -> String {
+    shlex::try_quote(&s.as_ref().to_string_lossy()).map_or_else(|_| "''".into(), |q| q.into_owned())
+}

@@ -95,8 +95,8 @@ pub(crate) fn endpoints(lab: &Lab, nodes: &[u8], ports: &[u16]) -> Vec<String> {
 
 pub(crate) fn node_names(lab: &Lab, state: &Path) -> BTreeSet<String> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, server) =
-        kbs::phases::admin_client(&kbs::state::StateDir::new(state)).expect("admin kubeconfig");
+    let (client, server) = kbs::context::api::admin_client(&kbs::state::StateDir::new(state))
+        .expect("admin kubeconfig");
     assert_eq!(
         server,
         format!("https://{}:8443", lab.ip(100)),
@@ -105,7 +105,7 @@ pub(crate) fn node_names(lab: &Lab, state: &Path) -> BTreeSet<String> {
     // Right after a host is killed or the front restarted, the VIP may be moving: retry a while.
     let started = Instant::now();
     loop {
-        match rt.block_on(kbs::phases::nodes(&client, &server)) {
+        match rt.block_on(kbs::context::api::nodes(&client, &server)) {
             Ok(nodes) => return nodes,
             Err(e) if started.elapsed() > Duration::from_secs(30) => {
                 panic!("the API lists no nodes with the admin kubeconfig: {e}")
@@ -242,7 +242,7 @@ fn lab_single_host() {
 fn readyz_through_vip(state: &Path, limit: Duration) -> Duration {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (client, server) =
-        kbs::phases::admin_client(&kbs::state::StateDir::new(state)).expect("client");
+        kbs::context::api::admin_client(&kbs::state::StateDir::new(state)).expect("client");
     let started = Instant::now();
     rt.block_on(async {
         loop {

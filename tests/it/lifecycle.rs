@@ -65,7 +65,7 @@ impl Poller {
     pub(crate) fn start(state: &Path) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (client, server) =
-            kbs::phases::admin_client(&StateDir::new(state)).expect("admin client");
+            kbs::context::api::admin_client(&StateDir::new(state)).expect("admin client");
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
