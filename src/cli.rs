@@ -209,6 +209,14 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Print the shell completion script, e.g. `kbs completion bash > /etc/bash_completion.d/kbs`.
+    Completion { shell: clap_complete::Shell },
+    /// Print the man page kbs(1), or with --out write it and one page per subcommand there.
+    Man {
+        /// A directory for kbs.1 and kbs-SUBCOMMAND.1.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

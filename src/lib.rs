@@ -8,6 +8,7 @@
 pub mod inventory;
 pub mod plan;
 pub mod versions;
+pub mod words;
 
 pub mod pki;
 pub mod secrets;

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     match kbs::commands::run(cli) {
         Ok(code) => code,
         Err(report) => {
-            eprintln!("{report:?}");
+            kbs::commands::print_error(report);
             ExitCode::FAILURE
         }
     }

@@ -749,8 +749,8 @@ fn etcd_auth(o: &mut Out, i: &HostInput, members: &[&crate::plan::EtcdMember]) {
             &client,
             CheckStatus::Fail,
             format!(
-                "ETCD_CLIENT_CERT_AUTH=true; without a client certificate refused ({} probe(s))",
-                i.etcd_probes.len() * 2
+                "ETCD_CLIENT_CERT_AUTH=true; without a client certificate refused ({})",
+                crate::words::count(i.etcd_probes.len() * 2, "probe")
             ),
             fix,
         );

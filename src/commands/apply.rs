@@ -13,6 +13,7 @@ use crate::phases::{self, CHECKS};
 use crate::render::Templates;
 use crate::ssh::{Progress, ProgressMode};
 use crate::state::StateDir;
+use crate::words::count;
 
 pub enum Scope {
     Cluster {
@@ -84,6 +85,7 @@ pub fn run(
         None => Templates::builtin()?,
     };
     let state = StateDir::resolve(&inventory, args.state_dir.as_deref());
+    let host_order: Vec<String> = inventory.hosts.iter().map(|h| h.name.clone()).collect();
     let opts = Options {
         dry_run,
         accept_new_host_keys: args.accept_new_host_keys,
@@ -108,18 +110,12 @@ pub fn run(
         println!("no changes");
     } else {
         let verb = if dry_run { "would change" } else { "changed" };
-        let mut host = "";
-        for c in &report.changes {
-            if c.host != host {
-                println!("{}:", c.host);
-                host = &c.host;
-            }
-            println!("  {} {}", if dry_run { "would" } else { "-" }, c.what);
-        }
+        let hosts: Vec<&str> = host_order.iter().map(String::as_str).collect();
+        super::print_changes(&report.changes, &hosts, if dry_run { "would" } else { "-" });
         println!(
-            "{} {verb} on {} host(s)",
-            report.changes.len(),
-            crate::context::hosts_changed(&report.changes)
+            "{} {verb} on {}",
+            count(report.changes.len(), "change"),
+            count(crate::context::hosts_changed(&report.changes), "host")
         );
     }
     if !dry_run {

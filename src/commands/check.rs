@@ -46,8 +46,11 @@ pub fn run(
             );
             println!("{}", crate::phases::render_table(&report.checks, true));
             println!(
-                "score: {}/{} passed, {} warning(s), {} failure(s)",
-                report.passed, report.total, report.warned, report.failed
+                "score: {}/{} passed, {}, {}",
+                report.passed,
+                report.total,
+                crate::words::count(report.warned, "warning"),
+                crate::words::count(report.failed, "failure")
             );
         }
     }

@@ -89,6 +89,12 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             dry_run,
             max_unavailable,
         } => upgrade::run(&run, cli.verbose, dry_run, usize::from(max_unavailable)),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "kbs", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => man(out.as_deref()),
         Command::Exec {
             run,
             hosts,
@@ -96,6 +102,54 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             sudo,
             command,
         } => exec::run(&run, cli.verbose, &hosts, role, sudo, &command.join(" ")),
+    }
+}
+
+/// kbs(1) on stdout, or every page into `out`.
+fn man(out: Option<&std::path::Path>) -> miette::Result<ExitCode> {
+    use miette::IntoDiagnostic;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).into_diagnostic()?;
+            clap_mangen::generate_to(cmd, dir).into_diagnostic()?;
+            println!("man pages written to {}", dir.display());
+        }
+        None => clap_mangen::Man::new(cmd)
+            .render(&mut std::io::stdout())
+            .into_diagnostic()?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a failed command's error on stderr. The problems of an invalid inventory are printed
+/// one by one, as a compiler prints its errors, with a count at the end when there are several.
+pub fn print_error(report: miette::Report) {
+    use crate::inventory::LoadError;
+    let errors = match report.downcast_ref::<LoadError>() {
+        Some(LoadError::Invalid(e)) => Some(e),
+        _ => report.downcast_ref::<crate::inventory::InventoryErrors>(),
+    };
+    match errors {
+        Some(e) => {
+            for one in &e.errors {
+                eprintln!("{:?}", miette::Report::new(one.clone()));
+            }
+            if e.errors.len() > 1 {
+                eprintln!("{e}");
+            }
+        }
+        None => eprintln!("{report:?}"),
+    }
+}
+
+/// Prints the changes grouped per host, hosts in `order`, each line after `mark`.
+fn print_changes(changes: &[crate::context::Change], order: &[&str], mark: &str) {
+    for (host, whats) in crate::context::changes_by_host(changes, order) {
+        println!("{host}:");
+        for what in whats {
+            println!("  {mark} {what}");
+        }
     }
 }
 

@@ -27,19 +27,13 @@ pub fn run(
     for n in &report.notes {
         eprintln!("note: {n}");
     }
-    let mut host = "";
-    for c in &report.changes {
-        if c.host != host {
-            println!("{}:", c.host);
-            host = &c.host;
-        }
-        println!("  - {}", c.what);
-    }
+    let hosts: Vec<&str> = cx.plan.hosts.iter().map(|h| h.name.as_str()).collect();
+    super::print_changes(&report.changes, &hosts, "-");
     println!(
-        "upgraded to {}: {} change(s) on {} host(s); every Node and API server reports {}",
+        "upgraded to {}: {} on {}; every Node and API server reports {}",
         report.plan.target,
-        report.changes.len(),
-        crate::context::hosts_changed(&report.changes),
+        crate::words::count(report.changes.len(), "change"),
+        crate::words::count(crate::context::hosts_changed(&report.changes), "host"),
         report.plan.target
     );
     Ok(ExitCode::SUCCESS)

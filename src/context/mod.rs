@@ -60,7 +60,7 @@ pub enum RunError {
     Secrets(#[from] crate::secrets::SecretsError),
     #[error("{0}")]
     Ssh(Box<SshError>),
-    #[error("{count} host(s) could not be reached or read:\n{details}")]
+    #[error("{} could not be reached or read:\n{details}", crate::words::count(*count, "host"))]
     #[diagnostic(help(
         "fix the hosts above and run kbs apply again; nothing was changed on any host"
     ))]
@@ -110,6 +110,21 @@ impl From<SshError> for RunError {
 pub struct Change {
     pub host: String,
     pub what: String,
+}
+
+/// The changes per host: hosts in `order` (the plan's), then any other in order of appearance;
+/// each host's changes in the order they were made.
+pub fn changes_by_host<'a>(changes: &'a [Change], order: &[&str]) -> Vec<(&'a str, Vec<&'a str>)> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for c in changes {
+        match groups.iter_mut().find(|(h, _)| *h == c.host) {
+            Some((_, whats)) => whats.push(&c.what),
+            None => groups.push((&c.host, vec![&c.what])),
+        }
+    }
+    let rank = |h: &str| order.iter().position(|o| *o == h).unwrap_or(order.len());
+    groups.sort_by_key(|(h, _)| rank(h));
+    groups
 }
 
 /// How many hosts `changes` touch.
@@ -372,4 +387,32 @@ where
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_grouped_per_host_in_plan_order() {
+        let c = |host: &str, what: &str| Change {
+            host: host.into(),
+            what: what.into(),
+        };
+        let changes = [
+            c("b", "one"),
+            c("a", "two"),
+            c("local", "three"),
+            c("b", "four"),
+            c("a", "five"),
+        ];
+        assert_eq!(
+            changes_by_host(&changes, &["a", "b"]),
+            vec![
+                ("a", vec!["two", "five"]),
+                ("b", vec!["one", "four"]),
+                ("local", vec!["three"]),
+            ]
+        );
+    }
 }

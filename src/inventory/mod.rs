@@ -506,9 +506,9 @@ pub struct Host {
 impl Inventory {
     /// Reads and validates an inventory file. All problems are reported together.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Ok(Self::parse(path, &text)?)
     }
@@ -537,11 +537,12 @@ impl Inventory {
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LoadError {
-    #[error("cannot read inventory {}: {source}", path.display())]
+    // The cause is in the message, not a `source`: miette would print it a second time.
+    #[error("cannot read inventory {}: {error}", path.display())]
     #[diagnostic(help("pass the path of an inventory file; `kbs init` writes a starter one"))]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     #[diagnostic(transparent)]

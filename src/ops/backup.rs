@@ -343,8 +343,8 @@ async fn fetch(cx: &Ctx, dir: &Path, keep: u32) -> miette::Result<BackupReport> 
     cx.disconnect_all().await;
     if !problems.is_empty() {
         return Err(miette!(
-            "fetched {} snapshot(s), but:\n  {}",
-            report.written.len(),
+            "fetched {}, but:\n  {}",
+            crate::words::count(report.written.len(), "snapshot"),
             problems.join("\n  ")
         ));
     }

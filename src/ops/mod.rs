@@ -24,8 +24,8 @@ pub use status::{Health, Status};
 /// One line per fact about what the cluster tolerates.
 pub fn describe_tolerance(t: &FailureTolerance) -> Vec<String> {
     let mut out = vec![format!(
-        "tolerates the loss of {} host(s) at once",
-        t.host_failures_tolerated
+        "tolerates the loss of {} at once",
+        crate::words::count(t.host_failures_tolerated, "host")
     )];
     if !t.fatal_host_losses.is_empty() {
         out.push(format!(

@@ -19,6 +19,7 @@ use crate::context::{Ctx, RunError};
 use crate::inventory::{EndpointMode, Inventory, Role};
 use crate::plan::ClusterPlan;
 use crate::ssh::Exec;
+use crate::words::count;
 
 /// Why a removal is refused, decided from the plan alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +63,8 @@ pub fn verdict(plan: &ClusterPlan, host: &str) -> Verdict {
     }
     if here > 0 && spare(after) == 0 {
         return Verdict::NeedsForce(format!(
-            "etcd would go from {before} to {after} member(s): it keeps quorum ({} needed) but then tolerates no further member failure",
+            "etcd would go from {before} to {}: it keeps quorum ({} needed) but then tolerates no further member failure",
+            count(after, "member"),
             after / 2 + 1
         ));
     }
@@ -164,8 +166,8 @@ pub(crate) async fn drain(
         }
         if started.elapsed() > Duration::from_secs(300) {
             return Err(format!(
-                "{} pod(s) still on {node} after 5 minutes (a PodDisruptionBudget may block them)",
-                evictable.len()
+                "{} still on {node} after 5 minutes (a PodDisruptionBudget may block them)",
+                count(evictable.len(), "pod")
             ));
         }
         for (ns, name) in &evictable {
@@ -274,8 +276,8 @@ async fn remove_members(
     )
     .await?;
     report.done.push(format!(
-        "etcd healthy with {} member(s): {}",
-        after.etcd.len(),
+        "etcd healthy with {}: {}",
+        count(after.etcd.len(), "member"),
         after
             .etcd
             .iter()
@@ -482,10 +484,10 @@ pub async fn run(
         .next_steps
         .splice(0..0, inventory_advice(&after, host, inventory_path));
     let mut tolerance = vec![format!(
-        "the cluster now has {} host(s), {} control plane(s), {} etcd member(s)",
-        after.hosts.len(),
-        after.control_planes().count(),
-        after.etcd.len()
+        "the cluster now has {}, {}, {}",
+        count(after.hosts.len(), "host"),
+        count(after.control_planes().count(), "control plane"),
+        count(after.etcd.len(), "etcd member")
     )];
     tolerance.extend(super::describe_tolerance(&after.tolerance));
     report.done.extend(tolerance);

@@ -14,6 +14,7 @@ use crate::inventory::{
     EndpointMode, EtcdLayout, Host, HostName, Inventory, Role, Topology, by_reliability,
     etcd_layout, explicit_roles,
 };
+use crate::words::count;
 
 pub use report::{render_dot, render_human, render_json};
 pub use tolerance::{FailureTolerance, HostLoss};
@@ -297,13 +298,19 @@ fn rationale(plan: &ClusterPlan) -> Vec<String> {
     let cps = plan.control_planes().count();
     if explicit_roles(&plan.inventory.hosts) {
         return vec![format!(
-            "Roles are set in the inventory and honoured as written: {cps} control plane(s), {m} etcd member(s) on {} host(s).",
-            plan.hosts.iter().filter(|h| h.has(Role::Etcd)).count()
+            "Roles are set in the inventory and honoured as written: {}, {} on {}.",
+            count(cps, "control plane"),
+            count(m, "etcd member"),
+            count(
+                plan.hosts.iter().filter(|h| h.has(Role::Etcd)).count(),
+                "host"
+            )
         )];
     }
     match plan.topology {
         Topology::SingleHost => vec![format!(
-            "1 host: {m} etcd member(s), the control plane and workloads all run on {}.",
+            "1 host: {}, the control plane and workloads all run on {}.",
+            count(m, "etcd member"),
             plan.hosts[0].name
         )],
         Topology::TwoHost => {
@@ -315,7 +322,11 @@ fn rationale(plan: &ClusterPlan) -> Vec<String> {
             ]
         }
         Topology::MultiHost => vec![
-            format!("{n} hosts: {m} etcd members, one per host, on the most reliable hosts."),
+            if m < n {
+                format!("{n} hosts: {m} etcd members, one per host, on the most reliable hosts.")
+            } else {
+                format!("{n} hosts: {m} etcd members, one on every host.")
+            },
             format!(
                 "{cps} control planes{}.",
                 if n <= 3 {

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{ClusterPlan, EtcdMember, FailureTolerance, Front, PlannedHost};
 use crate::inventory::{EndpointMode, Role};
 use crate::versions::Component;
+use crate::words::count;
 
 /// The ordered steps `kbs apply` will take for this plan.
 pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
@@ -30,7 +31,10 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
         "preflight: OS, kernel, cgroups, swap, ports, clock skew, reachability, etcd disk fsync latency".to_string(),
         format!("prepare hosts: kernel modules, sysctls, swap off, containerd {} with the images imported, kubelet and kubeadm {v}, etcd {} on {etcd_hosts}", plan.inventory.versions.containerd, plan.inventory.versions.etcd),
         "PKI: create or reuse the cluster, front-proxy and etcd CAs and every certificate; copy to each host only what it needs".to_string(),
-        format!("etcd: start all {} member(s) together on {etcd_hosts}, then check health over mTLS", plan.etcd.len()),
+        match plan.etcd.len() {
+            1 => format!("etcd: start its one member on {etcd_hosts}, then check health over mTLS"),
+            n => format!("etcd: start all {n} members together on {etcd_hosts}, then check health over mTLS"),
+        },
     ];
     match plan.front.mode {
         EndpointMode::Vip => steps.push(format!(
@@ -246,7 +250,7 @@ fn versions_table(plan: &ClusterPlan) -> Table {
     let via = if inv.artifacts.mirrors.is_empty() {
         String::new()
     } else {
-        format!(" through {} mirror(s)", inv.artifacts.mirrors.len())
+        format!(" through {}", count(inv.artifacts.mirrors.len(), "mirror"))
     };
     t.add_row(vec![
         "artifacts".into(),
@@ -343,8 +347,8 @@ pub fn render_human(plan: &ClusterPlan) -> String {
     let quorum = plan.etcd.len() / 2 + 1;
     let _ = writeln!(
         out,
-        "\netcd: {} member(s), quorum {quorum}\n{etcd}",
-        plan.etcd.len()
+        "\netcd: {}, quorum {quorum}\n{etcd}",
+        count(plan.etcd.len(), "member")
     );
 
     let f = &plan.front;
@@ -382,8 +386,8 @@ pub fn render_human(plan: &ClusterPlan) -> String {
     let t = &plan.tolerance;
     let _ = writeln!(
         out,
-        "\nFailure tolerance: survives the loss of {} host(s) at once",
-        t.host_failures_tolerated
+        "\nFailure tolerance: survives the loss of {} at once",
+        count(t.host_failures_tolerated, "host")
     );
     let mut losses = table(&["if this host is lost", "effect"]);
     for l in &t.per_host {

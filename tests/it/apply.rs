@@ -138,7 +138,7 @@ fn lab_three_control_planes_and_a_worker_then_no_changes_then_add_node() {
     let Some(lab) = up(&["4"]) else { return };
     let state = tempfile::tempdir().expect("tmp");
     let out = ok(&apply(&lab, state.path(), &["apply"]));
-    assert!(out.contains("changed on 4 host(s)"), "{out}");
+    assert!(out.contains("changed on 4 hosts"), "{out}");
     assert_etcd_healthy(state.path(), &endpoints(&lab, &[1, 2, 3], &[2379]));
     assert_endpoint_tls(&lab, state.path());
     assert_eq!(

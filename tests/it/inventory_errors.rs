@@ -47,6 +47,9 @@ fn plan_error_text(text: &str) -> String {
         "nothing on stdout when the inventory is bad"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Each problem is printed as itself, not nested under a header with a bare "Error:".
+    assert!(!stderr.contains("Error:"), "{stderr}");
+    assert!(!stderr.contains("1 error in"), "{stderr}");
     stderr
 }
 
@@ -407,6 +410,8 @@ fn missing_inventory_file() {
         stderr.contains("cannot read inventory /nonexistent/inventory.toml"),
         "{stderr}"
     );
+    // The cause once, in the message, not again as a nested source.
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
 }
 
 #[test]

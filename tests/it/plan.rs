@@ -270,3 +270,27 @@ fn init_writes_an_inventory_that_plans() {
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("`bad` is not an IP address"));
 }
+
+#[test]
+fn version_completions_and_man_pages() {
+    let version = stdout_of(kbs().arg("--version"));
+    assert!(version.starts_with("kbs "), "{version}");
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout_of(kbs().args(["completion", shell]));
+        assert!(
+            script.contains("apply") && script.contains("add-node"),
+            "{shell}: {script}"
+        );
+    }
+    let page = stdout_of(kbs().arg("man"));
+    assert!(page.contains(".TH kbs 1"), "{page}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    kbs()
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    for name in ["kbs.1", "kbs-apply.1", "kbs-certs-renew.1"] {
+        assert!(dir.path().join(name).is_file(), "{name}");
+    }
+}
