@@ -180,7 +180,7 @@ pub async fn run(
         state.root(),
         opts.accept_new_host_keys,
     )));
-    let targets = crate::context::connect::targets(&plan.inventory)?;
+    let targets = crate::context::connect::targets(&plan.inventory);
     let reads: BTreeMap<String, HostRead> = futures::stream::iter(plan.hosts.iter())
         .map(|h| {
             let connector = &connector;
@@ -263,24 +263,6 @@ pub async fn run(
     Ok(AuditReport::new(checks))
 }
 
-/// One GET with the admin credentials: the object, `None` for 404.
-async fn fetch(client: &reqwest::Client, server: &str, path: &str) -> rules::Fetched {
-    let resp = client
-        .get(format!("{server}{path}"))
-        .send()
-        .await
-        .map_err(|e| format!("{server}: {e:#}"))?;
-    match resp.status() {
-        reqwest::StatusCode::NOT_FOUND => Ok(None),
-        s if s.is_success() => resp
-            .json()
-            .await
-            .map(Some)
-            .map_err(|e| format!("GET {path}: {e}")),
-        s => Err(format!("GET {path}: {s}")),
-    }
-}
-
 /// The inventory's namespace baselines as the API holds them, read from this machine through
 /// the endpoint with the state dir's admin kubeconfig (GET requests only).
 async fn baselines(plan: &ClusterPlan, state: &StateDir) -> Vec<Check> {
@@ -291,25 +273,35 @@ async fn baselines(plan: &ClusterPlan, state: &StateDir) -> Vec<Check> {
     use crate::render::{BASELINE_LIMITS, BASELINE_POLICY, BASELINE_QUOTA};
     let client = crate::context::api::admin_client(state);
     let mut checks = Vec::new();
-    let get = async |path: String| match &client {
-        Ok((c, server)) => fetch(c, server, &path).await,
-        Err(e) => Err(e.clone()),
-    };
+    async fn get<T: serde::de::DeserializeOwned>(
+        api: &Result<crate::context::api::Api, String>,
+        path: String,
+    ) -> rules::Fetched<T> {
+        match api {
+            Ok(api) => api.get(&path).await,
+            Err(e) => Err(e.clone()),
+        }
+    }
     for ns in namespaces {
         let n = &ns.name;
         let read = rules::BaselineRead {
-            namespace: get(format!("/api/v1/namespaces/{n}")).await,
-            quota: get(format!(
-                "/api/v1/namespaces/{n}/resourcequotas/{BASELINE_QUOTA}"
-            ))
+            namespace: get(&client, format!("/api/v1/namespaces/{n}")).await,
+            quota: get(
+                &client,
+                format!("/api/v1/namespaces/{n}/resourcequotas/{BASELINE_QUOTA}"),
+            )
             .await,
-            limits: get(format!(
-                "/api/v1/namespaces/{n}/limitranges/{BASELINE_LIMITS}"
-            ))
+            limits: get(
+                &client,
+                format!("/api/v1/namespaces/{n}/limitranges/{BASELINE_LIMITS}"),
+            )
             .await,
-            policy: get(format!(
-                "/apis/networking.k8s.io/v1/namespaces/{n}/networkpolicies/{BASELINE_POLICY}"
-            ))
+            policy: get(
+                &client,
+                format!(
+                    "/apis/networking.k8s.io/v1/namespaces/{n}/networkpolicies/{BASELINE_POLICY}"
+                ),
+            )
             .await,
         };
         checks.push(rules::namespace_baseline(ns, &read));

@@ -3,12 +3,15 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::probe::{FileStat, KERNEL_DEFAULTS, Sections, file_stats};
 use crate::facts::Facts;
-use crate::inventory::{NamespaceBaseline, PodSecurityLevel, Role};
+use crate::inventory::{NamespaceBaseline, PodSecurityLevel, Quantity, Role};
 use crate::phases::{Check, CheckStatus};
 use crate::pki::{CertInfo, HostFile, REMOTE_ETCD_PKI_DIR, REMOTE_PKI_DIR};
 use crate::plan::{ClusterPlan, PlannedHost};
@@ -937,15 +940,24 @@ pub fn local_certs(report: Result<&crate::pki::CheckReport, String>) -> Check {
 }
 
 /// What the API answered for one object of a namespace baseline: `Ok(None)` is 404.
-pub type Fetched = Result<Option<Value>, String>;
+/// An object read from the API: `None` when it does not exist.
+pub type Fetched<T> = Result<Option<T>, String>;
 
-/// The objects of one namespace baseline as the API holds them.
-#[derive(Debug, Clone)]
+/// What `namespace_baseline` judges, read through the API.
 pub struct BaselineRead {
-    pub namespace: Fetched,
-    pub quota: Fetched,
-    pub limits: Fetched,
-    pub policy: Fetched,
+    pub namespace: Fetched<Namespace>,
+    pub quota: Fetched<ResourceQuota>,
+    pub limits: Fetched<LimitRange>,
+    pub policy: Fetched<NetworkPolicy>,
+}
+
+/// Whether `have` is the amount `want` (the API returns quantities in canonical form).
+fn same_amount(have: Option<&K8sQuantity>, want: &Quantity) -> bool {
+    have.and_then(|h| Quantity::parse(&h.0)).as_ref() == Some(want)
+}
+
+fn shown(have: Option<&K8sQuantity>) -> &str {
+    have.map_or("unset", |h| h.0.as_str())
 }
 
 /// One `namespace-baseline` check (host `cluster`): the namespace exists with the quota, the
@@ -954,103 +966,88 @@ pub fn namespace_baseline(ns: &NamespaceBaseline, read: &BaselineRead) -> Check 
     let fix = "run kbs apply: it applies /etc/kbs/baselines/<namespace>.yaml on the first control plane again";
     let mut problems = Vec::new();
     let mut present = Vec::new();
-    let mut need =
-        |what: String, fetched: &Fetched, judge: &dyn Fn(&Value) -> Vec<String>| match fetched {
-            Err(e) => problems.push(format!("{what}: cannot read it: {e}")),
-            Ok(None) => problems.push(format!("{what} missing")),
-            Ok(Some(v)) => {
-                let bad = judge(v);
-                if bad.is_empty() {
-                    present.push(what);
-                } else {
-                    problems.push(format!("{what}: {}", bad.join(", ")));
-                }
-            }
-        };
-    need(format!("namespace {}", ns.name), &read.namespace, &|_| {
-        Vec::new()
-    });
+    let mut need = |what: String, bad: Result<Option<Vec<String>>, &String>| match bad {
+        Err(e) => problems.push(format!("{what}: cannot read it: {e}")),
+        Ok(None) => problems.push(format!("{what} missing")),
+        Ok(Some(bad)) if bad.is_empty() => present.push(what),
+        Ok(Some(bad)) => problems.push(format!("{what}: {}", bad.join(", "))),
+    };
+    fn judge<T>(
+        f: &Fetched<T>,
+        j: impl Fn(&T) -> Vec<String>,
+    ) -> Result<Option<Vec<String>>, &String> {
+        f.as_ref().map(|o| o.as_ref().map(j))
+    }
+    need(
+        format!("namespace {}", ns.name),
+        judge(&read.namespace, |_| Vec::new()),
+    );
     if !ns.quota.is_empty() {
-        need(
-            format!("ResourceQuota {BASELINE_QUOTA}"),
-            &read.quota,
-            &|v| {
-                ns.quota
-                    .iter()
-                    .filter_map(|(k, want)| {
-                        let have = v.pointer(&format!("/spec/hard/{k}")).map(scalar);
-                        (have.as_deref() != Some(want.as_str())).then(|| {
-                            format!("{k}={} (want {want})", have.as_deref().unwrap_or("unset"))
-                        })
-                    })
-                    .collect()
-            },
-        );
+        let bad = judge(&read.quota, |q| {
+            let hard = q.spec.as_ref().and_then(|s| s.hard.as_ref());
+            ns.quota
+                .iter()
+                .filter_map(|(k, want)| {
+                    let have = hard.and_then(|h| h.get(*k));
+                    (!same_amount(have, want)).then(|| format!("{k}={} (want {want})", shown(have)))
+                })
+                .collect()
+        });
+        need(format!("ResourceQuota {BASELINE_QUOTA}"), bad);
     }
     let defaults = [("cpu", &ns.container_cpu), ("memory", &ns.container_memory)];
     if defaults.iter().any(|(_, v)| v.is_some()) {
-        need(
-            format!("LimitRange {BASELINE_LIMITS}"),
-            &read.limits,
-            &|v| {
-                let container = v
-                    .pointer("/spec/limits")
-                    .and_then(Value::as_array)
-                    .and_then(|l| {
-                        l.iter()
-                            .find(|e| e.get("type").and_then(Value::as_str) == Some("Container"))
-                    });
-                let Some(c) = container else {
-                    return vec!["no Container limits".into()];
-                };
-                let mut bad = Vec::new();
-                for (res, want) in defaults {
-                    let Some(want) = want else { continue };
-                    for field in ["default", "defaultRequest"] {
-                        let have = c.pointer(&format!("/{field}/{res}")).map(scalar);
-                        if have.as_deref() != Some(want.as_str()) {
-                            bad.push(format!(
-                                "{field}.{res}={} (want {want})",
-                                have.as_deref().unwrap_or("unset")
-                            ));
-                        }
+        let bad = judge(&read.limits, |l| {
+            let container = l
+                .spec
+                .as_ref()
+                .and_then(|s| s.limits.iter().find(|e| e.type_ == "Container"));
+            let Some(c) = container else {
+                return vec!["no Container limits".into()];
+            };
+            let mut bad = Vec::new();
+            for (res, want) in defaults {
+                let Some(want) = want else { continue };
+                for (field, values) in [
+                    ("default", &c.default),
+                    ("defaultRequest", &c.default_request),
+                ] {
+                    let have = values.as_ref().and_then(|v| v.get(res));
+                    if !same_amount(have, want) {
+                        bad.push(format!("{field}.{res}={} (want {want})", shown(have)));
                     }
                 }
-                bad
-            },
-        );
+            }
+            bad
+        });
+        need(format!("LimitRange {BASELINE_LIMITS}"), bad);
     }
     if ns.default_deny {
-        need(
-            format!("NetworkPolicy {BASELINE_POLICY}"),
-            &read.policy,
-            &|v| {
-                let mut bad = Vec::new();
-                let selects_all = v
-                    .pointer("/spec/podSelector")
-                    .is_none_or(|s| s.as_object().is_none_or(|o| o.values().all(is_empty)));
-                if !selects_all {
-                    bad.push("does not select every pod".to_string());
+        let bad = judge(&read.policy, |p| {
+            let mut bad = Vec::new();
+            let spec = p.spec.as_ref();
+            let selects_all = spec.and_then(|s| s.pod_selector.as_ref()).is_none_or(|s| {
+                s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                    && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+            });
+            if !selects_all {
+                bad.push("does not select every pod".to_string());
+            }
+            let types = spec.and_then(|s| s.policy_types.as_ref());
+            for t in ["Ingress", "Egress"] {
+                if !types.is_some_and(|types| types.iter().any(|x| x == t)) {
+                    bad.push(format!("policyTypes lacks {t}"));
                 }
-                let types: Vec<&str> = v
-                    .pointer("/spec/policyTypes")
-                    .and_then(Value::as_array)
-                    .map(|t| t.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                for t in ["Ingress", "Egress"] {
-                    if !types.contains(&t) {
-                        bad.push(format!("policyTypes lacks {t}"));
-                    }
-                }
-                if v.pointer("/spec/ingress")
-                    .and_then(Value::as_array)
-                    .is_some_and(|i| !i.is_empty())
-                {
-                    bad.push("allows ingress".into());
-                }
-                bad
-            },
-        );
+            }
+            if spec
+                .and_then(|s| s.ingress.as_ref())
+                .is_some_and(|i| !i.is_empty())
+            {
+                bad.push("allows ingress".into());
+            }
+            bad
+        });
+        need(format!("NetworkPolicy {BASELINE_POLICY}"), bad);
     }
     let (status, found) = if problems.is_empty() {
         (CheckStatus::Pass, present.join(", "))
@@ -1058,20 +1055,6 @@ pub fn namespace_baseline(ns: &NamespaceBaseline, read: &BaselineRead) -> Check 
         (CheckStatus::Fail, problems.join("; "))
     };
     Check::new("cluster", "namespace-baseline", status, found, fix)
-}
-
-/// A quantity as the API may return it: a string, or a number for a plain count.
-fn scalar(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub fn run(
         RoleArg::Etcd => Role::Etcd,
         RoleArg::Worker => Role::Worker,
     });
-    let mut all = crate::context::connect::targets(&plan.inventory)?;
+    let mut all = crate::context::connect::targets(&plan.inventory);
     let targets: Vec<_> = plan
         .hosts
         .iter()

@@ -2,33 +2,37 @@
 //! (`admin_client`), or anonymously for `/readyz` (`anonymous_client`), which answers even when
 //! every client certificate has expired.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Deserialize;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_TYPE;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::{Ctx, HEALTH_WAIT, RunError, retry};
 use crate::inventory::HostName;
 use crate::pki::kubeconfig::Kubeconfig;
 
-#[derive(Deserialize)]
-struct NodeList {
-    items: Vec<Node>,
+/// The cluster's API with the admin credentials of the state dir, read and written as typed
+/// objects (k8s-openapi); a refusal is reported with the API server's own message.
+#[derive(Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    /// `https://host:port`, without a trailing slash.
+    pub server: String,
 }
 
+/// The `items` of any list; each item is decoded as its type.
 #[derive(Deserialize)]
-struct Node {
-    metadata: Meta,
-}
-
-#[derive(Deserialize)]
-struct Meta {
-    name: String,
+struct Items<T> {
+    items: Vec<T>,
 }
 
 /// An HTTPS client for the cluster's API with the admin credentials from the state dir; it
 /// trusts only the cluster CA.
-pub fn admin_client(state: &crate::state::StateDir) -> Result<(reqwest::Client, String), String> {
+pub fn admin_client(state: &crate::state::StateDir) -> Result<Api, String> {
     let path = crate::pki::kubeconfig_path(state, crate::pki::spec::ADMIN_CONF);
     let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let kc = Kubeconfig::parse(&text)
@@ -52,25 +56,134 @@ pub fn admin_client(state: &crate::state::StateDir) -> Result<(reqwest::Client, 
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?;
-    Ok((client, server.trim_end_matches('/').to_string()))
+    Ok(Api {
+        client,
+        server: server.trim_end_matches('/').to_string(),
+    })
 }
 
-/// The names of the registered nodes.
-pub async fn nodes(client: &reqwest::Client, server: &str) -> Result<BTreeSet<String>, String> {
-    let resp = client
-        .get(format!("{server}/api/v1/nodes"))
-        .send()
-        .await
-        .map_err(|e| format!("{server}: {e:#}"))?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(format!("GET /api/v1/nodes: {status}"));
+impl Api {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server)
     }
-    let list: NodeList = resp
-        .json()
+
+    /// One object; `None` when the API has none by that name.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, String> {
+        let r = api_call(self.client.get(self.url(path))).await?;
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        decode(r, "GET", path).await.map(Some)
+    }
+
+    /// Every object of a list (`path` may carry a query).
+    pub async fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, String> {
+        let r = api_call(self.client.get(self.url(path))).await?;
+        decode::<Items<T>>(r, "GET", path).await.map(|l| l.items)
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<Node>, String> {
+        self.list("/api/v1/nodes").await
+    }
+
+    /// Replaces an object whole (it carries the resourceVersion it was read at).
+    pub async fn put<T: Serialize>(&self, path: &str, object: &T) -> Result<(), String> {
+        let r = api_call(self.client.put(self.url(path)).json(object)).await?;
+        check(r, "PUT", path).await
+    }
+
+    /// A JSON merge patch (RFC 7386): only the fields named change, so a concurrent writer of
+    /// other fields is no conflict. `null` removes a field.
+    pub async fn merge_patch(&self, path: &str, patch: &serde_json::Value) -> Result<(), String> {
+        let r = api_call(
+            self.client
+                .patch(self.url(path))
+                .header(CONTENT_TYPE, "application/merge-patch+json")
+                .body(patch.to_string()),
+        )
+        .await?;
+        check(r, "PATCH", path).await
+    }
+
+    /// Creates an object; the API's refusal (status and message) is returned as it is, for the
+    /// caller to tell a "not now" (429) from a failure.
+    pub async fn post<T: Serialize>(&self, path: &str, object: &T) -> Result<(), Refusal> {
+        let r = api_call(self.client.post(self.url(path)).json(object))
+            .await
+            .map_err(|message| Refusal {
+                code: None,
+                message,
+            })?;
+        if r.status().is_success() {
+            return Ok(());
+        }
+        let code = r.status();
+        Err(Refusal {
+            code: Some(code),
+            message: failure(r, "POST", path).await,
+        })
+    }
+
+    /// Deletes an object; whether it was there.
+    pub async fn delete(&self, path: &str) -> Result<bool, String> {
+        let r = api_call(self.client.delete(self.url(path))).await?;
+        match r.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(failure(r, "DELETE", path).await),
+        }
+    }
+}
+
+/// A request the API did not carry out: its HTTP status (none when it was not reached) and why.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: Option<StatusCode>,
+    pub message: String,
+}
+
+async fn decode<T: DeserializeOwned>(
+    r: reqwest::Response,
+    method: &str,
+    path: &str,
+) -> Result<T, String> {
+    if !r.status().is_success() {
+        return Err(failure(r, method, path).await);
+    }
+    let body = r
+        .bytes()
         .await
-        .map_err(|e| format!("GET /api/v1/nodes: {e}"))?;
-    Ok(list.items.into_iter().map(|n| n.metadata.name).collect())
+        .map_err(|e| format!("{method} {path}: {e:#}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("{method} {path}: {e}"))
+}
+
+async fn check(r: reqwest::Response, method: &str, path: &str) -> Result<(), String> {
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(failure(r, method, path).await)
+    }
+}
+
+/// "METHOD path: 409 Conflict: <the Status object's message>", or the body's first line when
+/// the answer is not a Status.
+async fn failure(r: reqwest::Response, method: &str, path: &str) -> String {
+    let code = r.status();
+    let body = r.bytes().await.unwrap_or_default();
+    let why = serde_json::from_slice::<Status>(&body)
+        .ok()
+        .and_then(|s| s.message)
+        .or_else(|| {
+            String::from_utf8_lossy(&body)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .filter(|m| !m.is_empty());
+    match why {
+        Some(why) => format!("{method} {path}: {code}: {why}"),
+        None => format!("{method} {path}: {code}"),
+    }
 }
 
 /// An HTTPS client that trusts only the cluster CA of the state dir and presents no client

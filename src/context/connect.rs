@@ -6,16 +6,11 @@ use std::collections::BTreeMap;
 use super::{Ctx, Options, RunError};
 use crate::inventory::{Inventory, JumpHost};
 use crate::plan::ClusterPlan;
-use crate::ssh::{ConnectOptions, Connector, Exec, Held, KnownHosts, Target, parse_host_key};
+use crate::ssh::{ConnectOptions, Connector, Exec, Held, KnownHosts, Target};
 use crate::state::StateDir;
 
 /// SSH targets for every host of the inventory, keyed by host name.
-pub fn targets(inventory: &Inventory) -> Result<BTreeMap<String, Target>, RunError> {
-    let bad_key = |host: &str, e: String| RunError::Step {
-        host: host.into(),
-        step: "connect".into(),
-        message: format!("host_key: {e}"),
-    };
+pub fn targets(inventory: &Inventory) -> BTreeMap<String, Target> {
     inventory
         .hosts
         .iter()
@@ -23,29 +18,23 @@ pub fn targets(inventory: &Inventory) -> Result<BTreeMap<String, Target>, RunErr
             let mut t = Target::new(&h.name, h.address, &h.ssh.user);
             t.port = h.ssh.port;
             t.identity_file = h.ssh.identity_file.clone();
-            t.host_key = h
-                .host_key
-                .as_deref()
-                .map(parse_host_key)
-                .transpose()
-                .map_err(|e| bad_key(&h.name, e))?;
-            t.jump = match &h.ssh.jump_host {
-                Some(j) => Some(Box::new(
-                    jump_target(j, &t).map_err(|e| bad_key(&h.name, e))?,
-                )),
-                None => None,
-            };
-            Ok((h.name.clone(), t))
+            t.host_key = h.host_key.clone();
+            t.jump = h
+                .ssh
+                .jump_host
+                .as_ref()
+                .map(|j| Box::new(jump_target(j, &t)));
+            (h.name.clone(), t)
         })
         .collect()
 }
 
-fn jump_target(j: &JumpHost, behind: &Target) -> Result<Target, String> {
+fn jump_target(j: &JumpHost, behind: &Target) -> Target {
     let mut t = Target::new(format!("{}@{}", j.user, j.address), j.address, &j.user);
     t.port = j.port;
     t.identity_file = behind.identity_file.clone();
-    t.host_key = j.host_key.as_deref().map(parse_host_key).transpose()?;
-    Ok(t)
+    t.host_key = j.host_key.clone();
+    t
 }
 
 pub(crate) fn connector(
@@ -54,7 +43,7 @@ pub(crate) fn connector(
     opts: &Options,
 ) -> Result<(Connector, BTreeMap<String, Target>), RunError> {
     let known = KnownHosts::new(state.root(), opts.accept_new_host_keys);
-    let mut targets = targets(&plan.inventory)?;
+    let mut targets = targets(&plan.inventory);
     if let Some(t) = opts.timeouts {
         for target in targets.values_mut() {
             target.timeouts = t;

@@ -5,7 +5,9 @@
 
 mod components;
 mod error;
+mod hostkey;
 mod layout;
+mod quantity;
 mod raw;
 mod validate;
 
@@ -14,12 +16,15 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use russh::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 
 pub use crate::versions::{CniPlugin, Components, KubeVersion, Version};
 pub use components::{WantedImage, allow_unsupported_version};
 pub use error::{InventoryError, InventoryErrors};
+pub use hostkey::parse_host_key;
 pub use layout::{EtcdLayout, Topology, by_reliability, etcd_layout, explicit_roles};
+pub use quantity::Quantity;
 pub use validate::is_dns_label;
 
 /// A validated inventory.
@@ -288,8 +293,8 @@ pub struct JumpHost {
     pub user: String,
     pub address: IpAddr,
     pub port: u16,
-    /// The bastion's pinned host key, as an OpenSSH public key line.
-    pub host_key: Option<String>,
+    /// The bastion's pinned host key.
+    pub host_key: Option<PublicKey>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -457,10 +462,10 @@ impl SecuritySettings {
 pub struct NamespaceBaseline {
     pub name: String,
     /// ResourceQuota `hard`, in Kubernetes key order (`requests.cpu`, ...); empty means none.
-    pub quota: Vec<(&'static str, String)>,
+    pub quota: Vec<(&'static str, Quantity)>,
     /// LimitRange container default and default request; `None` means no LimitRange entry.
-    pub container_cpu: Option<String>,
-    pub container_memory: Option<String>,
+    pub container_cpu: Option<Quantity>,
+    pub container_memory: Option<Quantity>,
     pub default_deny: bool,
 }
 
@@ -498,8 +503,8 @@ pub struct Host {
     pub reliability: i64,
     /// One etcd member per listed directory on this host.
     pub etcd_data_dirs: Vec<PathBuf>,
-    /// The host's pinned SSH host key, as an OpenSSH public key line.
-    pub host_key: Option<String>,
+    /// The host's pinned SSH host key.
+    pub host_key: Option<PublicKey>,
     pub ssh: SshSettings,
 }
 

@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use russh::keys::PublicKey;
 use toml::Spanned;
 
 use super::components;
@@ -16,7 +17,8 @@ use super::raw::{
 };
 use super::{
     BackupSettings, Cluster, Endpoint, EndpointMode, EtcdSettings, Host, HostName, Inventory,
-    JumpHost, KubeVersion, NamespaceBaseline, PkiSettings, Role, SecuritySettings, SshSettings,
+    JumpHost, KubeVersion, NamespaceBaseline, PkiSettings, Quantity, Role, SecuritySettings,
+    SshSettings,
 };
 
 const MAX_ETCD_MEMBERS: usize = 7;
@@ -271,12 +273,7 @@ fn ssh_settings(
         None => Some(defaults.map_or_else(|| "root".to_string(), |d| d.user.clone())),
     };
     let jump_host = match &raw.jump_host {
-        Some(j) => parse_jump_host(
-            r,
-            &field("jump_host"),
-            j,
-            raw.jump_host_key.as_ref().map(|k| k.get_ref().clone()),
-        ),
+        Some(j) => parse_jump_host(r, &field("jump_host"), j, raw.jump_host_key.as_ref()),
         None => Some(defaults.and_then(|d| d.jump_host.clone())),
     };
     if let (None, Some(k)) = (&raw.jump_host, &raw.jump_host_key) {
@@ -317,8 +314,12 @@ fn parse_jump_host(
     r: &mut Reporter,
     field: &str,
     v: &Spanned<String>,
-    host_key: Option<String>,
+    key: Option<&Spanned<String>>,
 ) -> Option<Option<JumpHost>> {
+    let host_key = match key {
+        Some(k) => Some(host_key(r, &format!("{field}_key"), k)?),
+        None => None,
+    };
     let text = v.get_ref();
     let (user, rest) = text.split_once('@').unwrap_or(("root", text));
     let (addr, port) = match rest.rsplit_once(':') {
@@ -411,20 +412,27 @@ fn hosts(
             None => None,
         };
         let etcd_data_dirs = data_dirs(r, h);
-        let host_key = h.host_key.as_ref().and_then(|k| host_key(r, k));
+        let pinned = h.host_key.as_ref().map(|k| host_key(r, "host.host_key", k));
         let ssh = match (&h.ssh, defaults) {
             (Some(s), Some(d)) => ssh_settings(r, base, s, Some(d)),
             (None, Some(d)) => Some(d.clone()),
             (_, None) => None,
         };
-        let host = match (ok, address, etcd_data_dirs, ssh) {
-            (true, Some(address), Some(etcd_data_dirs), Some(ssh)) => Some(Host {
+        let host = match (ok, address, etcd_data_dirs, ssh, pinned) {
+            // A key that did not parse (`Some(None)`) was reported.
+            (
+                true,
+                Some(address),
+                Some(etcd_data_dirs),
+                Some(ssh),
+                pinned @ (None | Some(Some(_))),
+            ) => Some(Host {
                 name: name.clone(),
                 address,
                 roles,
                 reliability: h.reliability,
                 etcd_data_dirs,
-                host_key: host_key.flatten(),
+                host_key: pinned.flatten(),
                 ssh,
             }),
             _ => None,
@@ -464,24 +472,19 @@ fn data_dirs(r: &mut Reporter, h: &RawHost) -> Option<Vec<PathBuf>> {
     ok.then(|| seen.into_iter().map(PathBuf::from).collect())
 }
 
-/// A pinned host key must be an OpenSSH public key line: `<algorithm> <base64> [comment]`.
-fn host_key(r: &mut Reporter, k: &Spanned<String>) -> Option<Option<String>> {
-    let mut parts = k.get_ref().split_whitespace();
-    match (parts.next(), parts.next()) {
-        (Some(alg), Some(b64))
-            if (alg.starts_with("ssh-") || alg.starts_with("ecdsa-"))
-                && b64.len() > 16
-                && b64
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=')) =>
-        {
-            Some(Some(format!("{alg} {b64}")))
-        }
-        _ => {
-            r.error(span(k), "host.host_key is not an OpenSSH public key", "not `ALGORITHM BASE64`", "paste the host's key as it appears in /etc/ssh/ssh_host_ed25519_key.pub, e.g. \"ssh-ed25519 AAAAC3Nza...\"");
-            None
-        }
-    }
+/// A pinned host key, parsed here so that a bad key is an inventory error, not a failure at
+/// connect time.
+fn host_key(r: &mut Reporter, field: &str, k: &Spanned<String>) -> Option<PublicKey> {
+    super::parse_host_key(k.get_ref())
+        .map_err(|why| {
+            r.error(
+                span(k),
+                format!("{field} is not an OpenSSH public key: {why}"),
+                "not a public key",
+                "paste the host's key as it appears in /etc/ssh/ssh_host_ed25519_key.pub, e.g. \"ssh-ed25519 AAAAC3Nza...\"",
+            );
+        })
+        .ok()
 }
 
 fn endpoint(r: &mut Reporter, e: &RawEndpoint, hosts: &[HostEntry]) -> Option<Endpoint> {
@@ -853,9 +856,9 @@ fn namespace<'a>(
         );
         ok = false;
     }
-    let mut quantity = |v: &Option<Spanned<String>>, field: &str| -> Option<String> {
+    let mut quantity = |v: &Option<Spanned<String>>, field: &str| -> Option<Quantity> {
         let q = v.as_ref()?;
-        if !is_quantity(q.get_ref()) {
+        let Some(parsed) = Quantity::parse(q.get_ref()) else {
             r.error(
                 span(q),
                 format!(
@@ -867,8 +870,8 @@ fn namespace<'a>(
             );
             ok = false;
             return None;
-        }
-        Some(q.get_ref().clone())
+        };
+        Some(parsed)
     };
     let mut quota = Vec::new();
     for (key, field, v) in [
@@ -884,7 +887,7 @@ fn namespace<'a>(
     let container_cpu = quantity(&ns.container_cpu, "container_cpu");
     let container_memory = quantity(&ns.container_memory, "container_memory");
     if let Some(p) = &ns.pods {
-        quota.push(("pods", p.get_ref().to_string()));
+        quota.extend(Quantity::parse(&p.get_ref().to_string()).map(|q| ("pods", q)));
     }
     ok.then(|| NamespaceBaseline {
         name: name.clone(),
@@ -893,22 +896,6 @@ fn namespace<'a>(
         container_memory,
         default_deny: ns.default_deny.unwrap_or(true),
     })
-}
-
-/// A Kubernetes resource quantity as written by people: a decimal number with an optional
-/// SI or binary suffix ("500m", "1.5", "512Mi", "2G").
-fn is_quantity(s: &str) -> bool {
-    const SUFFIXES: [&str; 14] = [
-        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E", "",
-    ];
-    let Some(num) = SUFFIXES.iter().find_map(|x| s.strip_suffix(x)) else {
-        return false;
-    };
-    let (int, frac) = num.split_once('.').unwrap_or((num, "0"));
-    !int.is_empty()
-        && !frac.is_empty()
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn backup(r: &mut Reporter, raw: &RawBackup) -> BackupSettings {

@@ -8,12 +8,8 @@
 //! is removed the same way without its teardown. Every step skips what is already done, so a
 //! cut-off run is finished by running it again.
 
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
-
+use super::drain::drain;
 use super::reset::reset_host;
-use crate::context::api::api_call;
 use crate::context::etcd::{etcdctl_at, wait_healthy_with};
 use crate::context::{Ctx, RunError};
 use crate::inventory::{EndpointMode, Inventory, Role};
@@ -79,125 +75,20 @@ pub struct RemoveReport {
     pub next_steps: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct MemberId {
-    id: String,
+/// etcdctl `member list -w json`: the members, each with its ID as a number (etcdctl's other
+/// commands take it in hex).
+#[derive(Debug, serde::Deserialize)]
+struct MemberList {
+    #[serde(default)]
+    members: Vec<Member>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Member {
+    #[serde(rename = "ID")]
+    id: u64,
+    #[serde(default)]
     name: String,
-}
-
-/// `member list -w simple`: `id, status, name, peer urls, client urls[, is learner]`.
-fn parse_members(text: &str) -> Vec<MemberId> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(", ").collect();
-            (f.len() >= 3).then(|| MemberId {
-                id: f[0].trim().to_string(),
-                name: f[2].trim().to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Marks the Node unschedulable and evicts its pods (DaemonSet and mirror pods stay, as with
-/// `kubectl drain --ignore-daemonsets`). Returns what was done, or why draining was skipped.
-pub(crate) async fn drain(
-    client: &reqwest::Client,
-    server: &str,
-    node: &str,
-) -> Result<Vec<String>, String> {
-    let url = format!("{server}/api/v1/nodes/{node}");
-    let resp = api_call(client.get(&url)).await?;
-    if resp.status() == reqwest::StatusCode::NOT_FOUND {
-        return Ok(vec![format!(
-            "no Node `{node}` in the API: nothing to drain"
-        )]);
-    }
-    if !resp.status().is_success() {
-        return Err(format!("GET {url}: {}", resp.status()));
-    }
-    let mut obj: Value = resp.json().await.map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    if obj["spec"]["unschedulable"] != Value::Bool(true) {
-        obj["spec"]["unschedulable"] = Value::Bool(true);
-        let r = api_call(client.put(&url).json(&obj)).await?;
-        if !r.status().is_success() {
-            return Err(format!("PUT {url} (cordon): {}", r.status()));
-        }
-        out.push(format!("cordoned Node {node} (spec.unschedulable = true)"));
-    }
-    let pods_url = format!("{server}/api/v1/pods?fieldSelector=spec.nodeName%3D{node}");
-    let started = Instant::now();
-    loop {
-        let r = api_call(client.get(&pods_url)).await?;
-        if r.status() == reqwest::StatusCode::NOT_FOUND {
-            out.push(
-                "the API serves no pods (the lab's stand-in API server): nothing to evict".into(),
-            );
-            return Ok(out);
-        }
-        if !r.status().is_success() {
-            return Err(format!("GET /api/v1/pods: {}", r.status()));
-        }
-        let list: Value = r.json().await.map_err(|e| e.to_string())?;
-        let evictable: Vec<(String, String)> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| {
-                let meta = &p["metadata"];
-                let mirror = meta["annotations"]["kubernetes.io/config.mirror"].is_string();
-                let daemon = meta["ownerReferences"]
-                    .as_array()
-                    .is_some_and(|o| o.iter().any(|r| r["kind"] == "DaemonSet"));
-                let finished =
-                    matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
-                !(mirror || daemon || finished)
-            })
-            .filter_map(|p| {
-                Some((
-                    p["metadata"]["namespace"].as_str()?.to_string(),
-                    p["metadata"]["name"].as_str()?.to_string(),
-                ))
-            })
-            .collect();
-        if evictable.is_empty() {
-            out.push(format!("no pods left to evict on {node}"));
-            return Ok(out);
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            return Err(format!(
-                "{} still on {node} after 5 minutes (a PodDisruptionBudget may block them)",
-                count(evictable.len(), "pod")
-            ));
-        }
-        for (ns, name) in &evictable {
-            let body = serde_json::json!({
-                "apiVersion": "policy/v1",
-                "kind": "Eviction",
-                "metadata": {"name": name, "namespace": ns},
-            });
-            // 429: a disruption budget says not now; the next round tries again.
-            let _ = api_call(
-                client
-                    .post(format!(
-                        "{server}/api/v1/namespaces/{ns}/pods/{name}/eviction"
-                    ))
-                    .json(&body),
-            )
-            .await;
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-}
-
-async fn delete_node(client: &reqwest::Client, server: &str, node: &str) -> Result<bool, String> {
-    let url = format!("{server}/api/v1/nodes/{node}");
-    let r = api_call(client.delete(&url)).await?;
-    match r.status() {
-        s if s.is_success() => Ok(true),
-        reqwest::StatusCode::NOT_FOUND => Ok(false),
-        s => Err(format!("DELETE {url}: {s}")),
-    }
 }
 
 /// Removes the etcd members on `host`, asking a surviving member; waits until the survivors are
@@ -234,25 +125,30 @@ async fn remove_members(
         });
     };
     let s = cx.session(&via).await?;
-    let out = s
-        .exec(Exec::new(&etcdctl_at(&survivors, "member list")).sudo(true))
-        .await?;
-    if !out.success() {
-        return Err(Ctx::step_error(&via, "etcd/member-list", &out));
-    }
-    let members = parse_members(&out.stdout_lossy());
+    let out = Ctx::root(
+        &s,
+        &via,
+        "etcd/member-list",
+        Exec::new(&etcdctl_at(&survivors, "member list -w json")),
+    )
+    .await?;
+    let members: MemberList = serde_json::from_str(&out).map_err(|e| RunError::Step {
+        host: via.clone(),
+        step: "etcd/member-list".into(),
+        message: format!("etcdctl member list -w json: {e}"),
+    })?;
     for name in &names {
-        let Some(m) = members.iter().find(|m| &m.name == name) else {
+        let Some(m) = members.members.iter().find(|m| &m.name == name) else {
             report
                 .done
                 .push(format!("etcd member {name}: already removed"));
             continue;
         };
-        let cmd = etcdctl_at(&survivors, &format!("member remove {}", m.id));
+        let cmd = etcdctl_at(&survivors, &format!("member remove {:x}", m.id));
         cx.change(
             &via,
             "etcd/member-remove",
-            format!("etcdctl member remove {} ({name})", m.id),
+            format!("etcdctl member remove {:x} ({name})", m.id),
             async {
                 let out = s.exec(Exec::new(&cmd).sudo(true)).await?;
                 if out.success() {
@@ -264,7 +160,7 @@ async fn remove_members(
         )
         .await?;
         report.done.push(format!(
-            "removed etcd member {name} (ID {}) via {via}",
+            "removed etcd member {name} (ID {:x}) via {via}",
             m.id
         ));
     }
@@ -406,7 +302,7 @@ pub async fn run(
     let api = crate::context::api::admin_client(&cx.state);
     if kube_node {
         match &api {
-            Ok((client, server)) => match drain(client, server, host).await {
+            Ok(api) => match drain(api, host, opts.force).await {
                 Ok(lines) => report.done.extend(lines),
                 Err(e) if opts.force => report
                     .warnings
@@ -436,7 +332,7 @@ pub async fn run(
 
     if kube_node {
         match &api {
-            Ok((client, server)) => match delete_node(client, server, host).await {
+            Ok(api) => match api.delete(&format!("/api/v1/nodes/{host}")).await {
                 Ok(true) => report.done.push(format!("deleted Node {host}")),
                 Ok(false) => report.done.push(format!("Node {host}: already gone")),
                 Err(e) => report.warnings.push(format!(
@@ -528,12 +424,14 @@ mod tests {
     }
 
     #[test]
-    fn member_list_is_parsed() {
-        let text = "8e9e05c52164694d, started, node-1, https://172.30.4.11:2380, https://172.30.4.11:2379, false\n\
-                    91bc3c398fb3c146, started, node-2, https://172.30.4.12:2380, https://172.30.4.12:2379, false\n";
-        let m = parse_members(text);
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[1].id, "91bc3c398fb3c146");
-        assert_eq!(m[1].name, "node-2");
+    fn member_list_is_read_from_json_and_ids_are_hex() {
+        // etcdctl 3.5 `member list -w json`, trimmed.
+        let text = r#"{"header":{"cluster_id":1,"member_id":2,"raft_term":3},"members":[
+            {"ID":10276657743932975437,"name":"node-1","peerURLs":["https://172.30.4.11:2380"],"clientURLs":["https://172.30.4.11:2379"]},
+            {"ID":10501334649042878790,"name":"node-2","peerURLs":["https://172.30.4.12:2380"]}]}"#;
+        let m: MemberList = serde_json::from_str(text).expect("json");
+        assert_eq!(m.members.len(), 2);
+        assert_eq!(format!("{:x}", m.members[0].id), "8e9e05c52164694d");
+        assert_eq!(m.members[1].name, "node-2");
     }
 }

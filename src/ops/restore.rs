@@ -341,10 +341,15 @@ async fn cleanup(cx: &Ctx, hosts: &[String]) {
 }
 
 async fn wait_api(cx: &Ctx) -> miette::Result<()> {
-    let (client, server) = admin_client(&cx.state).map_err(|e| miette!("{e}"))?;
-    retry::until(WAIT, Duration::from_secs(2), || ready(&client, &server))
-        .await
-        .map_err(|problem| {
-            miette!("etcd is restored, but the API does not answer through {server}: {problem}")
-        })
+    let api = admin_client(&cx.state).map_err(|e| miette!("{e}"))?;
+    retry::until(WAIT, Duration::from_secs(2), || {
+        ready(&api.client, &api.server)
+    })
+    .await
+    .map_err(|problem| {
+        miette!(
+            "etcd is restored, but the API does not answer through {}: {problem}",
+            api.server
+        )
+    })
 }

@@ -360,7 +360,7 @@ async fn etcd(cx: &Ctx) -> Vec<MemberStatus> {
 async fn api(cx: &Ctx) -> Vec<ApiStatus> {
     let mut targets: Vec<(String, String)> = Vec::new();
     let client = crate::context::api::admin_client(&cx.state);
-    let (client, server) = match client {
+    let crate::context::api::Api { client, server } = match client {
         Ok(c) => c,
         Err(e) => {
             return vec![ApiStatus {

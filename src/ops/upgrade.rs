@@ -25,11 +25,10 @@ use std::fmt;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::Value;
 
-use super::remove::drain;
+use super::drain::{drain, uncordon};
 use crate::artifacts::{Bundle, HostClass};
-use crate::context::api::api_call;
+use crate::context::api::{Api, admin_client};
 use crate::context::api::{anonymous_client, apiserver_url, wait_ready};
 use crate::context::journal::StepStatus;
 use crate::context::{Ctx, HEALTH_WAIT, RunError, each_host, retry};
@@ -331,28 +330,19 @@ fn batches(needed: &[bool], max: usize) -> Vec<usize> {
 }
 
 /// The Node list: name → (kubelet version it reports, unschedulable).
-async fn nodes(
-    client: &reqwest::Client,
-    server: &str,
-) -> Result<BTreeMap<String, (Option<KubeVersion>, bool)>, String> {
-    let r = api_call(client.get(format!("{server}/api/v1/nodes"))).await?;
-    if !r.status().is_success() {
-        return Err(format!("GET /api/v1/nodes: {}", r.status()));
-    }
-    let list: Value = r.json().await.map_err(|e| e.to_string())?;
-    Ok(list["items"]
-        .as_array()
+async fn nodes(api: &Api) -> Result<BTreeMap<String, (Option<KubeVersion>, bool)>, String> {
+    Ok(api
+        .nodes()
+        .await?
         .into_iter()
-        .flatten()
         .filter_map(|n| {
-            let name = n["metadata"]["name"].as_str()?.to_string();
-            let version = n["status"]["nodeInfo"]["kubeletVersion"]
-                .as_str()
-                .and_then(KubeVersion::from_reported);
-            Some((
-                name,
-                (version, n["spec"]["unschedulable"] == Value::Bool(true)),
-            ))
+            let version = n
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .and_then(|i| KubeVersion::from_reported(&i.kubelet_version));
+            let unschedulable = n.spec.and_then(|s| s.unschedulable).unwrap_or(false);
+            Some((n.metadata.name?, (version, unschedulable)))
         })
         .collect())
 }
@@ -360,10 +350,8 @@ async fn nodes(
 /// `/version` of the API server at `url` (anonymous).
 async fn apiserver_version(client: &reqwest::Client, url: &str) -> Option<KubeVersion> {
     let r = client.get(format!("{url}/version")).send().await.ok()?;
-    let v: Value = r.json().await.ok()?;
-    v["gitVersion"]
-        .as_str()
-        .and_then(KubeVersion::from_reported)
+    let v: k8s_openapi::apimachinery::pkg::version::Info = r.json().await.ok()?;
+    KubeVersion::from_reported(&v.git_version)
 }
 
 fn etcd_files(bundle: &Bundle) -> Vec<Desired> {
@@ -379,13 +367,12 @@ fn etcd_files(bundle: &Bundle) -> Vec<Desired> {
 async fn read_running(
     cx: &Ctx,
     bundle: &Bundle,
-    client: &reqwest::Client,
-    server: &str,
+    api: &Api,
 ) -> Result<BTreeMap<String, Running>, UpgradeError> {
-    let listed = nodes(client, server)
+    let listed = nodes(api)
         .await
         .map_err(|e| UpgradeError::Refused {
-            message: format!("cannot list the Nodes through the endpoint {server}: {e}"),
+            message: format!("cannot list the Nodes through the endpoint {}: {e}", api.server),
             help: "kbs upgrade needs the API up through the endpoint: check kbs status; nothing was changed".into(),
         })?;
     let anon = anonymous_client(cx)?;
@@ -463,13 +450,11 @@ pub async fn plan(
 ) -> Result<(UpgradePlan, Bundle), UpgradeError> {
     let bundle = load_artifacts(cx).await?;
     cx.facts = crate::phases::connect::gather(cx).await?;
-    let (client, server) =
-        crate::context::api::admin_client(&cx.state).map_err(|e| UpgradeError::Refused {
-            message: format!("no admin credentials: {e}"),
-            help: "kbs upgrade works on a cluster kbs built from this state dir (--state-dir)"
-                .into(),
-        })?;
-    let running = read_running(cx, &bundle, &client, &server).await?;
+    let api = admin_client(&cx.state).map_err(|e| UpgradeError::Refused {
+        message: format!("no admin credentials: {e}"),
+        help: "kbs upgrade works on a cluster kbs built from this state dir (--state-dir)".into(),
+    })?;
+    let running = read_running(cx, &bundle, &api).await?;
     let target = cx.plan.inventory.cluster.kubernetes_version;
     let cluster = check_versions(target, &running, &cx.plan.inventory.path)?;
     let steps = steps(cx, target, &running, max_unavailable);
@@ -491,8 +476,7 @@ pub async fn run(
     bundle: Bundle,
 ) -> Result<UpgradeReport, UpgradeError> {
     let notes = Vec::new();
-    let (client, server) =
-        crate::context::api::admin_client(&cx.state).map_err(RunError::Verify)?;
+    let admin = admin_client(&cx.state).map_err(RunError::Verify)?;
     let anon = anonymous_client(cx)?;
     if plan.needed().next().is_none() {
         cx.disconnect_all().await;
@@ -548,9 +532,8 @@ pub async fn run(
         ca_cert_hashes: vec![CA_CERT_HASH_PLACEHOLDER.into()],
     };
     let rendered = crate::phases::files::render(cx, &placeholders)?;
-    let api = Api {
-        client: &client,
-        server: &server,
+    let api = Upgrading {
+        api: &admin,
         anon: &anon,
         target: plan.target,
     };
@@ -588,7 +571,7 @@ pub async fn run(
     }
 
     // 6. Everything reports the target.
-    let listed = nodes(&client, &server).await.map_err(RunError::Verify)?;
+    let listed = nodes(&admin).await.map_err(RunError::Verify)?;
     let mut behind = Vec::new();
     for h in &cx.plan.hosts {
         if let Some((v, unschedulable)) = listed.get(&h.name) {
@@ -635,10 +618,10 @@ pub async fn run(
     })
 }
 
-/// The API through the endpoint (admin) and anonymous (for `/readyz` and `/version`).
-struct Api<'a> {
-    client: &'a reqwest::Client,
-    server: &'a str,
+/// The API through the endpoint (admin) and anonymous (for `/readyz` and `/version`), and the
+/// version being upgraded to.
+struct Upgrading<'a> {
+    api: &'a Api,
     anon: &'a reqwest::Client,
     target: KubeVersion,
 }
@@ -655,7 +638,7 @@ fn step_error(host: &str, step: &str, message: String) -> RunError {
 /// binaries and host files, kubeadm upgrade, kubelet restart, checks, uncordon, endpoint ready.
 async fn upgrade_node(
     cx: &Ctx,
-    api: &Api<'_>,
+    api: &Upgrading<'_>,
     step: &Step,
     bundle: &Bundle,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
@@ -675,7 +658,7 @@ async fn upgrade_node(
         format!("upgrade to {}: drain, {what}, restart the kubelet, uncordon", api.target),
         async {
             hp.step("drain");
-            for line in drain(api.client, api.server, host)
+            for line in drain(api.api, host, false)
                 .await
                 .map_err(|e| step_error(host, "upgrade/drain", e))?
             {
@@ -739,10 +722,10 @@ async fn upgrade_node(
             }
             wait_kubelet(api, host).await?;
             hp.step("uncordon");
-            uncordon(api.client, api.server, host)
+            uncordon(api.api, host)
                 .await
                 .map_err(|e| step_error(host, "upgrade/uncordon", e))?;
-            wait_ready(cx, api.anon, "endpoint", api.server).await?;
+            wait_ready(cx, api.anon, "endpoint", &api.api.server).await?;
             Ok(())
         },
     )
@@ -755,7 +738,7 @@ async fn upgrade_node(
 /// the new kubernetesVersion and this version's API server flags) into the kubeadm-config
 /// ConfigMap, which `kubeadm upgrade` reads.
 async fn upload_cluster_configuration(
-    api: &Api<'_>,
+    api: &Upgrading<'_>,
     host: &str,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
 ) -> Result<(), RunError> {
@@ -769,26 +752,19 @@ async fn upload_cluster_configuration(
         .split("\n---\n")
         .find(|d| d.lines().any(|l| l.trim() == "kind: ClusterConfiguration"))
         .ok_or_else(|| fail("init.yaml holds no ClusterConfiguration".into()))?;
-    let url = format!("{}{KUBEADM_CONFIG}", api.server);
-    let r = api_call(api.client.get(&url)).await.map_err(fail)?;
-    if !r.status().is_success() {
-        return Err(fail(format!("GET kubeadm-config: {}", r.status())));
-    }
-    let mut cm: Value = r.json().await.map_err(|e| fail(e.to_string()))?;
-    cm["data"]["ClusterConfiguration"] = Value::String(format!("{}\n", cc.trim()));
-    let r = api_call(api.client.put(&url).json(&cm))
+    // A merge patch of the one key: the ConfigMap's other keys stay as kubeadm wrote them.
+    let patch =
+        serde_json::json!({ "data": { "ClusterConfiguration": format!("{}\n", cc.trim()) } });
+    api.api
+        .merge_patch(KUBEADM_CONFIG, &patch)
         .await
-        .map_err(fail)?;
-    if !r.status().is_success() {
-        return Err(fail(format!("PUT kubeadm-config: {}", r.status())));
-    }
-    Ok(())
+        .map_err(fail)
 }
 
 /// Waits until the host's Node reports the target kubelet version (the restarted kubelet).
-async fn wait_kubelet(api: &Api<'_>, host: &str) -> Result<(), RunError> {
+async fn wait_kubelet(api: &Upgrading<'_>, host: &str) -> Result<(), RunError> {
     retry::until(HEALTH_WAIT, Duration::from_secs(1), || async {
-        match nodes(api.client, api.server).await?.get(host) {
+        match nodes(api.api).await?.get(host) {
             Some((Some(v), _)) if *v == api.target => Ok(()),
             Some((v, _)) => Err(format!(
                 "its Node reports kubelet {}",
@@ -809,28 +785,6 @@ async fn wait_kubelet(api: &Api<'_>, host: &str) -> Result<(), RunError> {
             ),
         )
     })
-}
-
-/// Makes the Node schedulable again (what `kubectl uncordon` does).
-async fn uncordon(client: &reqwest::Client, server: &str, node: &str) -> Result<(), String> {
-    let url = format!("{server}/api/v1/nodes/{node}");
-    let r = api_call(client.get(&url)).await?;
-    if !r.status().is_success() {
-        return Err(format!("GET {url}: {}", r.status()));
-    }
-    let mut obj: Value = r.json().await.map_err(|e| e.to_string())?;
-    let Some(spec) = obj["spec"].as_object_mut() else {
-        return Ok(());
-    };
-    if spec.remove("unschedulable").is_none() {
-        return Ok(());
-    }
-    let r = api_call(client.put(&url).json(&obj)).await?;
-    if r.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("PUT {url} (uncordon): {}", r.status()))
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::context::api::{admin_client, nodes, ready};
+use crate::context::api::{admin_client, ready};
 use crate::context::{Ctx, HEALTH_WAIT, RunError, retry};
 use crate::inventory::Role;
 
@@ -12,7 +12,7 @@ pub(super) async fn run(cx: &Ctx) -> Result<(), RunError> {
     if cx.opts.dry_run {
         return Ok(());
     }
-    let (client, server) = admin_client(&cx.state).map_err(RunError::Verify)?;
+    let api = admin_client(&cx.state).map_err(RunError::Verify)?;
     // add-node checks its own hosts: others in the inventory may be waiting for their turn.
     let want: BTreeSet<String> = cx
         .hosts()
@@ -21,8 +21,13 @@ pub(super) async fn run(cx: &Ctx) -> Result<(), RunError> {
         .collect();
     let hp = cx.progress.host("cluster", "verify");
     let result = retry::until(HEALTH_WAIT, Duration::from_secs(2), || async {
-        ready(&client, &server).await?;
-        let have = nodes(&client, &server).await?;
+        ready(&api.client, &api.server).await?;
+        let have: BTreeSet<String> = api
+            .nodes()
+            .await?
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
         let missing: Vec<&str> = want.difference(&have).map(String::as_str).collect();
         if missing.is_empty() {
             Ok(())
@@ -35,7 +40,8 @@ pub(super) async fn run(cx: &Ctx) -> Result<(), RunError> {
     hp.finish(result.as_ref().err().map(String::as_str));
     result.map_err(|problem| {
         RunError::Verify(format!(
-            "the cluster did not become ready through {server}: {problem}"
+            "the cluster did not become ready through {}: {problem}",
+            api.server
         ))
     })
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::inventory::{NamespaceBaseline, Role, SecuritySettings};
+use crate::inventory::{NamespaceBaseline, Quantity, Role, SecuritySettings};
 use crate::plan::{ClusterPlan, PlannedHost};
 
 use super::{HostResources, RenderInputs};
@@ -161,10 +161,13 @@ impl<'a> NamespaceCtx<'a> {
             quota: ns
                 .quota
                 .iter()
-                .map(|(key, value)| QuotaItem { key, value })
+                .map(|(key, value)| QuotaItem {
+                    key,
+                    value: value.as_str(),
+                })
                 .collect(),
-            container_cpu: ns.container_cpu.as_deref(),
-            container_memory: ns.container_memory.as_deref(),
+            container_cpu: ns.container_cpu.as_ref().map(Quantity::as_str),
+            container_memory: ns.container_memory.as_ref().map(Quantity::as_str),
             default_deny: ns.default_deny,
         }
     }

@@ -24,7 +24,7 @@ pub use fanout::{
 pub use hostkey::{KnownHosts, fingerprint};
 pub use progress::{HostProgress, Progress, ProgressMode};
 pub use session::{ConnectOptions, Connector, Held, MAX_CHANNELS, Session};
-pub use target::{Target, Timeouts, parse_host_key};
+pub use target::{Target, Timeouts};
 pub use upload::FileAttrs;
 
 /// One shell word for a remote script. A string with a NUL byte cannot be a shell word: it

@@ -95,18 +95,18 @@ pub(crate) fn endpoints(lab: &Lab, nodes: &[u8], ports: &[u16]) -> Vec<String> {
 
 pub(crate) fn node_names(lab: &Lab, state: &Path) -> BTreeSet<String> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, server) = kbs::context::api::admin_client(&kbs::state::StateDir::new(state))
+    let api = kbs::context::api::admin_client(&kbs::state::StateDir::new(state))
         .expect("admin kubeconfig");
     assert_eq!(
-        server,
+        api.server,
         format!("https://{}:8443", lab.ip(100)),
         "admin.conf points at the endpoint"
     );
     // Right after a host is killed or the front restarted, the VIP may be moving: retry a while.
     let started = Instant::now();
     loop {
-        match rt.block_on(kbs::context::api::nodes(&client, &server)) {
-            Ok(nodes) => return nodes,
+        match rt.block_on(api.nodes()) {
+            Ok(nodes) => return nodes.into_iter().filter_map(|n| n.metadata.name).collect(),
             Err(e) if started.elapsed() > Duration::from_secs(30) => {
                 panic!("the API lists no nodes with the admin kubeconfig: {e}")
             }
@@ -241,7 +241,7 @@ fn lab_single_host() {
 /// Polls GET /readyz through the VIP until it answers 200; returns how long that took.
 fn readyz_through_vip(state: &Path, limit: Duration) -> Duration {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, server) =
+    let kbs::context::api::Api { client, server } =
         kbs::context::api::admin_client(&kbs::state::StateDir::new(state)).expect("client");
     let started = Instant::now();
     rt.block_on(async {

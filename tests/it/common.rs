@@ -134,8 +134,9 @@ pub fn files_ending(inputs: &RenderInputs, suffix: &str) -> Vec<(String, String,
 /// GET `path` through the endpoint with the state dir's admin credentials, from this machine.
 pub fn api_get(state: &Path, path: &str) -> Value {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, server) = kbs::context::api::admin_client(&kbs::state::StateDir::new(state))
-        .expect("admin kubeconfig");
+    let kbs::context::api::Api { client, server } =
+        kbs::context::api::admin_client(&kbs::state::StateDir::new(state))
+            .expect("admin kubeconfig");
     rt.block_on(async {
         let resp = client
             .get(format!("{server}{path}"))

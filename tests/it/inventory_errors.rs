@@ -512,3 +512,30 @@ fn cni_manifest_next_to_the_inventory_is_accepted() {
         "{stdout}"
     );
 }
+
+#[test]
+fn pinned_host_keys_are_parsed_when_the_inventory_loads() {
+    // Right shape, but the base64 is not a whole ed25519 key: found at load, not at connect.
+    let e = plan_error(
+        "address = \"192.0.2.12\"",
+        "address = \"192.0.2.12\"\nhost_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3a\"",
+    );
+    assert_has(
+        &e,
+        &[
+            "host.host_key is not an OpenSSH public key",
+            "inventory.toml:19:12",
+        ],
+    );
+    let e = plan_error(
+        "address = \"192.0.2.13\"",
+        "address = \"192.0.2.13\"\nssh = { jump_host = \"root@192.0.2.5\", jump_host_key = \"nonsense\" }",
+    );
+    assert_has(&e, &["jump_host_key is not an OpenSSH public key"]);
+    let (_dir, path) = write_inventory(&VALID.replacen(
+        "address = \"192.0.2.12\"",
+        "address = \"192.0.2.12\"\nhost_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ host\"",
+        1,
+    ));
+    kbs().arg("plan").arg(&path).assert().success();
+}

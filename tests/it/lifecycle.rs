@@ -64,7 +64,7 @@ pub(crate) struct Poller {
 impl Poller {
     pub(crate) fn start(state: &Path) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let (client, server) =
+        let kbs::context::api::Api { client, server } =
             kbs::context::api::admin_client(&StateDir::new(state)).expect("admin client");
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {

@@ -69,8 +69,9 @@ struct Api {
 
 impl Api {
     fn new(state: &Path) -> Self {
-        let (client, server) = kbs::context::api::admin_client(&kbs::state::StateDir::new(state))
-            .expect("admin kubeconfig");
+        let kbs::context::api::Api { client, server } =
+            kbs::context::api::admin_client(&kbs::state::StateDir::new(state))
+                .expect("admin kubeconfig");
         Self {
             rt: tokio::runtime::Runtime::new().expect("runtime"),
             client,

@@ -342,7 +342,7 @@ async fn changed_host_key_is_always_refused() {
 
 fn client_keys_pub() -> russh::keys::PublicKey {
     let line = std::fs::read_to_string(crate::keys::pub_of(&client_keys().ed25519)).expect("pub");
-    kbs::ssh::parse_host_key(&line).expect("parse")
+    kbs::inventory::parse_host_key(&line).expect("parse")
 }
 
 #[tokio::test(flavor = "multi_thread")]

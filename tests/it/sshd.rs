@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use kbs::ssh::{Target, Timeouts, parse_host_key};
+use kbs::inventory::parse_host_key;
+use kbs::ssh::{Target, Timeouts};
 use russh::keys::PublicKey;
 
 use crate::keys::{client_keys, keygen};

@@ -107,8 +107,9 @@ fn versions(lab: &Lab, state: &Path, n: u8) -> String {
 /// Each Node's kubelet version as the API lists it.
 fn node_versions(state: &Path) -> Vec<(String, String)> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (client, server) = kbs::context::api::admin_client(&kbs::state::StateDir::new(state))
-        .expect("admin kubeconfig");
+    let kbs::context::api::Api { client, server } =
+        kbs::context::api::admin_client(&kbs::state::StateDir::new(state))
+            .expect("admin kubeconfig");
     let list: serde_json::Value = rt.block_on(async {
         client
             .get(format!("{server}/api/v1/nodes"))

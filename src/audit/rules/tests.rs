@@ -384,11 +384,19 @@ fn a_worker_gets_no_control_plane_or_etcd_checks() {
     assert!(script.contains("kubelet-config"));
 }
 
+fn q(s: &str) -> Quantity {
+    Quantity::parse(s).expect("quantity")
+}
+
+fn fetched<T: serde::de::DeserializeOwned>(json: &str) -> Fetched<T> {
+    Ok(Some(serde_json::from_str(json).expect("json")))
+}
+
 fn baseline() -> NamespaceBaseline {
     NamespaceBaseline {
         name: "shop".into(),
-        quota: vec![("requests.cpu", "4".into()), ("pods", "50".into())],
-        container_cpu: Some("250m".into()),
+        quota: vec![("requests.cpu", q("4")), ("pods", q("50"))],
+        container_cpu: Some(q("250m")),
         container_memory: None,
         default_deny: true,
     }
@@ -396,14 +404,14 @@ fn baseline() -> NamespaceBaseline {
 
 /// The objects as the API server stand-in returns them after `kbs apply`.
 fn applied() -> BaselineRead {
-    let v = |s: &str| Ok(Some(serde_json::from_str::<Value>(s).expect("json")));
     BaselineRead {
-        namespace: v(r#"{"kind":"Namespace","metadata":{"name":"shop"}}"#),
-        quota: v(r#"{"spec":{"hard":{"requests.cpu":"4","pods":"50"}}}"#),
-        limits: v(
+        namespace: fetched(r#"{"kind":"Namespace","metadata":{"name":"shop"}}"#),
+        // As the API server returns them: canonical quantities ("4" for "4", "250m").
+        quota: fetched(r#"{"spec":{"hard":{"requests.cpu":"4","pods":"50"}}}"#),
+        limits: fetched(
             r#"{"spec":{"limits":[{"type":"Container","default":{"cpu":"250m"},"defaultRequest":{"cpu":"250m"}}]}}"#,
         ),
-        policy: v(
+        policy: fetched(
             r#"{"spec":{"podSelector":{},"policyTypes":["Ingress","Egress"],"egress":[{"ports":[{"port":53}]}]}}"#,
         ),
     }
@@ -431,12 +439,10 @@ fn namespace_baselines_pass_as_applied_and_fail_when_an_object_goes() {
     );
 
     let mut r = applied();
-    r.quota = Ok(Some(
-        serde_json::json!({"spec": {"hard": {"requests.cpu": "8"}}}),
-    ));
-    r.policy = Ok(Some(
-        serde_json::json!({"spec": {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Egress"], "ingress": [{}]}}),
-    ));
+    r.quota = fetched(r#"{"spec": {"hard": {"requests.cpu": "8"}}}"#);
+    r.policy = fetched(
+        r#"{"spec": {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Egress"], "ingress": [{}]}}"#,
+    );
     let c = namespace_baseline(&baseline(), &r);
     for part in [
         "requests.cpu=8 (want 4)",
@@ -454,6 +460,14 @@ fn namespace_baselines_pass_as_applied_and_fail_when_an_object_goes() {
         namespace_baseline(&baseline(), &r).status,
         CheckStatus::Fail
     );
+    // The API's canonical form of the same amounts passes: "4" as "4000m", "250m" as "0.25".
+    let mut r = applied();
+    r.quota = fetched(r#"{"spec":{"hard":{"requests.cpu":"4000m","pods":"50"}}}"#);
+    r.limits = fetched(
+        r#"{"spec":{"limits":[{"type":"Container","default":{"cpu":"0.25"},"defaultRequest":{"cpu":"250m"}}]}}"#,
+    );
+    let c = namespace_baseline(&baseline(), &r);
+    assert_eq!(c.status, CheckStatus::Pass, "{}", c.found);
     // Only what the inventory asks for is required.
     let mut b = baseline();
     b.container_cpu = None;

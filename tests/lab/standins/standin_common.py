@@ -711,11 +711,11 @@ class ApiClient:
                 ctx.load_cert_chain(f.name)
         self.ctx = ctx
 
-    def request(self, method, path, body=None):
+    def request(self, method, path, body=None, content_type="application/json"):
         conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=self.timeout)
         headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
             body = json.dumps(body)
         if self.token:
             headers["Authorization"] = "Bearer " + self.token
