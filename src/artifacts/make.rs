@@ -11,11 +11,10 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::fetch::{Fetcher, hash_file};
 use super::oci::Puller;
-use super::{ArtifactError, HostClass, MANIFEST};
+use super::{ArtifactError, HashingWriter, HostClass, MANIFEST};
 use crate::inventory::Inventory;
 use crate::versions::{self, Component, DownloadSpec, catalog};
 
@@ -392,36 +391,16 @@ fn extract<'a>(
         if let Some(i) = hit {
             seen[i] = true;
             let dest = dir.join(name);
-            let mut hashed = HashingWriter {
-                inner: std::fs::File::create(&dest).map_err(|e| bad(e.to_string()))?,
-                hasher: Sha256::new(),
-            };
+            let mut hashed =
+                HashingWriter::new(std::fs::File::create(&dest).map_err(|e| bad(e.to_string()))?);
             std::io::copy(&mut entry, &mut hashed).map_err(|e| bad(e.to_string()))?;
-            found.push((dest, wanted[i].1, hex::encode(hashed.hasher.finalize())));
+            found.push((dest, wanted[i].1, hashed.finish().1));
         }
     }
     if let Some(i) = seen.iter().position(|s| !s) {
         return Err(bad(format!("holds no {}", wanted[i].0)));
     }
     Ok(found)
-}
-
-/// Writes through to a file and hashes what passes.
-struct HashingWriter {
-    inner: std::fs::File,
-    hasher: Sha256,
-}
-
-impl std::io::Write for HashingWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// `registry.k8s.io/kube-apiserver:v1.37.1` → `registry.k8s.io_kube-apiserver_v1.37.1`.

@@ -11,10 +11,12 @@ use std::time::Duration;
 use miette::{IntoDiagnostic, miette};
 use serde::Deserialize;
 
+use sha2::Digest;
+
 use super::SNAPSHOT_TOOL;
-use crate::artifacts::sha256_hex;
+use crate::artifacts::HashingWriter;
 use crate::context::Ctx;
-use crate::ssh::quote;
+use crate::ssh::{Session, quote};
 use crate::state::utc_stamp;
 
 /// What the operator asked for.
@@ -43,10 +45,10 @@ pub struct BackupReport {
 
 /// `etcdctl/etcdutl snapshot status -w json`.
 #[derive(Deserialize)]
-struct SnapshotStatus {
-    revision: u64,
+pub(super) struct SnapshotStatus {
+    pub revision: u64,
     #[serde(rename = "totalKey")]
-    total_key: Option<u64>,
+    pub total_key: Option<u64>,
 }
 
 /// Where snapshots land on an etcd host while they are taken.
@@ -112,53 +114,46 @@ pub async fn backup(cx: &Ctx, opts: &BackupOptions) -> miette::Result<BackupRepo
     };
     let tmp = tmp.to_string();
     let cleanup = format!("rm -rf -- {}", quote(&tmp));
+    let status: SnapshotStatus = serde_json::from_str(status)
+        .map_err(|e| miette!("snapshot status on {host}: {e}: {status}"))?;
+    let name = format!(
+        "{}-{}-rev{}.db{}",
+        cx.cluster(),
+        utc_stamp(time::OffsetDateTime::now_utc()),
+        status.revision,
+        if recipient.is_some() { ".age" } else { "" }
+    );
+    let path = match &opts.out {
+        Some(p) => p.clone(),
+        None => dir.join(&name),
+    };
     let result = async {
-        let status: SnapshotStatus = serde_json::from_str(status)
-            .map_err(|e| miette!("snapshot status on {host}: {e}: {status}"))?;
         let s = cx.session(&host).await.map_err(|e| miette!("{e}"))?;
-        let bytes = s
-            .download(&format!("{tmp}/snapshot.db"), true)
+        let got = download(&s, &format!("{tmp}/snapshot.db"), &path, recipient.as_ref())
             .await
-            .map_err(|e| miette!("download from {host}: {e}"))?;
-        let sha = sha256_hex(&bytes);
-        if sha != remote_sha {
+            .map_err(|e| e.context(format!("download from {host}")))?;
+        if got.plain_sha256 != remote_sha {
             return Err(miette!(
-                "the snapshot changed in transit from {host}: sha256 {sha} here, {remote_sha} there"
+                "the snapshot changed in transit from {host}: sha256 {} here, {remote_sha} there",
+                got.plain_sha256
             ));
         }
-        Ok((status, bytes))
+        let size = got.size;
+        got.persist(&path)?;
+        Ok(size)
     }
     .await;
     let _ = cx
         .sh(&host, "backup", &cleanup, Duration::from_secs(60))
         .await;
-    let (status, bytes) = result?;
+    let size = result?;
     eprintln!(
         "backup: revision {}, {} keys, {} bytes, sha256 {}",
         status.revision,
         status.total_key.unwrap_or(0),
-        bytes.len(),
+        size,
         &remote_sha[..16.min(remote_sha.len())]
     );
-
-    let name = format!(
-        "{}-{}-rev{}.db",
-        cx.cluster(),
-        utc_stamp(time::OffsetDateTime::now_utc()),
-        status.revision
-    );
-    let (content, name) = match &recipient {
-        Some(r) => (
-            age::encrypt(r, &bytes).map_err(|e| miette!("age encryption failed: {e}"))?,
-            format!("{name}.age"),
-        ),
-        None => (bytes, name),
-    };
-    let path = match &opts.out {
-        Some(p) => p.clone(),
-        None => dir.join(&name),
-    };
-    write_with_sidecar(&path, &content)?;
     let removed = if opts.out.is_none() {
         prune(&dir, cx.cluster(), keep)?
     } else {
@@ -192,35 +187,110 @@ async fn healthy_member(cx: &Ctx) -> miette::Result<(String, String)> {
     ))
 }
 
-/// Writes `path` and `path.sha256` (`<hex>  <file name>`) atomically, private to the owner.
-pub fn write_with_sidecar(path: &Path, content: &[u8]) -> miette::Result<()> {
-    let dir = path
+/// How long one snapshot may take to arrive (the etcd quota is 8 GiB).
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(3600);
+
+/// A snapshot that arrived whole in a temp file beside its destination: the plain bytes' sum (to
+/// check against the source's), and the file's own sum for the sidecar.
+struct Downloaded {
+    file: tempfile::NamedTempFile,
+    plain_sha256: String,
+    file_sha256: String,
+    size: u64,
+}
+
+type Hashed = HashingWriter<tempfile::NamedTempFile>;
+
+/// Where the bytes go: straight into the file, or through age's stream encryption.
+enum Sink {
+    Plain(Hashed),
+    Age(age::stream::StreamWriter<Hashed>),
+}
+
+/// Streams `remote` from `s` into a private temp file in `dest`'s directory, hashing and (with a
+/// recipient) encrypting on the way, in constant memory whatever the snapshot's size.
+async fn download(
+    s: &Session,
+    remote: &str,
+    dest: &Path,
+    recipient: Option<&age::x25519::Recipient>,
+) -> miette::Result<Downloaded> {
+    let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .into_diagnostic()
         .map_err(|e| e.context(format!("cannot create {}", dir.display())))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| miette!("{} is not a file path", path.display()))?
-        .to_string_lossy()
-        .into_owned();
-    let sidecar = sidecar_path(path);
-    let write = |p: &Path, bytes: &[u8]| -> miette::Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).into_diagnostic()?;
-        tmp.write_all(bytes).into_diagnostic()?;
-        tmp.as_file().sync_all().into_diagnostic()?;
-        tmp.persist(p)
-            .map_err(|e| miette!("cannot write {}: {}", p.display(), e.error))?;
-        Ok(())
+    // NamedTempFile is 0600: the snapshot holds every Secret of the cluster.
+    let file = HashingWriter::new(tempfile::NamedTempFile::new_in(dir).into_diagnostic()?);
+    let sink = match recipient {
+        Some(r) => Sink::Age(
+            age::Encryptor::with_recipients(std::iter::once(r as &dyn age::Recipient))
+                .map_err(|e| miette!("age: {e}"))?
+                .wrap_output(file)
+                .into_diagnostic()?,
+        ),
+        None => Sink::Plain(file),
     };
-    write(path, content)?;
-    write(
-        &sidecar,
-        format!("{}  {file_name}\n", sha256_hex(content)).as_bytes(),
-    )?;
-    Ok(())
+    // The first write error is kept and ends the download's use of the bytes.
+    let state = std::sync::Mutex::new((sink, sha2::Sha256::new(), 0u64, None::<std::io::Error>));
+    let chunk = |data: &[u8]| {
+        let mut st = state.lock().expect("download state");
+        let (sink, plain, size, failed) = &mut *st;
+        if failed.is_some() {
+            return;
+        }
+        plain.update(data);
+        *size += data.len() as u64;
+        let written = match sink {
+            Sink::Plain(w) => w.write_all(data),
+            Sink::Age(w) => w.write_all(data),
+        };
+        if let Err(e) = written {
+            *failed = Some(e);
+        }
+    };
+    s.download_to(remote, true, DOWNLOAD_LIMIT, &chunk)
+        .await
+        .into_diagnostic()?;
+    let (sink, plain, size, failed) = state.into_inner().expect("download state");
+    if let Some(e) = failed {
+        return Err(miette!("cannot write beside {}: {e}", dest.display()));
+    }
+    let hashed = match sink {
+        Sink::Plain(w) => w,
+        Sink::Age(w) => w.finish().into_diagnostic()?,
+    };
+    let (file, file_sha256) = hashed.finish();
+    file.as_file().sync_all().into_diagnostic()?;
+    Ok(Downloaded {
+        file,
+        plain_sha256: hex::encode(plain.finalize()),
+        file_sha256,
+        size,
+    })
+}
+
+impl Downloaded {
+    /// Puts the file at `path`, then its `.sha256` sidecar (`<hex>  <file name>`).
+    fn persist(self, path: &Path) -> miette::Result<()> {
+        self.file
+            .persist(path)
+            .map_err(|e| miette!("cannot write {}: {}", path.display(), e.error))?;
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| miette!("{} is not a file path", path.display()))?
+            .to_string_lossy();
+        let sidecar = sidecar_path(path);
+        let mut tmp = tempfile::NamedTempFile::new_in(path.parent().unwrap_or(Path::new(".")))
+            .into_diagnostic()?;
+        writeln!(tmp, "{}  {file_name}", self.file_sha256).into_diagnostic()?;
+        tmp.as_file().sync_all().into_diagnostic()?;
+        tmp.persist(&sidecar)
+            .map_err(|e| miette!("cannot write {}: {}", sidecar.display(), e.error))?;
+        Ok(())
+    }
 }
 
 pub fn sidecar_path(path: &Path) -> PathBuf {
@@ -309,12 +379,14 @@ async fn fetch(cx: &Ctx, dir: &Path, keep: u32) -> miette::Result<BackupReport> 
             let remote = format!("{remote_dir}/{name}");
             let s = cx.session(&host).await.map_err(|e| miette!("{e}"))?;
             let got = async {
-                let sum = s.download(&format!("{remote}.sha256"), true).await?;
-                let bytes = s.download(&remote, true).await?;
-                Ok::<_, crate::ssh::SshError>((sum, bytes))
+                let sum = s
+                    .download(&format!("{remote}.sha256"), true)
+                    .await
+                    .into_diagnostic()?;
+                Ok::<_, miette::Report>((sum, download(&s, &remote, &path, None).await?))
             }
             .await;
-            let (sum, bytes) = match got {
+            let (sum, got) = match got {
                 Ok(v) => v,
                 Err(e) => {
                     problems.push(format!("{host}: {name}: {e}"));
@@ -326,13 +398,13 @@ async fn fetch(cx: &Ctx, dir: &Path, keep: u32) -> miette::Result<BackupReport> 
                 .next()
                 .unwrap_or_default()
                 .to_string();
-            if sha256_hex(&bytes) != want {
+            if got.plain_sha256 != want {
                 problems.push(format!(
                     "{host}: {name}: does not match its .sha256; not copied"
                 ));
                 continue;
             }
-            write_with_sidecar(&path, &bytes)?;
+            got.persist(&path)?;
             eprintln!("backup: fetched {host}:{remote}");
             report.written.push(path);
         }
@@ -374,7 +446,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         for i in 1..=5 {
             let p = d.path().join(format!("c-2026010{i}T000000Z-rev{i}.db"));
-            write_with_sidecar(&p, b"x").unwrap();
+            std::fs::write(&p, b"x").unwrap();
+            std::fs::write(
+                sidecar_path(&p),
+                b"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881  x\n",
+            )
+            .unwrap();
         }
         std::fs::write(d.path().join("notes.txt"), "keep me").unwrap();
         let removed = prune(d.path(), "c", 2).unwrap();

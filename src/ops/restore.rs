@@ -154,16 +154,16 @@ pub async fn restore(cx: &Ctx, opts: &RestoreOptions) -> miette::Result<RestoreR
         check.push_str(&format!(
             "{SNAPSHOT_TOOL}\n$tool snapshot status {REMOTE_SNAPSHOT} -w json"
         ));
-        match cx
+        let status = cx
             .sh(host, "restore", &check, Duration::from_secs(300))
             .await
-        {
-            Ok(out) => {
-                revision = serde_json::from_str::<serde_json::Value>(out.trim())
-                    .ok()
-                    .and_then(|v| v["revision"].as_u64())
-                    .unwrap_or(0);
-            }
+            .map_err(|e| e.to_string())
+            .and_then(|out| {
+                serde_json::from_str::<super::backup::SnapshotStatus>(out.trim())
+                    .map_err(|e| format!("snapshot status: {e}: {out}"))
+            });
+        match status {
+            Ok(status) => revision = status.revision,
             Err(e) => {
                 cleanup(cx, &etcd_hosts).await;
                 return Err(miette!(

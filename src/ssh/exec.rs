@@ -14,10 +14,14 @@ pub struct Exec<'a> {
     pub(crate) stdin: Option<&'a [u8]>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) on_line: Option<&'a LineFn<'a>>,
+    pub(crate) stdout_to: Option<&'a ChunkFn<'a>>,
 }
 
 /// Called for every complete output line, in arrival order.
 pub type LineFn<'a> = dyn Fn(Stream, &str) + Send + Sync + 'a;
+
+/// Called for every chunk of stdout as it arrives, instead of keeping it in `Output`.
+pub type ChunkFn<'a> = dyn Fn(&[u8]) + Send + Sync + 'a;
 
 impl<'a> Exec<'a> {
     /// A shell command line, run by the login shell of the target user.
@@ -28,6 +32,7 @@ impl<'a> Exec<'a> {
             stdin: None,
             timeout: None,
             on_line: None,
+            stdout_to: None,
         }
     }
 
@@ -50,6 +55,13 @@ impl<'a> Exec<'a> {
 
     pub fn on_line(mut self, f: &'a LineFn<'a>) -> Self {
         self.on_line = Some(f);
+        self
+    }
+
+    /// Streams stdout to `f` (a download of any size in constant memory); `Output::stdout` stays
+    /// empty and only stderr makes lines.
+    pub fn stdout_to(mut self, f: &'a ChunkFn<'a>) -> Self {
+        self.stdout_to = Some(f);
         self
     }
 }
@@ -110,6 +122,7 @@ pub(crate) struct Collector<'a> {
     emitted: [usize; 2],
     tail: VecDeque<String>,
     on_line: Option<&'a LineFn<'a>>,
+    stdout_to: Option<&'a ChunkFn<'a>>,
 }
 
 impl<'a> Collector<'a> {
@@ -121,10 +134,20 @@ impl<'a> Collector<'a> {
             emitted: [0, 0],
             tail: VecDeque::with_capacity(TAIL_LINES),
             on_line,
+            stdout_to: None,
         }
     }
 
+    pub fn streaming_stdout(mut self, to: Option<&'a ChunkFn<'a>>) -> Self {
+        self.stdout_to = to;
+        self
+    }
+
     pub fn push(&mut self, stream: Stream, data: &[u8]) {
+        if let (Stream::Stdout, Some(to)) = (stream, self.stdout_to) {
+            to(data);
+            return;
+        }
         let (buf, i) = match stream {
             Stream::Stdout => (&mut self.stdout, 0),
             Stream::Stderr => (&mut self.stderr, 1),

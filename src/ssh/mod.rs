@@ -17,7 +17,7 @@ mod target;
 mod upload;
 
 pub use error::SshError;
-pub use exec::{Exec, ExitStatus, LineFn, Output, Stream, TAIL_LINES};
+pub use exec::{ChunkFn, Exec, ExitStatus, LineFn, Output, Stream, TAIL_LINES};
 pub use fanout::{
     DEFAULT_CONCURRENCY, ExecOptions, HostResult, exec_on_all, fan_out, print_report,
 };

@@ -243,7 +243,7 @@ impl Session {
         channel.exec(true, command.as_bytes()).await.map_err(lost)?;
         let (mut rd, wr) = channel.split();
 
-        let mut out = Collector::new(e.on_line);
+        let mut out = Collector::new(e.on_line).streaming_stdout(e.stdout_to);
         let limit = e.timeout.unwrap_or(self.target.timeouts.command);
         let io = async {
             let write = async {

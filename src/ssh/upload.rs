@@ -96,6 +96,26 @@ impl Session {
         Ok(out.stdout)
     }
 
+    /// Streams a remote file to `chunk` as it arrives, in constant memory, with at most `limit`
+    /// for the whole transfer.
+    pub async fn download_to(
+        &self,
+        path: &str,
+        sudo: bool,
+        limit: std::time::Duration,
+        chunk: &crate::ssh::ChunkFn<'_>,
+    ) -> Result<(), SshError> {
+        let p = self.quote_path(path)?;
+        self.run(
+            Exec::new(&format!("cat -- {p}"))
+                .sudo(sudo)
+                .timeout(limit)
+                .stdout_to(chunk),
+        )
+        .await
+        .map(drop)
+    }
+
     async fn stat(&self, path: &str, quoted: &str, sudo: bool) -> Result<Option<Remote>, SshError> {
         let script = format!(
             "if [ -f {quoted} ]; then sha256sum < {quoted} | cut -c1-64; stat -c '%a %U:%G' {quoted}; fi"
