@@ -47,14 +47,15 @@ pub struct Inventory {
     pub cni: Option<Cni>,
     pub security: SecuritySettings,
     /// `[backup]`: scheduled etcd snapshots on the etcd hosts and the default backup recipient.
-    pub backup: Option<BackupSettings>,
+    pub backup: BackupSettings,
     pub hosts: Vec<Host>,
 }
 
 /// Where scheduled snapshots go on each etcd host, how often, and how many are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupSettings {
-    /// A systemd `OnCalendar=` expression; `None`: no timer, only `kbs backup` from here.
+    /// A systemd `OnCalendar=` expression; `None` (`enabled = false`): no timer, only
+    /// `kbs backup` from here.
     pub schedule: Option<String>,
     /// Snapshots kept (on each host by the timer; locally by `kbs backup` unless `--keep`).
     pub keep: u32,
@@ -65,8 +66,25 @@ pub struct BackupSettings {
 }
 
 impl BackupSettings {
-    pub const DEFAULT_KEEP: u32 = 10;
+    /// On by default, every 12 hours: a cluster's state changes slowly at the sites kbs serves,
+    /// so half a day bounds what a restore loses, and two runs a day cost little disk
+    /// (docs/operations.md). RKE2 chose the same interval.
+    pub const DEFAULT_SCHEDULE: &str = "*-*-* 00,12:00:00";
+    /// A week of history at the default interval: a bad change noticed days later, after a
+    /// long weekend, still has a snapshot from before it.
+    pub const DEFAULT_KEEP: u32 = 14;
     pub const DEFAULT_DIR: &str = "/var/backups/kbs-etcd";
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            schedule: Some(Self::DEFAULT_SCHEDULE.into()),
+            keep: Self::DEFAULT_KEEP,
+            dir: Self::DEFAULT_DIR.into(),
+            recipient: None,
+        }
+    }
 }
 
 /// Where kubeadm, kubelet, etcd and the rest come from. Either way the files are the upstream

@@ -174,6 +174,7 @@ pub(super) struct RawNamespace {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackup {
+    pub enabled: Option<Spanned<bool>>,
     pub schedule: Option<Spanned<String>>,
     pub keep: Option<Spanned<u32>>,
     pub dir: Option<Spanned<String>>,

@@ -92,7 +92,10 @@ fn build(
     let endpoint = endpoint(r, &raw.endpoint, &hosts);
     let pki = pki(r, base, &raw);
     let security = security(r, &raw.security);
-    let backup = raw.backup.as_ref().map(|b| backup(r, b));
+    let backup = raw
+        .backup
+        .as_ref()
+        .map_or_else(BackupSettings::default, |b| backup(r, b));
     if let (Some(c), Some(_)) = (&cluster, &endpoint) {
         check_addresses_outside_subnets(r, c, &raw);
     }
@@ -904,10 +907,21 @@ fn backup(r: &mut Reporter, raw: &RawBackup) -> BackupSettings {
             && s.chars()
                 .all(|c| !c.is_control() && !matches!(c, '"' | '\\' | '\'' | '`' | '$' | '%'))
     };
-    let schedule = raw.schedule.as_ref().and_then(|s| {
-        if plain(s.get_ref()) {
-            Some(s.get_ref().trim().to_string())
-        } else {
+    let enabled = raw.enabled.as_ref().is_none_or(|e| *e.get_ref());
+    if let (false, Some(s)) = (enabled, &raw.schedule) {
+        r.error(
+            span(s),
+            "backup.schedule is set, but backup.enabled = false turns the timer off",
+            "ignored",
+            "remove one of the two: keep enabled = false for no scheduled snapshots, or the schedule for them",
+        );
+    }
+    let schedule = match &raw.schedule {
+        None if enabled => Some(BackupSettings::DEFAULT_SCHEDULE.to_string()),
+        None => None,
+        Some(_) if !enabled => None,
+        Some(s) if plain(s.get_ref()) => Some(s.get_ref().trim().to_string()),
+        Some(s) => {
             r.error(
                 span(s),
                 "backup.schedule is not a systemd calendar expression",
@@ -916,7 +930,7 @@ fn backup(r: &mut Reporter, raw: &RawBackup) -> BackupSettings {
             );
             None
         }
-    });
+    };
     let keep = match &raw.keep {
         Some(k) if *k.get_ref() == 0 => {
             r.error(

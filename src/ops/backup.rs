@@ -55,13 +55,8 @@ pub(super) struct SnapshotStatus {
 const REMOTE_TMP: &str = "/var/tmp";
 
 pub async fn backup(cx: &Ctx, opts: &BackupOptions) -> miette::Result<BackupReport> {
-    let recipient = match opts.encrypt_to.as_deref().or(cx
-        .plan
-        .inventory
-        .backup
-        .as_ref()
-        .and_then(|b| b.recipient.as_deref()))
-    {
+    let settings = &cx.plan.inventory.backup;
+    let recipient = match opts.encrypt_to.as_deref().or(settings.recipient.as_deref()) {
         Some(r) => Some(r.trim().parse::<age::x25519::Recipient>().map_err(|e| {
             miette!(
                 help = "give an age X25519 recipient (age1..., from `age-keygen -y IDENTITY`)",
@@ -70,10 +65,7 @@ pub async fn backup(cx: &Ctx, opts: &BackupOptions) -> miette::Result<BackupRepo
         })?),
         None => None,
     };
-    let keep = opts
-        .keep
-        .or(cx.plan.inventory.backup.as_ref().map(|b| b.keep))
-        .unwrap_or(crate::inventory::BackupSettings::DEFAULT_KEEP);
+    let keep = opts.keep.unwrap_or(settings.keep);
     if keep == 0 {
         return Err(miette!("--keep must be at least 1"));
     }
@@ -344,10 +336,7 @@ pub fn prune(dir: &Path, cluster: &str, keep: u32) -> miette::Result<Vec<PathBuf
 /// Copies the timer's snapshots from every reachable etcd host into `<dir>/<host>/`, checking
 /// each against its sidecar; files already here are skipped.
 async fn fetch(cx: &Ctx, dir: &Path, keep: u32) -> miette::Result<BackupReport> {
-    let remote_dir = cx.plan.inventory.backup.as_ref().map_or(
-        crate::inventory::BackupSettings::DEFAULT_DIR.to_string(),
-        |b| b.dir.clone(),
-    );
+    let remote_dir = &cx.plan.inventory.backup.dir;
     let mut report = BackupReport {
         written: Vec::new(),
         removed: Vec::new(),
@@ -356,7 +345,7 @@ async fn fetch(cx: &Ctx, dir: &Path, keep: u32) -> miette::Result<BackupReport> 
     };
     let mut problems = Vec::new();
     for host in cx.etcd_hosts() {
-        let list = format!("[ -d {d} ] && ls -1 {d} || true", d = quote(&remote_dir));
+        let list = format!("[ -d {d} ] && ls -1 {d} || true", d = quote(remote_dir));
         let names = match cx.sh(&host, "backup", &list, Duration::from_secs(30)).await {
             Ok(out) => out,
             Err(e) => {

@@ -1,7 +1,8 @@
 //! `kbs reset` and the per-host teardown `remove-node` shares: `kubeadm reset -f`, the kubelet,
 //! every kbs-etcd member, haproxy and keepalived stopped and disabled, and every file kbs placed
-//! removed, containerd stopped. Installed software (bundle binaries, imported images) and the
-//! local state dir stay, so `kbs apply` can build the cluster again with the same CAs.
+//! removed, containerd stopped. Installed software (bundle binaries, imported images), the
+//! scheduled etcd snapshots on the hosts and the local state dir stay, so `kbs apply` can build
+//! the cluster again with the same CAs, and `kbs restore` can bring its data back.
 
 use std::fmt::Write;
 
@@ -15,6 +16,8 @@ pub(crate) const KBS_PATHS: &[&str] = &[
     "/etc/kbs",
     "/var/lib/kubelet",
     "/etc/systemd/system/kbs-etcd@.service",
+    "/etc/systemd/system/kbs-etcd-backup.service",
+    "/etc/systemd/system/kbs-etcd-backup.timer",
     "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
     "/etc/haproxy/haproxy.cfg",
     "/etc/keepalived/keepalived.conf",
@@ -39,6 +42,7 @@ pub(crate) fn script(cx: &Ctx, host: &str) -> String {
          systemctl disable --now kube-apiserver-standin.service >/dev/null 2>&1 || true\n\
          systemctl stop 'kbs-etcd@*' >/dev/null 2>&1 || true\n\
          rm -f /etc/systemd/system/*.wants/kbs-etcd@*.service\n\
+         systemctl disable --now kbs-etcd-backup.timer >/dev/null 2>&1 || true\n\
          for u in haproxy keepalived containerd; do systemctl disable --now $u.service >/dev/null 2>&1 || true; done\n",
     );
     // Only etcd's own data (`member/`) goes: the directory may be shared or a mount point.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::Ctx;
 use crate::context::etcd::client_urls;
 use crate::inventory::HostName;
-use crate::ssh::Timeouts;
+use crate::ssh::{Timeouts, quote};
 
 /// Short SSH limits for status: a host that does not answer within these is "unreachable".
 pub const STATUS_TIMEOUTS: Timeouts = Timeouts {
@@ -63,6 +63,48 @@ pub struct Status {
     pub api: Vec<ApiStatus>,
     pub certificates: Option<CertSummary>,
     pub last_backup: Option<BackupSummary>,
+    /// The snapshot timer on each etcd host; empty when `[backup]` turns it off.
+    pub scheduled_snapshots: Vec<ScheduledSnapshots>,
+}
+
+/// What the snapshot timer left on one etcd host.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScheduledSnapshots {
+    pub host: String,
+    /// Age of the newest snapshot; `None` when there is none yet.
+    pub newest_age_seconds: Option<u64>,
+    /// The schedule's interval (between its next two runs).
+    pub interval_seconds: Option<u64>,
+    /// The last run failed (`systemctl is-failed kbs-etcd-backup.service`).
+    pub last_run_failed: bool,
+    pub timer_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ScheduledSnapshots {
+    /// Why this host's scheduled snapshots need attention, if they do.
+    fn problem(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(format!("cannot read its snapshots: {e}"));
+        }
+        if !self.timer_enabled {
+            return Some("the snapshot timer is not enabled: run kbs apply".into());
+        }
+        if self.last_run_failed {
+            return Some(
+                "the last scheduled snapshot failed: journalctl -u kbs-etcd-backup.service".into(),
+            );
+        }
+        match (self.newest_age_seconds, self.interval_seconds) {
+            (Some(age), Some(every)) if age > 2 * every => Some(format!(
+                "the newest snapshot is {} old, more than twice the schedule's {}",
+                human_age(age),
+                human_age(every)
+            )),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,7 +198,8 @@ struct EpHealth {
 
 /// Looks at everything at once and classifies the result.
 pub async fn status(cx: &Ctx) -> Status {
-    let (hosts, etcd, api) = futures::join!(hosts(cx), etcd(cx), api(cx));
+    let (hosts, etcd, api, scheduled_snapshots) =
+        futures::join!(hosts(cx), etcd(cx), api(cx), scheduled_snapshots(cx));
     let certificates = certificates(cx);
     let last_backup = last_backup(&super::backups_dir(&cx.state));
     cx.disconnect_all().await;
@@ -225,6 +268,15 @@ pub async fn status(cx: &Ctx) -> Status {
             &mut problems,
         );
     }
+    for s in &scheduled_snapshots {
+        if let Some(p) = s.problem() {
+            worse(
+                Health::Degraded,
+                format!("snapshots on {}: {p}", s.host),
+                &mut problems,
+            );
+        }
+    }
     match &certificates {
         Ok(c) if c.worst != "ok" => worse(
             Health::Degraded,
@@ -252,6 +304,73 @@ pub async fn status(cx: &Ctx) -> Status {
         api,
         certificates: certificates.ok(),
         last_backup,
+        scheduled_snapshots,
+    }
+}
+
+/// Each etcd host's newest scheduled snapshot, the schedule's interval (from systemd, which
+/// understands every calendar expression), and whether the timer runs and its last run worked.
+async fn scheduled_snapshots(cx: &Ctx) -> Vec<ScheduledSnapshots> {
+    let b = &cx.plan.inventory.backup;
+    let Some(schedule) = &b.schedule else {
+        return Vec::new();
+    };
+    let script = format!(
+        "dir={dir}; echo now $(date +%s)\n\
+         n=$(ls -1 \"$dir\" 2>/dev/null | grep -E '^{cluster}-[0-9]{{8}}T[0-9]{{6}}Z-rev[0-9]+\\.db$' | sort -r | head -n 1)\n\
+         [ -z \"$n\" ] || echo newest $(stat -c %Y \"$dir/$n\")\n\
+         systemd-analyze calendar --iterations=2 {schedule} 2>/dev/null \\\n\
+           | sed -n 's/^ *\\(Next elapse\\|Iter\\. #2\\): [A-Za-z]* //p' \\\n\
+           | while read -r t; do echo next $(date -u -d \"$t\" +%s); done\n\
+         systemctl is-failed -q kbs-etcd-backup.service && echo failed\n\
+         systemctl is-enabled -q kbs-etcd-backup.timer && echo enabled\n\
+         true",
+        dir = quote(&b.dir),
+        cluster = cx.cluster(),
+        schedule = quote(schedule),
+    );
+    let probes = cx.etcd_hosts().into_iter().map(|host| {
+        let script = &script;
+        async move {
+            let mut s = ScheduledSnapshots {
+                host: host.clone(),
+                ..Default::default()
+            };
+            let out =
+                tokio::time::timeout(PROBE_LIMIT, cx.sh(&host, "status", script, PROBE_LIMIT))
+                    .await;
+            match out {
+                Ok(Ok(out)) => s.read(&out),
+                Ok(Err(e)) => s.error = Some(e.to_string()),
+                Err(_) => s.error = Some(format!("no answer within {} s", PROBE_LIMIT.as_secs())),
+            }
+            s
+        }
+    });
+    futures::future::join_all(probes).await
+}
+
+impl ScheduledSnapshots {
+    /// Reads the probe's `now`, `newest`, `next` (twice), `failed` and `enabled` lines.
+    fn read(&mut self, out: &str) {
+        let (mut now, mut newest, mut next) = (None, None, Vec::new());
+        for line in out.lines() {
+            let mut w = line.split_whitespace();
+            let (key, value) = (w.next(), w.next().and_then(|v| v.parse::<u64>().ok()));
+            match (key, value) {
+                (Some("now"), v) => now = v,
+                (Some("newest"), v) => newest = v,
+                (Some("next"), Some(v)) => next.push(v),
+                (Some("failed"), _) => self.last_run_failed = true,
+                (Some("enabled"), _) => self.timer_enabled = true,
+                _ => {}
+            }
+        }
+        self.newest_age_seconds = now.zip(newest).map(|(n, t)| n.saturating_sub(t));
+        self.interval_seconds = match next[..] {
+            [a, b, ..] if b > a => Some(b - a),
+            _ => None,
+        };
     }
 }
 
@@ -543,6 +662,26 @@ pub fn render_table(s: &Status) -> String {
         )),
         None => out.push_str("certificates: unknown\n"),
     }
+    if !s.scheduled_snapshots.is_empty() {
+        let each: Vec<String> = s
+            .scheduled_snapshots
+            .iter()
+            .map(|h| match (&h.error, h.newest_age_seconds) {
+                (Some(_), _) => format!("{} unknown", h.host),
+                (None, Some(age)) => format!("{} {} ago", h.host, human_age(age)),
+                (None, None) => format!("{} none yet", h.host),
+            })
+            .collect();
+        let every = s
+            .scheduled_snapshots
+            .iter()
+            .find_map(|h| h.interval_seconds)
+            .map_or(String::new(), |i| format!(" (every {})", human_age(i)));
+        out.push_str(&format!(
+            "scheduled snapshots{every}: {}\n",
+            each.join(", ")
+        ));
+    }
     match &s.last_backup {
         Some(b) => out.push_str(&format!(
             "last backup: {} ago ({})\n",
@@ -556,4 +695,34 @@ pub fn render_table(s: &Status) -> String {
         out.push_str(&format!("  - {p}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScheduledSnapshots;
+
+    fn read(out: &str) -> ScheduledSnapshots {
+        let mut s = ScheduledSnapshots::default();
+        s.read(out);
+        s
+    }
+
+    #[test]
+    fn scheduled_snapshots_warn_when_old_failed_or_off() {
+        let fresh = read("now 1000000\nnewest 990000\nnext 1003600\nnext 1007200\nenabled\n");
+        assert_eq!(fresh.newest_age_seconds, Some(10000));
+        assert_eq!(fresh.interval_seconds, Some(3600));
+        assert!(
+            fresh.problem().is_some(),
+            "10000 s is more than twice 3600 s"
+        );
+        let ok = read("now 1000000\nnewest 999000\nnext 1003600\nnext 1007200\nenabled\n");
+        assert_eq!(ok.problem(), None);
+        let none_yet = read("now 1000000\nnext 1003600\nnext 1007200\nenabled\n");
+        assert_eq!(none_yet.problem(), None);
+        let failed = read("now 1000000\nnext 1003600\nnext 1007200\nfailed\nenabled\n");
+        assert!(failed.problem().unwrap().contains("failed"));
+        let off = read("now 1000000\n");
+        assert!(off.problem().unwrap().contains("not enabled"));
+    }
 }

@@ -12,7 +12,7 @@ use crate::context::etcd::wait_healthy;
 use crate::context::{Ctx, RunError, each_host};
 use crate::pki::REMOTE_ETCD_PKI_DIR;
 use crate::plan::EtcdMember;
-use crate::render::{BACKUP_TIMER_PATH, RenderedFile};
+use crate::render::{BACKUP_SCRIPT_PATH, BACKUP_SERVICE_PATH, BACKUP_TIMER_PATH, RenderedFile};
 use crate::ssh::quote;
 
 pub(crate) async fn run(
@@ -83,6 +83,17 @@ async fn place_host(
         .any(|f| f.path == std::path::Path::new(BACKUP_TIMER_PATH))
     {
         tasks.push(Task::new("etcd/backup-timer", "enable and start kbs-etcd-backup.timer (scheduled snapshots)", "systemctl is-enabled --quiet kbs-etcd-backup.timer && systemctl is-active --quiet kbs-etcd-backup.timer || echo fix", "systemctl enable --now kbs-etcd-backup.timer"));
+    } else {
+        // `[backup] enabled = false`: a timer an earlier apply placed goes; its snapshots stay.
+        tasks.push(Task::new(
+            "etcd/backup-timer",
+            "disable and remove kbs-etcd-backup.timer (backup.enabled = false; the snapshots stay)",
+            format!("[ ! -e {BACKUP_TIMER_PATH} ] || echo present"),
+            format!(
+                "systemctl disable --now kbs-etcd-backup.timer >/dev/null 2>&1 || true; \
+                 rm -f {BACKUP_TIMER_PATH} {BACKUP_SERVICE_PATH} {BACKUP_SCRIPT_PATH}; systemctl daemon-reload"
+            ),
+        ));
     }
     for m in &members {
         let dir = quote(&m.data_dir);

@@ -34,7 +34,7 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
         match plan.etcd.len() {
             1 => format!("etcd: start its one member on {etcd_hosts}, then check health over mTLS"),
             n => format!("etcd: start all {n} members together on {etcd_hosts}, then check health over mTLS"),
-        },
+        } + if plan.inventory.backup.schedule.is_some() { "; enable the snapshot timer" } else { "" },
     ];
     match plan.front.mode {
         EndpointMode::Vip => steps.push(format!(
@@ -115,6 +115,10 @@ struct JsonVersions {
 #[derive(Serialize)]
 struct JsonEtcd<'a> {
     members: Vec<JsonMember<'a>>,
+    /// The snapshot timer on every etcd host; `null` when it is off.
+    backup_schedule: Option<&'a str>,
+    backup_keep: u32,
+    backup_dir: &'a str,
 }
 
 #[derive(Serialize)]
@@ -165,6 +169,9 @@ pub fn render_json(plan: &ClusterPlan) -> String {
         hosts: &plan.hosts,
         etcd: JsonEtcd {
             members: members.collect(),
+            backup_schedule: plan.inventory.backup.schedule.as_deref(),
+            backup_keep: plan.inventory.backup.keep,
+            backup_dir: &plan.inventory.backup.dir,
         },
         front: &plan.front,
         failure_tolerance: &plan.tolerance,
@@ -350,6 +357,18 @@ pub fn render_human(plan: &ClusterPlan) -> String {
         "\netcd: {}, quorum {quorum}\n{etcd}",
         count(plan.etcd.len(), "member")
     );
+    let b = &plan.inventory.backup;
+    let _ = match &b.schedule {
+        Some(s) => writeln!(
+            out,
+            "Snapshots: on every etcd host at `{s}` (systemd calendar), the newest {} kept in {}; `kbs backup --fetch` copies them here.",
+            b.keep, b.dir
+        ),
+        None => writeln!(
+            out,
+            "Snapshots: none scheduled (backup.enabled = false): take them with `kbs backup`."
+        ),
+    };
 
     let f = &plan.front;
     let _ = writeln!(

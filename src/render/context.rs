@@ -317,7 +317,7 @@ fn vip(plan: &ClusterPlan, host: &PlannedHost, inputs: &RenderInputs) -> VipCtx 
 }
 
 fn backup(plan: &ClusterPlan, host: &PlannedHost) -> Option<BackupCtx> {
-    let b = plan.inventory.backup.as_ref()?;
+    let b = &plan.inventory.backup;
     let member = plan.etcd.iter().find(|m| m.host == host.name)?;
     Some(BackupCtx {
         schedule: b.schedule.clone()?,

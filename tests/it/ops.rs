@@ -188,6 +188,13 @@ fn lab_status_backup_restore_drill() {
     assert!(api.iter().all(|a| a["ready"] == true), "{s:#}");
     assert!(s["certificates"]["days_left"].as_i64() > Some(300));
     assert!(s["last_backup"].is_null());
+    // The snapshot timer is on (hourly here): no snapshot yet, which is no problem.
+    let snaps = s["scheduled_snapshots"]
+        .as_array()
+        .expect("scheduled_snapshots");
+    assert_eq!(snaps.len(), 3, "{s:#}");
+    assert!(snaps.iter().all(|h| h["timer_enabled"] == true), "{s:#}");
+    assert!(snaps.iter().all(|h| h["interval_seconds"] == 3600), "{s:#}");
 
     // Data through the API path.
     let api = Api::new(&state);
@@ -261,6 +268,32 @@ fn lab_status_backup_restore_drill() {
     lab.exec("node-1", "systemctl start kbs-etcd-backup.service");
     let remote = lab.exec("node-1", "ls -1 /var/backups/kbs-etcd/");
     assert!(remote.contains(".db.sha256"), "{remote}");
+    let (code, s, _) = status(&inv, &state);
+    assert_eq!(code, 0, "{s:#}");
+    let node1 = &s["scheduled_snapshots"][0];
+    assert!(node1["newest_age_seconds"].as_u64() < Some(120), "{s:#}");
+    let table = String::from_utf8_lossy(&run(&["status"], &inv, &state, &[]).stdout).into_owned();
+    assert!(
+        table.contains("scheduled snapshots (every 1h 0m): node-1 "),
+        "{table}"
+    );
+    // A failed run is a warning, with where to look.
+    lab.exec(
+        "node-2",
+        "mv /etc/kbs/etcd/backup.sh /etc/kbs/etcd/backup.sh.aside; systemctl start kbs-etcd-backup.service || true",
+    );
+    let (code, s, _) = status(&inv, &state);
+    assert_eq!(code, 1, "{s:#}");
+    assert!(
+        s["problems"]
+            .to_string()
+            .contains("snapshots on node-2: the last scheduled snapshot failed"),
+        "{s:#}"
+    );
+    lab.exec(
+        "node-2",
+        "mv /etc/kbs/etcd/backup.sh.aside /etc/kbs/etcd/backup.sh; systemctl reset-failed kbs-etcd-backup.service",
+    );
     let fetched = ok(&run(&["backup"], &inv, &state, &["--fetch"]));
     assert!(fetched.contains("backups/node-1/lab-"), "{fetched}");
     let f = PathBuf::from(fetched.lines().next().unwrap().trim());
