@@ -199,7 +199,7 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
         /// Certificates expiring within this many days warn.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = crate::inventory::PkiSettings::WARN_DAYS)]
         warn_days: u32,
         #[arg(long, short, value_enum, default_value_t = CheckOutput::Table)]
         output: CheckOutput,
@@ -239,7 +239,7 @@ pub enum CertsCommand {
         #[arg(long)]
         state_dir: Option<PathBuf>,
         /// Warn about certificates that expire within this many days.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = crate::inventory::PkiSettings::WARN_DAYS)]
         warn_days: u32,
         #[arg(long, short, value_enum, default_value_t = CheckOutput::Table)]
         output: CheckOutput,

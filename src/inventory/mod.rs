@@ -349,8 +349,18 @@ pub struct PkiSettings {
     pub ca_dir: Option<PathBuf>,
     pub ca_validity_days: u32,
     pub cert_validity_days: u32,
+    /// `kbs apply` re-issues (and rolls out) a leaf certificate or kubeconfig that expires
+    /// within this many days.
+    pub renew_before_days: u32,
     /// Extra API server SANs.
     pub extra_sans: Vec<HostName>,
+}
+
+impl PkiSettings {
+    /// A month ahead: several applies (and `kbs status` warnings from 90 days) before expiry.
+    pub const DEFAULT_RENEW_BEFORE_DAYS: u32 = 30;
+    /// `kbs status`, `kbs check` and `kbs certs check` warn this many days before expiry.
+    pub const WARN_DAYS: u32 = 90;
 }
 
 /// Pod Security Admission levels, weakest first.

@@ -80,6 +80,7 @@ pub(super) struct RawPki {
     pub ca_dir: Option<Spanned<String>>,
     pub ca_validity_days: Option<Spanned<u32>>,
     pub cert_validity_days: Option<Spanned<u32>>,
+    pub renew_before_days: Option<Spanned<u32>>,
     #[serde(default)]
     pub extra_sans: Vec<Spanned<String>>,
 }

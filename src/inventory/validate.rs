@@ -615,6 +615,25 @@ fn pki(r: &mut Reporter, base: &Path, raw: &RawInventory) -> PkiSettings {
             "a certificate cannot be valid longer than the CA that signs it",
         );
     }
+    let renew_before_days = days(
+        &p.renew_before_days,
+        PkiSettings::DEFAULT_RENEW_BEFORE_DAYS.min(cert_validity_days / 2),
+        "renew_before_days",
+        r,
+    );
+    if let Some(d) = &p.renew_before_days
+        && *d.get_ref() >= cert_validity_days
+    {
+        r.error(
+            span(d),
+            format!(
+                "pki.renew_before_days ({}) is not shorter than pki.cert_validity_days ({cert_validity_days})",
+                d.get_ref()
+            ),
+            "every certificate would be renewed on every apply",
+            "renew some days before expiry, e.g. 30 with 365-day certificates",
+        );
+    }
     let mut extra_sans = Vec::new();
     for s in &p.extra_sans {
         match s.get_ref().parse::<IpAddr>() {
@@ -641,6 +660,7 @@ fn pki(r: &mut Reporter, base: &Path, raw: &RawInventory) -> PkiSettings {
         ca_dir: p.ca_dir.as_ref().map(|d| resolve_path(base, d.get_ref())),
         ca_validity_days,
         cert_validity_days,
+        renew_before_days,
         extra_sans,
     }
 }

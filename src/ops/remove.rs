@@ -67,6 +67,63 @@ pub fn verdict(plan: &ClusterPlan, host: &str) -> Verdict {
     Verdict::Allowed
 }
 
+/// How to take hosts that are down out of the cluster, decided from the plan alone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalAdvice {
+    /// etcd keeps quorum: `kbs remove-node` for each host in this order; each line says what
+    /// etcd has after that step.
+    Order(Vec<String>),
+    /// etcd lost quorum: removing a member needs quorum, so no removal can run.
+    NoQuorum { alive: usize, members: usize },
+}
+
+/// The order of `kbs remove-node` calls that takes the `down` hosts out while etcd keeps quorum
+/// at every step: the hosts with the most etcd members first (each removal shrinks the quorum the
+/// survivors must meet), then the rest. Live hosts are never part of it.
+pub fn removal_order(
+    plan: &ClusterPlan,
+    down: &std::collections::BTreeSet<String>,
+    inventory: &std::path::Path,
+) -> RemovalAdvice {
+    let on = |h: &str| plan.etcd.iter().filter(|m| m.host == h).count();
+    let mut members = plan.etcd.len();
+    let alive = members - down.iter().map(|h| on(h)).sum::<usize>();
+    if members > 0 && alive < members / 2 + 1 {
+        return RemovalAdvice::NoQuorum { alive, members };
+    }
+    let mut order: Vec<&String> = down.iter().collect();
+    order.sort_by_key(|h| std::cmp::Reverse(on(h)));
+    let mut current = plan.clone();
+    let mut steps = Vec::new();
+    for h in order {
+        let force = match verdict(&current, h) {
+            Verdict::Refused(why) => {
+                steps.push(format!("{h} cannot be removed: {why}"));
+                break;
+            }
+            Verdict::NeedsForce(_) => " --force",
+            Verdict::Allowed => "",
+        };
+        members -= on(h);
+        current = current.without_host(h);
+        let etcd = if on(h) > 0 {
+            format!(
+                " (etcd then has {}, {alive} up; quorum {})",
+                count(members, "member"),
+                members / 2 + 1
+            )
+        } else {
+            String::new()
+        };
+        steps.push(format!(
+            "kbs remove-node {} --host {h}{force}{etcd}",
+            inventory.display()
+        ));
+    }
+    RemovalAdvice::Order(steps)
+}
+
 /// What a removal did and what the operator does next.
 #[derive(Debug, Default)]
 pub struct RemoveReport {
@@ -110,14 +167,15 @@ async fn remove_members(
         return Ok(());
     }
     let survivors: Vec<String> = after.etcd.iter().map(|m| m.client_url()).collect();
-    let mut via = None;
+    // The surviving members on hosts that answer: with other hosts down too (removed one after
+    // another, as `kbs status` advises), health is asked of these only.
+    let mut live = Vec::new();
     for m in &after.etcd {
         if cx.reachable(&m.host).await {
-            via = Some(m.host.clone());
-            break;
+            live.push(m);
         }
     }
-    let Some(via) = via else {
+    let Some(via) = live.first().map(|m| m.host.clone()) else {
         return Err(RunError::Step {
             host: host.into(),
             step: "etcd/member-remove".into(),
@@ -164,19 +222,19 @@ async fn remove_members(
             m.id
         ));
     }
+    let live_urls: Vec<String> = live.iter().map(|m| m.client_url()).collect();
     wait_healthy_with(
         cx,
         &via,
-        &etcdctl_at(&survivors, "endpoint health"),
+        &etcdctl_at(&live_urls, "endpoint health"),
         crate::context::HEALTH_WAIT,
     )
     .await?;
     report.done.push(format!(
-        "etcd healthy with {}: {}",
+        "etcd healthy with {} ({} up): {}",
         count(after.etcd.len(), "member"),
-        after
-            .etcd
-            .iter()
+        live.len(),
+        live.iter()
             .map(|m| m.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
@@ -297,10 +355,16 @@ pub async fn run(
         ));
     }
 
-    // Drain through the API with the admin credentials.
+    // Drain through the API with the admin credentials. A dead host's pods are not running
+    // anyway: evicting them would wait for a kubelet that never answers. Deleting its Node below
+    // lets Kubernetes recreate them elsewhere.
     let kube_node = removed.has(Role::ControlPlane) || removed.has(Role::Worker);
     let api = crate::context::api::admin_client(&cx.state);
-    if kube_node {
+    if kube_node && !alive {
+        report.done.push(format!(
+            "{host} is down: not drained; its pods are recreated elsewhere once its Node is deleted"
+        ));
+    } else if kube_node {
         match &api {
             Ok(api) => match drain(api, host, opts.force).await {
                 Ok(lines) => report.done.extend(lines),
@@ -421,6 +485,46 @@ mod tests {
             Verdict::Refused(_)
         ));
         assert!(matches!(verdict(&three, "nope"), Verdict::Refused(_)));
+    }
+
+    #[test]
+    fn removal_advice_keeps_quorum_or_says_it_is_lost() {
+        let five = plan(include_str!("../../inventories/five-host.toml"));
+        let etcd: Vec<String> = five.etcd.iter().map(|m| m.host.clone()).collect();
+        assert_eq!(etcd.len(), 5);
+        let worker = five
+            .hosts
+            .iter()
+            .find(|h| !etcd.contains(&h.name))
+            .map(|h| h.name.clone());
+        // Two etcd hosts of five down, and a worker: the etcd hosts first, the worker last.
+        let mut down: std::collections::BTreeSet<String> =
+            [etcd[3].clone(), etcd[4].clone()].into();
+        down.extend(worker.clone());
+        let RemovalAdvice::Order(steps) = removal_order(&five, &down, Path::new("i.toml")) else {
+            panic!("quorum is kept: 3 of 5 members up")
+        };
+        assert_eq!(steps.len(), down.len(), "{steps:?}");
+        assert!(
+            steps[0].contains("(etcd then has 4 members, 3 up; quorum 3)"),
+            "{steps:?}"
+        );
+        assert!(
+            steps[1].contains("(etcd then has 3 members, 3 up; quorum 2)"),
+            "{steps:?}"
+        );
+        if let Some(w) = worker {
+            assert!(steps[2].ends_with(&format!("--host {w}")), "{steps:?}");
+        }
+        // Three of five down: no quorum, no order.
+        let down: std::collections::BTreeSet<String> = etcd[2..].iter().cloned().collect();
+        assert_eq!(
+            removal_order(&five, &down, Path::new("i.toml")),
+            RemovalAdvice::NoQuorum {
+                alive: 2,
+                members: 5
+            }
+        );
     }
 
     #[test]

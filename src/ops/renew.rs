@@ -15,43 +15,14 @@
 use std::collections::BTreeMap;
 
 use super::served::{Served, probe_all};
-use crate::context::api::{anonymous_client, apiserver_url, wait_ready};
+use crate::context::api::anonymous_client;
 use crate::context::etcd::{etcdctl, wait_healthy};
 use crate::context::{Ctx, RunError, each_host};
 use crate::inventory::Role;
 use crate::phases::files::{pki_files, sync};
+use crate::phases::kubeadm::restart_control_plane;
 use crate::pki::{PkiReport, REMOTE_ETCD_PKI_DIR};
 use crate::ssh::Exec;
-
-/// Restarts the API server on a control plane so it reads its new certificates. The stand-in is a
-/// systemd unit; kubeadm's components are static pods, which the kubelet stops when their
-/// manifest leaves /etc/kubernetes/manifests and starts again when it comes back. A manifest left
-/// parked by a cut-off run is put back first.
-pub(crate) const RESTART_APISERVER: &str = r#"set -eu
-m=/etc/kubernetes/manifests; p=/etc/kubernetes/kbs-restart
-for f in "$p"/*.yaml; do [ -e "$f" ] && mv "$f" "$m/"; done
-if systemctl cat kube-apiserver-standin.service >/dev/null 2>&1; then
-  systemctl restart kube-apiserver-standin.service
-  echo kube-apiserver-standin.service restarted
-  exit 0
-fi
-install -d -m 0700 "$p"
-moved=""
-for c in kube-apiserver kube-controller-manager kube-scheduler; do
-  if [ -f "$m/$c.yaml" ]; then mv "$m/$c.yaml" "$p/"; moved="$moved $c"; fi
-done
-if [ -z "$moved" ]; then echo "no API server here: neither kube-apiserver-standin.service nor a static pod manifest" >&2; exit 1; fi
-i=0
-while [ $i -lt 60 ]; do
-  i=$((i + 1))
-  if command -v crictl >/dev/null 2>&1; then
-    [ -z "$(crictl ps -q --name '^kube-apiserver$' 2>/dev/null)" ] && break
-  elif [ $i -ge 20 ]; then break; fi
-  sleep 1
-done
-for c in $moved; do mv "$p/$c.yaml" "$m/"; done
-echo "static pods restarted:$moved"
-"#;
 
 /// What a renewal did.
 #[derive(Debug)]
@@ -184,17 +155,7 @@ pub async fn run(cx: &Ctx) -> Result<RenewReport, RunError> {
     for host in &control_planes {
         let files = pki_files(cx, host, |p| p.starts_with("/etc/kubernetes"))?;
         sync(cx, host, "renew/apiserver-files", &files).await?;
-        systemctl(
-            cx,
-            host,
-            "renew/apiserver-restart",
-            "restart the API server (new certificates)".into(),
-            RESTART_APISERVER.into(),
-        )
-        .await?;
-        if let Some(url) = apiserver_url(cx, host) {
-            wait_ready(cx, &client, host, &url).await?;
-        }
+        restart_control_plane(cx, &client, host, "renew/apiserver-restart").await?;
     }
 
     // 5. Read back what is served.

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::remove::RemovalAdvice;
 use crate::context::Ctx;
 use crate::context::etcd::client_urls;
 use crate::inventory::HostName;
@@ -65,6 +66,9 @@ pub struct Status {
     pub last_backup: Option<BackupSummary>,
     /// The snapshot timer on each etcd host; empty when `[backup]` turns it off.
     pub scheduled_snapshots: Vec<ScheduledSnapshots>,
+    /// With hosts down: how to take them out while etcd keeps quorum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removal_advice: Option<RemovalAdvice>,
 }
 
 /// What the snapshot timer left on one etcd host.
@@ -149,7 +153,8 @@ pub struct CertSummary {
     pub soonest: PathBuf,
     pub not_after: String,
     pub days_left: i64,
-    /// The worst of all certificates: ok, expiring (within 30 days), expired, invalid.
+    /// The worst of all certificates: ok, expiring (within `PkiSettings::WARN_DAYS`), expired,
+    /// invalid.
     pub worst: String,
 }
 
@@ -204,6 +209,13 @@ pub async fn status(cx: &Ctx) -> Status {
     let last_backup = last_backup(&super::backups_dir(&cx.state));
     cx.disconnect_all().await;
 
+    let down: std::collections::BTreeSet<String> = hosts
+        .iter()
+        .filter(|h| !h.reachable)
+        .map(|h| h.name.clone())
+        .collect();
+    let removal_advice = (!down.is_empty())
+        .then(|| super::remove::removal_order(&cx.plan, &down, &cx.plan.inventory.path));
     let mut problems = Vec::new();
     let mut health = Health::Healthy;
     let mut worse = |h: Health, p: String, problems: &mut Vec<String>| {
@@ -305,6 +317,7 @@ pub async fn status(cx: &Ctx) -> Status {
         certificates: certificates.ok(),
         last_backup,
         scheduled_snapshots,
+        removal_advice,
     }
 }
 
@@ -526,8 +539,12 @@ async fn api(cx: &Ctx) -> Vec<ApiStatus> {
 }
 
 fn certificates(cx: &Ctx) -> Result<CertSummary, String> {
-    let report = crate::pki::check(&cx.state, 30, time::OffsetDateTime::now_utc())
-        .map_err(|e| e.to_string())?;
+    let report = crate::pki::check(
+        &cx.state,
+        crate::inventory::PkiSettings::WARN_DAYS,
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| e.to_string())?;
     let soonest = report
         .certificates
         .iter()
@@ -693,6 +710,18 @@ pub fn render_table(s: &Status) -> String {
     out.push_str(&format!("cluster {}: {}\n", s.cluster, s.health.as_str()));
     for p in &s.problems {
         out.push_str(&format!("  - {p}\n"));
+    }
+    match &s.removal_advice {
+        Some(RemovalAdvice::Order(steps)) => {
+            out.push_str("to remove the hosts that are down, keeping etcd quorum at every step:\n");
+            for (i, step) in steps.iter().enumerate() {
+                out.push_str(&format!("  {}. {step}\n", i + 1));
+            }
+        }
+        Some(RemovalAdvice::NoQuorum { alive, members }) => out.push_str(&format!(
+            "etcd has lost quorum ({alive} of {members} members up): no member can be removed; bring hosts back, or restore a snapshot with kbs restore (docs/operations.md)\n"
+        )),
+        None => {}
     }
     out
 }

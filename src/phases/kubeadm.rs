@@ -11,6 +11,7 @@ use rand::RngExt;
 use super::files::{Desired, Part, pki_files, sync};
 use super::files_of;
 use crate::context::StepStatus;
+use crate::context::api::{anonymous_client, apiserver_url, wait_ready};
 use crate::context::{Ctx, RunError, each_host};
 use crate::inventory::Role;
 use crate::plan::PlannedHost;
@@ -167,8 +168,66 @@ pub(crate) async fn join_secrets(
     })
 }
 
+/// Restarts the API server on a control plane so it reads its new certificates. The stand-in is a
+/// systemd unit; kubeadm's components are static pods, which the kubelet stops when their
+/// manifest leaves /etc/kubernetes/manifests and starts again when it comes back. A manifest left
+/// parked by a cut-off run is put back first.
+const RESTART_APISERVER: &str = r#"set -eu
+m=/etc/kubernetes/manifests; p=/etc/kubernetes/kbs-restart
+for f in "$p"/*.yaml; do [ -e "$f" ] && mv "$f" "$m/"; done
+if systemctl cat kube-apiserver-standin.service >/dev/null 2>&1; then
+  systemctl restart kube-apiserver-standin.service
+  echo kube-apiserver-standin.service restarted
+  exit 0
+fi
+install -d -m 0700 "$p"
+moved=""
+for c in kube-apiserver kube-controller-manager kube-scheduler; do
+  if [ -f "$m/$c.yaml" ]; then mv "$m/$c.yaml" "$p/"; moved="$moved $c"; fi
+done
+if [ -z "$moved" ]; then echo "no API server here: neither kube-apiserver-standin.service nor a static pod manifest" >&2; exit 1; fi
+i=0
+while [ $i -lt 60 ]; do
+  i=$((i + 1))
+  if command -v crictl >/dev/null 2>&1; then
+    [ -z "$(crictl ps -q --name '^kube-apiserver$' 2>/dev/null)" ] && break
+  elif [ $i -ge 20 ]; then break; fi
+  sleep 1
+done
+for c in $moved; do mv "$p/$c.yaml" "$m/"; done
+echo "static pods restarted:$moved"
+"#;
+
+/// Restarts the control-plane components on `host` (new certificates or kubeconfigs) as one
+/// recorded change, then waits for its API server's `/readyz` (anonymous: it answers whatever the
+/// client certificates' state).
+pub(crate) async fn restart_control_plane(
+    cx: &Ctx,
+    anonymous: &reqwest::Client,
+    host: &str,
+    step: &str,
+) -> Result<(), RunError> {
+    let s = cx.session(host).await?;
+    cx.root_change(
+        &s,
+        host,
+        step,
+        "restart the API server, controller-manager and scheduler (new certificates)",
+        RESTART_APISERVER,
+    )
+    .await?;
+    if !cx.opts.dry_run
+        && let Some(url) = apiserver_url(cx, host)
+    {
+        wait_ready(cx, anonymous, host, &url).await?;
+    }
+    Ok(())
+}
+
 /// Every control plane's certificates and kubeconfigs, then `kubeadm init` on the first control
-/// plane when it is pending.
+/// plane when it is pending. A running control plane whose files changed (certificates renewed
+/// within `pki.renew_before_days`, or new SANs) restarts its components, one host at a time,
+/// each API server ready before the next: the API stays up.
 pub(crate) async fn init(
     cx: &Ctx,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
@@ -178,16 +237,28 @@ pub(crate) async fn init(
         return Ok(());
     };
     // Every control plane's certificates and kubeconfigs, before init or any join needs them.
-    each_host(
+    let changed = each_host(
         cx.hosts()
             .filter(|h| h.has(Role::ControlPlane))
             .map(|h| h.name.as_str()),
         |host| async move {
             let files = pki_files(cx, host, |p| p.starts_with("/etc/kubernetes"))?;
-            sync(cx, host, "pki/files", &files).await
+            let written = sync(cx, host, "pki/files", &files).await?;
+            Ok((host, !written.is_empty()))
         },
     )
     .await?;
+    let running: Vec<&str> = changed
+        .into_iter()
+        .filter(|(host, changed)| *changed && !pending.contains(*host))
+        .map(|(host, _)| host)
+        .collect();
+    if !running.is_empty() {
+        let anonymous = anonymous_client(cx)?;
+        for host in running {
+            restart_control_plane(cx, &anonymous, host, "pki/restart").await?;
+        }
+    }
     if cx.in_scope(&first.name) && pending.contains(&first.name) {
         node(cx, &first, true, rendered).await?;
     }

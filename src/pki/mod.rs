@@ -476,6 +476,13 @@ impl Run<'_> {
         if let Some(problem) = c.problem(id, &ca.cert, self.now) {
             return Some(problem);
         }
+        let before = self.settings().renew_before_days;
+        if c.not_after - self.now < time::Duration::days(i64::from(before)) {
+            return Some(format!(
+                "expires on {}, within pki.renew_before_days = {before}",
+                c.not_after.date()
+            ));
+        }
         match cert::parse_key(Path::new(""), key) {
             Ok(k) if c.matches_key(&k) => None,
             _ => Some("key does not match the certificate".into()),

@@ -539,3 +539,14 @@ fn pinned_host_keys_are_parsed_when_the_inventory_loads() {
     ));
     kbs().arg("plan").arg(&path).assert().success();
 }
+
+#[test]
+fn renew_before_days_must_be_shorter_than_the_validity() {
+    let e = plan_error_text(&format!(
+        "{VALID}\n[pki]\ncert_validity_days = 30\nrenew_before_days = 30\n"
+    ));
+    assert_has(
+        &e,
+        &["pki.renew_before_days (30) is not shorter than pki.cert_validity_days (30)"],
+    );
+}

@@ -219,6 +219,42 @@ fn lab_certs_renew_rolls_without_api_outage_and_recovers_expired_certificates() 
         node_names(&lab, state.path()),
         set(&["node-1", "node-2", "node-3"])
     );
+
+    // Certificates 15 days from expiry, on every host and served: `kbs apply` renews them
+    // (pki.renew_before_days = 30) and rolls them out, API servers one at a time.
+    let soon = time::OffsetDateTime::now_utc() - time::Duration::days(350);
+    kbs::pki::renew_at(&plan, &StateDir::new(state.path()), soon).expect("renew_at");
+    push_pki(&lab, state.path());
+    for n in 1..=3 {
+        lab.exec(
+            &format!("node-{n}"),
+            "systemctl restart 'kbs-etcd@*' kube-apiserver-standin.service",
+        );
+    }
+    assert_etcd_healthy(state.path(), &eps);
+    let expiring = check_hosts(&lab, state.path());
+    assert_eq!(expiring.status.code(), Some(1), "{}", text(&expiring));
+    let poller = Poller::start(state.path());
+    let log = ok(&run(&lab, state.path(), &["apply"], &[]));
+    let (good, bad, longest) = poller.finish();
+    assert!(
+        log.contains("restart the API server, controller-manager and scheduler (new certificates)"),
+        "{log}"
+    );
+    assert!(
+        bad * 10 <= good + bad && longest <= Duration::from_secs(3),
+        "the API was down too long during apply's renewal: {good} answered, {bad} failed, longest outage {longest:?}"
+    );
+    for addr in tls_endpoints(&lab) {
+        let c = served(&addr);
+        assert!(
+            c.not_after > time::OffsetDateTime::now_utc() + time::Duration::days(300),
+            "{addr} still serves a certificate close to expiry"
+        );
+    }
+    let check = check_hosts(&lab, state.path());
+    assert!(check.status.success(), "{}", text(&check));
+    assert_etcd_healthy(state.path(), &eps);
 }
 
 fn nothing_left(lab: &Lab, host: &str) {
@@ -361,4 +397,50 @@ fn lab_reset_needs_confirmation_cleans_every_host_and_apply_rebuilds() {
         node_names(&lab, state.path()),
         set(&["node-1", "node-2", "node-3"])
     );
+}
+
+#[test]
+fn lab_removal_advice_for_two_dead_hosts_of_five_keeps_quorum() {
+    let Some(lab) = up(&["5"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    let inv = state.path().join("inventory.toml");
+    let text5 = std::fs::read_to_string(lab.inventory()).expect("inventory");
+    std::fs::write(&inv, format!("{text5}\n[etcd]\nmembers = 5\n")).expect("write");
+    ok(&run_kbs(&["apply"], &inv, state.path(), &[]));
+    lab.cmd(&["kill", "node-4"]);
+    lab.cmd(&["kill", "node-5"]);
+    let out = run_kbs(&["status"], &inv, state.path(), &[]);
+    let table = text(&out);
+    assert_eq!(out.status.code(), Some(1), "degraded, not down: {table}");
+    let steps: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("to remove the hosts that are down"))
+        .skip(1)
+        .collect();
+    assert_eq!(steps.len(), 2, "{table}");
+    assert!(
+        steps[0].contains("--host node-4 (etcd then has 4 members, 3 up; quorum 3)"),
+        "{table}"
+    );
+    assert!(
+        steps[1].contains("--host node-5 (etcd then has 3 members, 3 up; quorum 2)"),
+        "{table}"
+    );
+    // Following the advice works, and etcd keeps quorum throughout.
+    for host in ["node-4", "node-5"] {
+        let log = ok(&run_kbs(
+            &["remove-node"],
+            &inv,
+            state.path(),
+            &["--host", host],
+        ));
+        assert!(
+            log.contains(&format!("removed etcd member {host}")),
+            "{log}"
+        );
+        assert!(log.contains("is down: not drained"), "{log}");
+    }
+    let eps = endpoints(&lab, &[1, 2, 3], &[2379]);
+    assert_eq!(members(state.path(), &eps), 3);
+    assert_etcd_healthy(state.path(), &eps);
 }

@@ -640,3 +640,40 @@ fn a_users_ca_is_used_verbatim() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("differs from the copy"), "{err}");
 }
+
+#[test]
+fn leaves_expiring_within_renew_before_days_are_reissued() {
+    let c = Cluster::new("edge", &HOSTS[..1], "");
+    let state = StateDir::new(&c.state);
+    let now = OffsetDateTime::now_utc();
+    // Issued 340 days ago with 365-day leaves: 25 days left, inside the default 30.
+    kbs::pki::ensure_at(&plan_of(&c), &state, now - Duration::days(340)).unwrap();
+    let report = kbs::pki::ensure(&plan_of(&c), &state).unwrap();
+    let why: Vec<&str> = report
+        .items
+        .iter()
+        .filter_map(|i| match &i.action {
+            kbs::pki::Action::Reissued(why) => Some(why.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!why.is_empty());
+    assert!(
+        why.iter()
+            .all(|w| w.contains("within pki.renew_before_days = 30")),
+        "{why:?}"
+    );
+    // CAs are not leaves: they stay; and the next run keeps everything.
+    assert!(
+        report
+            .items
+            .iter()
+            .any(|i| i.path.ends_with("ca.crt") && i.action == kbs::pki::Action::Kept)
+    );
+    assert_eq!(kbs::pki::ensure(&plan_of(&c), &state).unwrap().changed(), 0);
+    // 25 days left is fine with renew_before_days = 10.
+    let c = Cluster::new("edge", &HOSTS[..1], "[pki]\nrenew_before_days = 10\n");
+    let state = StateDir::new(&c.state);
+    kbs::pki::ensure_at(&plan_of(&c), &state, now - Duration::days(340)).unwrap();
+    assert_eq!(kbs::pki::ensure(&plan_of(&c), &state).unwrap().changed(), 0);
+}
