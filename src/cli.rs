@@ -209,6 +209,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// etcd maintenance on the running cluster.
+    Etcd {
+        #[command(subcommand)]
+        command: EtcdCommand,
+    },
     /// Print the shell completion script, e.g. `kbs completion bash > /etc/bash_completion.d/kbs`.
     Completion { shell: clap_complete::Shell },
     /// Print the man page kbs(1), or with --out write it and one page per subcommand there.
@@ -216,6 +221,20 @@ pub enum Command {
         /// A directory for kbs.1 and kbs-SUBCOMMAND.1.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EtcdCommand {
+    /// Give every member's free database pages back to the disk, one member at a time (followers
+    /// first, the leader last, all healthy before each), then disarm a NOSPACE alarm. Kubernetes
+    /// compacts etcd but never defragments it.
+    Defrag {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Say what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

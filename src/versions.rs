@@ -303,6 +303,8 @@ pub struct CniRelease {
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
     pub arch: String,
+    /// What `kbs status` compares each member's database size with.
+    pub etcd_default_quota_bytes: u64,
     pub kubernetes: Vec<Release>,
     pub retired: Vec<Retired>,
     #[serde(rename = "download")]

@@ -5,6 +5,7 @@ mod backup;
 mod bundle;
 mod certs;
 mod check;
+mod etcd;
 mod exec;
 mod init;
 mod plan;
@@ -32,6 +33,9 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         } => render::run(&inventory, &out, templates.as_deref()),
         Command::Init { hosts, name, out } => init::run(&hosts, &name, out.as_deref()),
         Command::Certs { command } => certs::run(command, cli.verbose),
+        Command::Etcd {
+            command: crate::cli::EtcdCommand::Defrag { run, dry_run },
+        } => etcd::defrag(&run, cli.verbose, dry_run),
         Command::Status { run, output } => status::run(&run, output),
         Command::Backup {
             run,

@@ -5,6 +5,7 @@
 
 mod components;
 mod error;
+mod hooks;
 mod hostkey;
 mod layout;
 mod quantity;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::versions::{CniPlugin, Components, KubeVersion, Version};
 pub use components::{WantedImage, allow_unsupported_version};
 pub use error::{InventoryError, InventoryErrors};
+pub use hooks::{Hook, HookPoint};
 pub use hostkey::parse_host_key;
 pub use layout::{EtcdLayout, Topology, by_reliability, etcd_layout, explicit_roles};
 pub use quantity::Quantity;
@@ -49,6 +51,8 @@ pub struct Inventory {
     /// `[backup]`: scheduled etcd snapshots on the etcd hosts and the default backup recipient.
     pub backup: BackupSettings,
     pub hosts: Vec<Host>,
+    /// `[[hook]]`: the operator's commands before and after apply, upgrade and reset.
+    pub hooks: Vec<Hook>,
 }
 
 /// Where scheduled snapshots go on each etcd host, how often, and how many are kept.

@@ -33,6 +33,8 @@ pub(super) struct RawInventory {
     pub backup: Option<RawBackup>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Spanned<RawHost>>,
+    #[serde(default, rename = "hook")]
+    pub hooks: Vec<super::hooks::RawHook>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -103,6 +103,8 @@ fn build(
     let artifacts = components::artifacts(r, base, &raw);
     let registry = components::registry(r, base, &raw);
     let cni = components::cni(r, base, &raw, &artifacts.source);
+    let typed_hosts: Vec<Option<Host>> = hosts.iter().map(|(h, _)| h.clone()).collect();
+    let hooks = super::hooks::hooks(r, &raw, &typed_hosts);
     Some(Inventory {
         path: path.to_path_buf(),
         cluster: cluster?,
@@ -117,7 +119,8 @@ fn build(
         cni,
         security,
         backup,
-        hosts: hosts.into_iter().map(|(h, _)| h).collect::<Option<_>>()?,
+        hosts: typed_hosts.into_iter().collect::<Option<_>>()?,
+        hooks,
     })
 }
 

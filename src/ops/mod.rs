@@ -4,6 +4,7 @@
 //! as apply (`context::Ctx`) and reuses apply's phases where it changes files (`files::sync`).
 
 pub mod backup;
+pub mod defrag;
 pub mod drain;
 pub mod remove;
 pub mod renew;

@@ -7,6 +7,8 @@
 use std::fmt::Write;
 
 use crate::context::{Ctx, RunError, each_host};
+use crate::inventory::HookPoint;
+use crate::phases::hooks;
 use crate::ssh::Exec;
 
 /// Files and directories kbs writes on a host (see render::render_host_files and
@@ -106,7 +108,13 @@ pub async fn run(cx: &Ctx) -> Result<ResetReport, RunError> {
         if !cx.reachable(host).await {
             return Ok((host.to_string(), Err("unreachable over SSH".to_string())));
         }
-        let r = reset_host(cx, host).await.map_err(|e| e.to_string());
+        let r = async {
+            hooks::run_on(cx, host, HookPoint::BeforeReset).await?;
+            reset_host(cx, host).await?;
+            hooks::run_on(cx, host, HookPoint::AfterReset).await
+        }
+        .await
+        .map_err(|e| e.to_string());
         Ok((host.to_string(), r))
     })
     .await?;

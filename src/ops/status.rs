@@ -129,6 +129,8 @@ pub struct MemberStatus {
     pub healthy: bool,
     pub leader: bool,
     pub db_size: Option<u64>,
+    /// What the data takes; the rest of `db_size` is free pages a defrag gives back.
+    pub db_size_in_use: Option<u64>,
     pub raft_index: Option<u64>,
     pub raft_term: Option<u64>,
     pub revision: Option<u64>,
@@ -179,6 +181,8 @@ struct EpStatusBody {
     version: Option<String>,
     #[serde(rename = "dbSize")]
     db_size: Option<u64>,
+    #[serde(rename = "dbSizeInUse")]
+    db_size_in_use: Option<u64>,
     leader: Option<u64>,
     #[serde(rename = "raftIndex")]
     raft_index: Option<u64>,
@@ -251,6 +255,22 @@ pub async fn status(cx: &Ctx) -> Status {
                     "etcd member {} is unhealthy: {}",
                     m.name,
                     m.error.as_deref().unwrap_or("?")
+                ),
+                &mut problems,
+            );
+        }
+        let quota = crate::versions::catalog().etcd_default_quota_bytes;
+        for m in etcd
+            .iter()
+            .filter(|m| m.db_size.is_some_and(|s| s > quota / 10 * 8))
+        {
+            worse(
+                Health::Degraded,
+                format!(
+                    "etcd member {}'s database is {} of the {} quota: past it etcd refuses writes; run `kbs etcd defrag` (docs/operations.md)",
+                    m.name,
+                    m.db_size.map_or("-".into(), human_bytes),
+                    human_bytes(quota)
                 ),
                 &mut problems,
             );
@@ -412,7 +432,7 @@ async fn hosts(cx: &Ctx) -> Vec<HostStatus> {
 }
 
 /// Asks the etcd hosts in turn (the first that answers) for every member's status and health.
-async fn etcd(cx: &Ctx) -> Vec<MemberStatus> {
+pub(crate) async fn etcd(cx: &Ctx) -> Vec<MemberStatus> {
     let mut members: Vec<MemberStatus> = cx
         .plan
         .etcd
@@ -465,6 +485,7 @@ async fn etcd(cx: &Ctx) -> Vec<MemberStatus> {
             let s = &st.status;
             m.leader = s.leader.is_some() && s.leader == s.header.member_id;
             m.db_size = s.db_size;
+            m.db_size_in_use = s.db_size_in_use;
             m.raft_index = s.raft_index;
             m.raft_term = s.raft_term;
             m.revision = s.header.revision;
@@ -605,7 +626,7 @@ pub fn human_age(secs: u64) -> String {
     }
 }
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),

@@ -32,9 +32,10 @@ use crate::context::api::{Api, admin_client};
 use crate::context::api::{anonymous_client, apiserver_url, wait_ready};
 use crate::context::journal::StepStatus;
 use crate::context::{Ctx, HEALTH_WAIT, RunError, each_host, retry};
-use crate::inventory::{KubeVersion, Role};
+use crate::inventory::{HookPoint, KubeVersion, Role};
 use crate::phases::files::{Desired, Part, sync};
 use crate::phases::files_of;
+use crate::phases::hooks;
 use crate::phases::prepare::{load_artifacts, prepare_host};
 use crate::plan::PlannedHost;
 use crate::render::{
@@ -491,6 +492,7 @@ pub async fn run(
     if let Some(first) = cx.plan.etcd.first() {
         crate::context::etcd::wait_healthy(cx, &first.host).await?;
     }
+    hooks::run(cx, HookPoint::BeforeUpgrade).await?;
 
     // 3. etcd, one host at a time, healthy in between.
     let etcd = etcd_files(&bundle);
@@ -601,6 +603,9 @@ pub async fn run(
     }
     if let Some(first) = cx.plan.etcd.first() {
         crate::context::etcd::wait_healthy(cx, &first.host).await?;
+    }
+    if behind.is_empty() {
+        hooks::run(cx, HookPoint::AfterUpgrade).await?;
     }
     cx.disconnect_all().await;
     if !behind.is_empty() {

@@ -12,10 +12,12 @@ pub(crate) mod connect;
 pub(crate) mod etcd;
 pub(crate) mod files;
 pub(crate) mod front;
+pub(crate) mod hooks;
 pub(crate) mod kubeadm;
 mod preflight;
 pub(crate) mod prepare;
 pub(crate) mod probe;
+mod serving;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -23,7 +25,7 @@ use std::collections::BTreeMap;
 use tracing::Instrument;
 
 use crate::context::{Change, Ctx, Options, RunError};
-use crate::inventory::Inventory;
+use crate::inventory::{HookPoint, Inventory};
 use crate::plan::ClusterPlan;
 use crate::render::{RenderedFile, Templates};
 use crate::ssh::Progress;
@@ -89,6 +91,9 @@ pub async fn apply(
     kubeadm::refuse_version_change(&cx)
         .instrument(phase("version"))
         .await?;
+    hooks::run(&cx, HookPoint::BeforeApply)
+        .instrument(phase("hooks"))
+        .await?;
 
     // Local first: the PKI is made (or reused) before any host is touched.
     let local = phase("local").entered();
@@ -131,7 +136,13 @@ pub async fn apply(
     baselines::run(&cx, &rendered)
         .instrument(phase("baselines"))
         .await?;
+    serving::run(&cx)
+        .instrument(phase("kubelet-serving"))
+        .await?;
     verify::run(&cx).instrument(phase("verify")).await?;
+    hooks::run(&cx, HookPoint::AfterApply)
+        .instrument(phase("hooks"))
+        .await?;
     cx.disconnect_all().await;
     report.changes = cx.changes();
     Ok(report)

@@ -351,6 +351,11 @@ fn lab_killing_kbs_in_any_phase_then_applying_again_converges() {
 }
 
 fn fails(lab: &Lab, state: &Path, inventory: &Path) -> String {
+    // The hosts may hold an earlier test's cluster: "nothing changed" is judged against a mark.
+    for h in ["node-1", "node-3"] {
+        lab.exec(h, "touch /run/kbs-test-mark");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
     let out = run_kbs(&["apply"], inventory, state, &[]);
     assert_eq!(
         out.status.code(),
@@ -358,12 +363,15 @@ fn fails(lab: &Lab, state: &Path, inventory: &Path) -> String {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // Nothing was changed anywhere: kbs writes nothing below /etc/kbs before preflight passes.
+    // Nothing was changed anywhere: kbs writes nothing before preflight passes.
     for h in ["node-1", "node-3"] {
         assert_eq!(
-            lab.exec(h, "test -e /etc/kbs && echo changed || echo untouched")
-                .trim(),
-            "untouched",
+            lab.exec(
+                h,
+                "find /etc/kbs /etc/kubernetes /etc/systemd/system /usr/local/bin -newer /run/kbs-test-mark 2>/dev/null | head -3"
+            )
+            .trim(),
+            "",
             "{h}"
         );
     }
@@ -435,5 +443,45 @@ fn lab_bad_input_is_a_clear_error_and_changes_nothing() {
     assert!(
         flat(&err).contains(&flat("no answer from node-2:2380")),
         "{err}"
+    );
+}
+
+#[test]
+fn lab_hooks_run_before_and_after_apply_and_a_failing_one_stops_it() {
+    let Some(lab) = up(&["1"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    let text = std::fs::read_to_string(lab.inventory()).expect("inventory");
+    let inv = state.path().join("inventory.toml");
+    let hooks = |check: &str| {
+        format!(
+            "{text}\n[[hook]]\nname = \"disk-check\"\nwhen = \"before-apply\"\nhosts = [\"node-1\"]\nrun = \"echo checking the disk; {check}\"\n\n\
+             [[hook]]\nname = \"mark\"\nwhen = \"after-apply\"\nroles = [\"control-plane\"]\nrun = \"echo applied > /root/kbs-after-apply\"\n"
+        )
+    };
+    std::fs::write(&inv, hooks("exit 3")).expect("write");
+    let dry = ok(&run_kbs(&["apply"], &inv, state.path(), &["--dry-run"]));
+    assert!(
+        dry.contains("would run the before-apply hook `disk-check`"),
+        "{dry}"
+    );
+    let out = run_kbs(&["apply"], &inv, state.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("node-1: hook/disk-check failed: exit status 3: checking the disk"),
+        "{err}"
+    );
+    let left = lab.exec("node-1", "ls /etc/kubernetes /etc/kbs 2>/dev/null | wc -l");
+    assert_eq!(
+        left.trim(),
+        "0",
+        "a failing before-apply hook stops apply before any change"
+    );
+
+    std::fs::write(&inv, hooks("true")).expect("write");
+    ok(&run_kbs(&["apply"], &inv, state.path(), &[]));
+    assert_eq!(
+        lab.exec("node-1", "cat /root/kbs-after-apply").trim(),
+        "applied"
     );
 }

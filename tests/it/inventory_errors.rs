@@ -550,3 +550,21 @@ fn renew_before_days_must_be_shorter_than_the_validity() {
         &["pki.renew_before_days (30) is not shorter than pki.cert_validity_days (30)"],
     );
 }
+
+#[test]
+fn hooks_are_checked() {
+    let e = plan_error_text(&format!(
+        "{VALID}\n[[hook]]\nname = \"ok\"\nwhen = \"before-apply\"\nrun = \"  \"\nhosts = [\"node-9\"]\n"
+    ));
+    assert_has(
+        &e,
+        &[
+            "hook `ok` has nothing to run",
+            "hook `ok` names host `node-9`, which is not in the inventory",
+        ],
+    );
+    let e = plan_error_text(&format!(
+        "{VALID}\n[[hook]]\nname = \"x\"\nwhen = \"before-lunch\"\nrun = \"true\"\n"
+    ));
+    assert_has(&e, &["before-lunch", "before-apply"]);
+}

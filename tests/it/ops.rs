@@ -542,3 +542,73 @@ fn bad_input_is_refused_before_any_host_is_contacted() {
     let out = run(&["restore"], &inv, &state, &[enc.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is encrypted"));
 }
+
+/// Each member's database size, by name, from `kbs status`.
+fn db_sizes(inventory: &Path, state: &Path) -> Vec<(String, u64, bool)> {
+    let (_, s, _) = status(inventory, state);
+    s["etcd"]
+        .as_array()
+        .expect("etcd")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_string(),
+                m["db_size"].as_u64().unwrap_or(0),
+                m["leader"] == true,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn lab_etcd_defrag_shrinks_a_database_with_deleted_keys() {
+    let Some(lab) = up(&["3"]) else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let state = tmp.path().join("state");
+    let inv = lab.inventory();
+    apply(&inv, &state);
+    // 30 MB of values, deleted and compacted away: the file keeps its size until a defrag.
+    let etcdctl = "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kbs/etcd/pki/ca.crt \
+                   --cert=/etc/kbs/etcd/pki/healthcheck-client.crt --key=/etc/kbs/etcd/pki/healthcheck-client.key";
+    lab.exec(
+        "node-1",
+        &format!(
+            "set -e; for i in $(seq 1 200); do head -c 150000 /dev/zero | tr '\\0' x | {etcdctl} put /kbs-defrag-test/$i >/dev/null; done; \
+             {etcdctl} del --prefix /kbs-defrag-test/ >/dev/null; \
+             rev=$({etcdctl} endpoint status -w json | sed -n 's/.*\"revision\":\\([0-9]*\\).*/\\1/p'); {etcdctl} compact $rev"
+        ),
+    );
+    let before = db_sizes(&inv, &state);
+    assert!(
+        before.iter().all(|(_, size, _)| *size > 20 << 20),
+        "{before:?}"
+    );
+
+    let dry = ok(&run(&["etcd", "defrag"], &inv, &state, &["--dry-run"]));
+    assert!(dry.contains("would defragment etcd member"), "{dry}");
+    assert_eq!(db_sizes(&inv, &state), before, "a dry run changed nothing");
+
+    let out = ok(&run(&["etcd", "defrag"], &inv, &state, &[]));
+    // The sizes, in the order the members were done: the leader last.
+    let order: Vec<&str> = out.lines().filter(|l| l.contains(" → ")).collect();
+    assert_eq!(order.len(), 3, "{out}");
+    let leader = before
+        .iter()
+        .find(|(_, _, l)| *l)
+        .expect("a leader")
+        .0
+        .clone();
+    assert!(order[2].starts_with(&format!("{leader} on ")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "defragment etcd member {leader}, the leader, last"
+        )),
+        "{out}"
+    );
+    let after = db_sizes(&inv, &state);
+    for ((name, b, _), (_, a, _)) in before.iter().zip(&after) {
+        assert!(a * 4 < *b, "{name}: {b} bytes before, {a} after the defrag");
+    }
+    let (code, s, _) = status(&inv, &state);
+    assert_eq!(code, 0, "{s:#}");
+}

@@ -631,8 +631,23 @@ def make_subject(cn, orgs=()):
     return "".join("/O=" + o for o in orgs) + "/CN=" + cn
 
 
-def make_csr(key_file, cn, orgs=()):
-    return openssl("req", "-new", "-key", key_file, "-subj", make_subject(cn, orgs))
+def make_csr(key_file, cn, orgs=(), sans=()):
+    extra = ["-addext", "subjectAltName=" + ",".join(("IP:" if is_ip(s) else "DNS:") + s for s in sans)] if sans else []
+    return openssl("req", "-new", "-key", key_file, "-subj", make_subject(cn, orgs), *extra)
+
+
+def csr_sans(csr_pem):
+    """The DNS names and IP addresses a CSR asks for, as openssl prints them."""
+    text = openssl("req", "-noout", "-text", input=csr_pem).decode()
+    m = re.search(r"X509v3 Subject Alternative Name:\s*\n\s*(.+)", text)
+    if not m:
+        return []
+    out = []
+    for part in m.group(1).split(","):
+        k, _, v = part.strip().partition(":")
+        if k in ("DNS", "IP Address"):
+            out.append(v.strip())
+    return out
 
 
 def mint_cert(ca_crt, ca_key, out_base, cn, orgs=(), sans=(), eku="clientAuth", algorithm="RSA-2048"):
