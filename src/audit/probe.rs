@@ -131,6 +131,11 @@ pub(crate) fn script(plan: &ClusterPlan, host: &PlannedHost) -> String {
         s,
         "f=/var/lib/kubelet/pki/kubelet-client-current.pem; [ -f $f ] && {{ echo \"{MARK}cert $f\"; sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' $f; }}"
     );
+    // The kubelet's serving certificate, from its approved kubelet-serving CSR (empty: none).
+    let _ = writeln!(
+        s,
+        "f=/var/lib/kubelet/pki/kubelet-server-current.pem; echo \"{MARK}serving-cert $f\"; [ -f $f ] && sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' $f"
+    );
     s.push_str("exit 0\n");
     s
 }

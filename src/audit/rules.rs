@@ -196,7 +196,40 @@ pub fn evaluate(i: &HostInput) -> Vec<Check> {
     }
     ssh_root_login(&mut o, i, s);
     host_certs(&mut o, i);
+    serving_cert(&mut o, i);
     o.checks
+}
+
+/// With `kubelet_serving_certificates`, a node's kubelet needs the certificate of its approved
+/// kubelet-serving CSR: without it `kubectl logs/exec` and metrics-server fail on that node.
+fn serving_cert(o: &mut Out, i: &HostInput) {
+    let node = i.host.has(Role::ControlPlane) || i.host.has(Role::Worker);
+    if !node || !i.plan.inventory.security.kubelet_serving_certificates {
+        return;
+    }
+    // No section at all: a probe from before this check (older output); nothing to judge.
+    let Some((path, pem)) = i.sections.with_prefix("serving-cert").next() else {
+        return;
+    };
+    let fix = "run kbs apply: it approves the kubelet's own kubelet-serving CSR after checking its requester and names";
+    let (status, found) = if pem.trim().is_empty() {
+        (
+            CheckStatus::Fail,
+            format!("no {path}: the kubelet's serving CSR was never approved"),
+        )
+    } else {
+        match CertInfo::from_pem(pem.as_bytes()) {
+            Err(e) => (CheckStatus::Fail, format!("{path} unreadable: {e}")),
+            Ok(c) => {
+                let (st, days) = lifetime(&c, i.warn_days, i.now);
+                (
+                    st,
+                    format!("{path}, expires in {days} days (the kubelet renews it)"),
+                )
+            }
+        }
+    };
+    o.push("kubelet-serving-cert", status, found, fix);
 }
 
 fn time_sync(o: &mut Out, s: &Sections, in_container: Option<&str>) {

@@ -69,7 +69,10 @@ pub(crate) async fn run(cx: &Ctx) -> Result<(), RunError> {
             };
             cx.change(host, "kubelet/serving-csr", what, async {
                 match api {
-                    Some(api) => approve(api, h).await,
+                    Some(api) => {
+                        approve(api, h).await?;
+                        issued(cx, host).await
+                    }
                     None => Ok(()),
                 }
             })
@@ -79,6 +82,27 @@ pub(crate) async fn run(cx: &Ctx) -> Result<(), RunError> {
     })
     .await?;
     Ok(())
+}
+
+/// Waits until the kubelet has written the certificate of its approved request.
+async fn issued(cx: &Ctx, host: &str) -> Result<(), RunError> {
+    let probe = format!("[ -s {SERVING_CERT} ] || echo missing");
+    retry::until(HEALTH_WAIT, Duration::from_secs(1), || async {
+        match cx
+            .sh(host, "kubelet/serving", &probe, Duration::from_secs(30))
+            .await
+        {
+            Ok(out) if out.trim().is_empty() => Ok(()),
+            Ok(_) => Err(format!("the kubelet has not written {SERVING_CERT} yet")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .map_err(|last| RunError::Step {
+        host: host.into(),
+        step: "kubelet/serving".into(),
+        message: format!("approved, but after {} s: {last}", HEALTH_WAIT.as_secs()),
+    })
 }
 
 /// Waits for `h`'s pending kubelet-serving CSR and approves it once it passes `check`.

@@ -485,3 +485,73 @@ fn lab_hooks_run_before_and_after_apply_and_a_failing_one_stops_it() {
         "applied"
     );
 }
+
+#[test]
+fn lab_kubelet_serving_csrs_are_approved_only_for_the_nodes_own_names() {
+    let Some(lab) = up(&["1"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    ok(&apply(&lab, state.path(), &["apply"]));
+    // The kubelet filed its kubelet-serving CSR; apply checked and approved it; it has its cert.
+    let csrs = crate::common::api_get(
+        state.path(),
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+    );
+    let serving: Vec<&serde_json::Value> = csrs["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|c| c["spec"]["signerName"] == "kubernetes.io/kubelet-serving")
+        .collect();
+    assert_eq!(serving.len(), 1, "{csrs:#}");
+    assert_eq!(serving[0]["spec"]["username"], "system:node:node-1");
+    assert_eq!(
+        serving[0]["status"]["conditions"][0]["reason"],
+        "KbsApproved"
+    );
+    lab.exec(
+        "node-1",
+        "for i in $(seq 1 30); do [ -s /var/lib/kubelet/pki/kubelet-server-current.pem ] && exit 0; sleep 1; done; exit 1",
+    );
+
+    // A request from node-1 for a name that is not its own is refused, and says so.
+    lab.exec(
+        "node-1",
+        "systemctl stop kubelet; rm -f /var/lib/kubelet/pki/kubelet-server*; \
+         python3 - <<'PY'\n\
+import base64, json, ssl, subprocess, urllib.request, yaml\n\
+kc = yaml.safe_load(open('/etc/kubernetes/kubelet.conf'))\n\
+u = kc['users'][0]['user']; cl = kc['clusters'][0]['cluster']\n\
+open('/tmp/c.pem','wb').write(base64.b64decode(u['client-certificate-data']) if 'client-certificate-data' in u else open(u['client-certificate'],'rb').read())\n\
+open('/tmp/k.pem','wb').write(base64.b64decode(u['client-key-data']) if 'client-key-data' in u else open(u['client-key'],'rb').read())\n\
+open('/tmp/ca.pem','wb').write(base64.b64decode(cl['certificate-authority-data']))\n\
+subprocess.run(['openssl','ecparam','-name','prime256v1','-genkey','-noout','-out','/tmp/s.key'], check=True)\n\
+csr = subprocess.run(['openssl','req','-new','-key','/tmp/s.key','-subj','/O=system:nodes/CN=system:node:node-1','-addext','subjectAltName=DNS:node-1,DNS:evil.example'], check=True, capture_output=True).stdout\n\
+ctx = ssl.create_default_context(cafile='/tmp/ca.pem'); ctx.load_cert_chain('/tmp/c.pem','/tmp/k.pem')\n\
+body = {'apiVersion':'certificates.k8s.io/v1','kind':'CertificateSigningRequest','metadata':{'name':'forged'},'spec':{'request':base64.b64encode(csr).decode(),'signerName':'kubernetes.io/kubelet-serving','usages':['digital signature','server auth']}}\n\
+req = urllib.request.Request(cl['server']+'/apis/certificates.k8s.io/v1/certificatesigningrequests', data=json.dumps(body).encode(), headers={'Content-Type':'application/json'})\n\
+urllib.request.urlopen(req, context=ctx)\n\
+PY",
+    );
+    let out = run_kbs(&["apply"], &lab.inventory(), state.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "request forged from system:node:node-1 is not approved: it asks for evil.example"
+        ),
+        "{err}"
+    );
+    let forged = crate::common::api_get(
+        state.path(),
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests/forged",
+    );
+    assert!(forged["status"]["conditions"].is_null(), "{forged:#}");
+    // The kubelet's own request, filed after it, is approved.
+    std::thread::sleep(Duration::from_secs(1));
+    lab.exec("node-1", "systemctl start kubelet");
+    ok(&apply(&lab, state.path(), &["apply"]));
+    lab.exec(
+        "node-1",
+        "for i in $(seq 1 30); do [ -s /var/lib/kubelet/pki/kubelet-server-current.pem ] && exit 0; sleep 1; done; exit 1",
+    );
+}

@@ -516,3 +516,32 @@ fn controller_manager_and_scheduler_flags_as_deployed() {
         c.found
     );
 }
+
+#[test]
+fn a_node_without_its_serving_certificate_fails() {
+    let path = "/var/lib/kubelet/pki/kubelet-server-current.pem";
+    let with = |text: &str| {
+        let mut r = Run::new();
+        r.text
+            .push_str(&format!("\n### kbs:serving-cert {path}\n{text}"));
+        r
+    };
+    let c = with("").get("kubelet-serving-cert");
+    assert_eq!(c.status, CheckStatus::Fail, "{c:?}");
+    assert!(c.found.contains("never approved"), "{c:?}");
+    // The serving certificate is a certificate like the others the capture holds: reuse one.
+    let pem = CAPTURED
+        .split("### kbs:cert /etc/kubernetes/pki/apiserver.crt\n")
+        .nth(1)
+        .and_then(|rest| rest.split("###").next())
+        .expect("apiserver.crt in the capture");
+    let c = with(pem).get("kubelet-serving-cert");
+    assert_eq!(c.status, CheckStatus::Pass, "{c:?}");
+    // Output from before the check: no section, no verdict.
+    assert!(
+        Run::new()
+            .checks()
+            .iter()
+            .all(|c| c.name != "kubelet-serving-cert")
+    );
+}
