@@ -197,7 +197,43 @@ pub fn evaluate(i: &HostInput) -> Vec<Check> {
     ssh_root_login(&mut o, i, s);
     host_certs(&mut o, i);
     serving_cert(&mut o, i);
+    kubelet_client_rotation(&mut o, i);
     o.checks
+}
+
+/// kubelet.conf must point at the kubelet's rotating `kubelet-client-current.pem`, as kubeadm
+/// leaves it: a certificate embedded there is never renewed and the node drops out of the cluster
+/// a year later (a well-known kubeadm outage).
+fn kubelet_client_rotation(o: &mut Out, i: &HostInput) {
+    let node = i.host.has(Role::ControlPlane) || i.host.has(Role::Worker);
+    let Some((_, data)) = i
+        .sections
+        .with_prefix("kubeconfig-cert")
+        .find(|(p, _)| *p == "/etc/kubernetes/kubelet.conf")
+    else {
+        return;
+    };
+    if !node {
+        return;
+    }
+    let (status, found) = if data.trim().is_empty() {
+        (
+            CheckStatus::Pass,
+            "kubelet.conf uses /var/lib/kubelet/pki/kubelet-client-current.pem, which the kubelet rotates".to_string(),
+        )
+    } else {
+        (
+            CheckStatus::Warn,
+            "kubelet.conf embeds its client certificate: it is never rotated and expires with it"
+                .to_string(),
+        )
+    };
+    o.push(
+        "kubelet-client-rotation",
+        status,
+        found,
+        "point kubelet.conf's user at /var/lib/kubelet/pki/kubelet-client-current.pem (client-certificate and client-key), as `kubeadm init phase kubelet-finalize enable-client-cert-rotation` does, then restart the kubelet",
+    );
 }
 
 /// With `kubelet_serving_certificates`, a node's kubelet needs the certificate of its approved

@@ -132,9 +132,13 @@ pub async fn served_cert(addr: SocketAddr) -> Result<CertInfo, String> {
     CertInfo::from_der(&der)
 }
 
-/// Every etcd member and API server of the plan, probed concurrently.
+/// Every etcd member and API server of the plan, probed concurrently, each certificate judged
+/// against the state dir's copy and against the names the inventory now implies (a new address,
+/// `pki.extra_sans`, a moved endpoint): SAN drift.
 pub async fn probe_all(plan: &ClusterPlan, state: &StateDir) -> Vec<Served> {
     let pki = state.pki_dir();
+    let wanted = crate::pki::spec::leaf_specs(plan);
+    let (wanted, pki_dir) = (&wanted, &pki);
     let mut targets: Vec<(String, String, SocketAddr, std::path::PathBuf)> = Vec::new();
     for m in &plan.etcd {
         targets.push((
@@ -184,6 +188,27 @@ pub async fn probe_all(plan: &ClusterPlan, state: &StateDir) -> Vec<Served> {
                         .ok()
                         .and_then(|pem| CertInfo::from_pem(&pem).ok())
                         .map(|l| l.serial == c.serial);
+                    let base = local
+                        .strip_prefix(pki_dir)
+                        .ok()
+                        .map(|p| p.with_extension("").to_string_lossy().into_owned());
+                    let missing: Vec<String> = wanted
+                        .iter()
+                        .find(|w| Some(&w.base) == base.as_ref())
+                        .map(|w| {
+                            w.sans
+                                .iter()
+                                .filter(|n| !c.sans.contains(n))
+                                .map(ToString::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if s.problem.is_none() && !missing.is_empty() {
+                        s.problem = Some(format!(
+                            "SAN drift: lacks {} that the inventory now implies; run kbs apply (it re-issues and rolls it out)",
+                            missing.join(", ")
+                        ));
+                    }
                     s.subject = Some(c.subject);
                     s.serial = Some(c.serial);
                     s.not_after = c

@@ -23,9 +23,13 @@ fn run(lab: &Lab, state: &Path, sub: &[&str], extra: &[&str]) -> std::process::O
 
 /// `kbs certs check INVENTORY --state-dir S --hosts`
 fn check_hosts(lab: &Lab, state: &Path) -> std::process::Output {
+    check_hosts_of(&lab.inventory(), state)
+}
+
+fn check_hosts_of(inventory: &Path, state: &Path) -> std::process::Output {
     kbs()
         .args(["certs", "check"])
-        .arg(lab.inventory())
+        .arg(inventory)
         .arg("--state-dir")
         .arg(state)
         .arg("--hosts")
@@ -255,6 +259,26 @@ fn lab_certs_renew_rolls_without_api_outage_and_recovers_expired_certificates() 
     let check = check_hosts(&lab, state.path());
     assert!(check.status.success(), "{}", text(&check));
     assert_etcd_healthy(state.path(), &eps);
+
+    // SAN drift: the inventory now asks for another API server name; what the hosts serve lacks
+    // it until apply re-issues and rolls the certificates out.
+    let inv = state.path().join("inventory.toml");
+    let text3 = std::fs::read_to_string(lab.inventory()).expect("inventory");
+    std::fs::write(
+        &inv,
+        format!("{text3}\n[pki]\nextra_sans = [\"api.edge.test\"]\n"),
+    )
+    .expect("write");
+    let drift = check_hosts_of(&inv, state.path());
+    assert_eq!(drift.status.code(), Some(2), "{}", text(&drift));
+    assert!(
+        text(&drift).contains("SAN drift: lacks api.edge.test"),
+        "{}",
+        text(&drift)
+    );
+    ok(&run_kbs(&["apply"], &inv, state.path(), &[]));
+    let fixed = check_hosts_of(&inv, state.path());
+    assert!(fixed.status.success(), "{}", text(&fixed));
 }
 
 fn nothing_left(lab: &Lab, host: &str) {

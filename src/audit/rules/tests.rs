@@ -85,12 +85,14 @@ fn a_converged_lab_host_passes_all_but_what_the_lab_cannot_do() {
         .filter(|c| c.status != CheckStatus::Pass)
         .map(|c| (c.name, c.status))
         .collect();
-    // The container shares the Docker host's clock; the kubeadm stand-in does not merge patches.
+    // The container shares the Docker host's clock; the kubeadm stand-in does not merge patches;
+    // and the capture predates the stand-in's kubelet-finalize (kubelet.conf embedded its cert).
     assert_eq!(
         not_pass,
         [
             ("time-sync", CheckStatus::Warn),
-            ("kubelet-reserved", CheckStatus::Warn)
+            ("kubelet-reserved", CheckStatus::Warn),
+            ("kubelet-client-rotation", CheckStatus::Warn)
         ],
         "{checks:#?}"
     );
@@ -543,5 +545,24 @@ fn a_node_without_its_serving_certificate_fails() {
             .checks()
             .iter()
             .all(|c| c.name != "kubelet-serving-cert")
+    );
+}
+
+#[test]
+fn kubelet_conf_must_point_at_the_rotating_certificate() {
+    let head = "### kbs:kubeconfig-cert /etc/kubernetes/kubelet.conf\n";
+    let embedded = CAPTURED
+        .split(head)
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("kubelet.conf in the capture");
+    assert_eq!(
+        Run::new().get("kubelet-client-rotation").status,
+        CheckStatus::Warn
+    );
+    let rotating = Run::new().edit(&format!("{head}{embedded}\n"), &format!("{head}\n"));
+    assert_eq!(
+        rotating.get("kubelet-client-rotation").status,
+        CheckStatus::Pass
     );
 }

@@ -664,13 +664,35 @@ def read_bytes(path):
 
 # ---------------------------------------------------------------- kubeconfig
 
-def make_kubeconfig(cluster, server, ca_pem, user=None, cert_pem=None, key_pem=None, token=None):
+KUBELET_CLIENT_CURRENT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+
+
+def write_kubelet_client(cert_pem, key_pem):
+    """The kubelet's client certificate as the kubelet keeps it: kubelet-client-<time>.pem (cert and
+    key) and the kubelet-client-current.pem link that rotation moves to each new one."""
+    pki = rooted("/var/lib/kubelet/pki")
+    name = "kubelet-client-%s.pem" % now().strftime("%Y-%m-%d-%H-%M-%S")
+    write_file(os.path.join(pki, name), cert_pem + key_pem, 0o600)
+    link = rooted(KUBELET_CLIENT_CURRENT)
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(name, link)
+
+
+def make_kubeconfig(cluster, server, ca_pem, user=None, cert_pem=None, key_pem=None, token=None, cert_file=None):
+    """cert_file: the user's certificate and key are that file (kubelet.conf after TLS bootstrap
+    and kubeadm's kubelet-finalize: the rotating kubelet-client-current.pem), not embedded."""
     b64 = lambda b: base64.b64encode(b).decode()
     cfg = {"apiVersion": "v1", "kind": "Config",
            "clusters": [{"name": cluster, "cluster": {"certificate-authority-data": b64(ca_pem), "server": server}}],
            "contexts": None, "current-context": "", "preferences": {}, "users": None}
     if user:
-        creds = {"token": token} if token else {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}
+        if token:
+            creds = {"token": token}
+        elif cert_file:
+            creds = {"client-certificate": cert_file, "client-key": cert_file}
+        else:
+            creds = {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}
         ctx = "%s@%s" % (user, cluster)
         cfg.update(contexts=[{"name": ctx, "context": {"cluster": cluster, "user": user}}],
                    **{"current-context": ctx}, users=[{"name": user, "user": creds}])
@@ -688,10 +710,17 @@ def parse_kubeconfig(text):
     if not cluster:
         raise StandinError("kubeconfig has no cluster")
     user = users.get(ctx.get("user"), {})
-    d = lambda k: base64.b64decode(user[k]) if user.get(k) else None
+
+    def creds(data_key, file_key):
+        if user.get(data_key):
+            return base64.b64decode(user[data_key])
+        if user.get(file_key):
+            return read_bytes(rooted(user[file_key]))
+        return None
     ca = cluster.get("certificate-authority-data")
     return {"server": cluster.get("server"), "ca_pem": base64.b64decode(ca) if ca else None,
-            "cert_pem": d("client-certificate-data"), "key_pem": d("client-key-data"), "token": user.get("token")}
+            "cert_pem": creds("client-certificate-data", "client-certificate"),
+            "key_pem": creds("client-key-data", "client-key"), "token": user.get("token")}
 
 
 # ---------------------------------------------------------------- HTTPS client
