@@ -122,6 +122,9 @@ pub enum Command {
         /// How many workers are drained and upgraded at the same time.
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         max_unavailable: u16,
+        /// Upgrade although objects are served through API versions the target removes.
+        #[arg(long)]
+        force: bool,
     },
     /// Tear the cluster down on every host (kubeadm reset, etcd, the front, kbs's files). The
     /// state dir (CAs, keys) and backups stay, so `kbs apply` can build the cluster again.

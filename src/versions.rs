@@ -174,6 +174,16 @@ pub struct Release {
     pub crictl: Version,
 }
 
+/// An API version Kubernetes stopped serving in `removed_in`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemovedApi {
+    pub removed_in: Minor,
+    pub group_version: String,
+    pub resources: Vec<String>,
+    pub replacement: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retired {
@@ -311,6 +321,8 @@ pub struct Catalog {
     pub downloads: Vec<DownloadSpec>,
     pub images: ImageSpecs,
     pub cni: Vec<CniRelease>,
+    #[serde(rename = "removed_api")]
+    pub removed_apis: Vec<RemovedApi>,
 }
 
 /// The compiled-in catalog. The data file is checked by a unit test, so this cannot fail in a

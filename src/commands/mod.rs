@@ -92,7 +92,14 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             run,
             dry_run,
             max_unavailable,
-        } => upgrade::run(&run, cli.verbose, dry_run, usize::from(max_unavailable)),
+            force,
+        } => upgrade::run(
+            &run,
+            cli.verbose,
+            dry_run,
+            usize::from(max_unavailable),
+            force,
+        ),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "kbs", &mut std::io::stdout());

@@ -10,11 +10,15 @@ pub fn run(
     verbose: u8,
     dry_run: bool,
     max_unavailable: usize,
+    force: bool,
 ) -> miette::Result<ExitCode> {
     let (mut cx, runtime) = super::open_ctx(args, super::Access::Change { verbose })?;
     cx.opts.dry_run = dry_run;
-    let (plan, bundle) = runtime.block_on(upgrade::plan(&mut cx, max_unavailable))?;
+    let (plan, bundle) = runtime.block_on(upgrade::plan(&mut cx, max_unavailable, force))?;
     print_plan(&plan);
+    for f in &plan.forced {
+        eprintln!("warning: --force: upgrading although the cluster serves {f}");
+    }
     if plan.needed().next().is_none() {
         println!("no changes");
         return Ok(ExitCode::SUCCESS);

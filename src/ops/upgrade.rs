@@ -152,6 +152,8 @@ pub struct UpgradePlan {
     pub cluster: KubeVersion,
     pub steps: Vec<Step>,
     pub running: BTreeMap<String, Running>,
+    /// Objects served through API versions the target no longer serves, kept going by `--force`.
+    pub forced: Vec<String>,
 }
 
 impl UpgradePlan {
@@ -448,6 +450,7 @@ async fn read_host(
 pub async fn plan(
     cx: &mut Ctx,
     max_unavailable: usize,
+    force: bool,
 ) -> Result<(UpgradePlan, Bundle), UpgradeError> {
     let bundle = load_artifacts(cx).await?;
     cx.facts = crate::phases::connect::gather(cx).await?;
@@ -459,15 +462,84 @@ pub async fn plan(
     let target = cx.plan.inventory.cluster.kubernetes_version;
     let cluster = check_versions(target, &running, &cx.plan.inventory.path)?;
     let steps = steps(cx, target, &running, max_unavailable);
+    let stale = if steps.iter().any(|s| s.needed) {
+        removed_in(&api, target)
+            .await
+            .map_err(|e| UpgradeError::Refused {
+                message: format!("cannot read the API's discovery: {e}"),
+                help: "kbs upgrade checks for objects in API versions the target removes; fix the API, then run it again. Nothing was changed".into(),
+            })?
+    } else {
+        Vec::new()
+    };
+    if !stale.is_empty() && !force {
+        return Err(UpgradeError::Refused {
+            message: format!(
+                "the cluster serves {} through API versions Kubernetes {} no longer serves:\n  {}",
+                crate::words::count(stale.len(), "object"),
+                target.minor_of(),
+                stale.join("\n  ")
+            ),
+            help: "clients and manifests still using these versions break after the upgrade: move them to the replacement, then run kbs upgrade again; --force upgrades anyway. Nothing was changed".into(),
+        });
+    }
     Ok((
         UpgradePlan {
             target,
             cluster,
             steps,
             running,
+            forced: stale,
         },
         bundle,
     ))
+}
+
+/// Every object the API serves through a version that Kubernetes `target` does not serve any more
+/// (data/versions.toml, from the deprecation guide), as Talos's `upgrade-k8s` checks: the API's
+/// discovery says which of those versions it still serves, and each is listed.
+async fn removed_in(api: &Api, target: KubeVersion) -> Result<Vec<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    }
+    let mut out = Vec::new();
+    for r in crate::versions::catalog()
+        .removed_apis
+        .iter()
+        .filter(|r| r.removed_in <= target.minor_of())
+    {
+        let Some(served) = api
+            .get::<k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList>(&format!(
+                "/apis/{}",
+                r.group_version
+            ))
+            .await?
+        else {
+            continue;
+        };
+        for resource in r
+            .resources
+            .iter()
+            .filter(|res| served.resources.iter().any(|s| &s.name == *res))
+        {
+            let items: Vec<Named> = api
+                .list(&format!("/apis/{}/{resource}", r.group_version))
+                .await?;
+            for n in items {
+                let name = match (n.metadata.namespace, n.metadata.name) {
+                    (Some(ns), Some(name)) => format!("{ns}/{name}"),
+                    (None, Some(name)) => name,
+                    (_, None) => "?".into(),
+                };
+                out.push(format!(
+                    "{resource} {name} in {} (removed in {}; use {})",
+                    r.group_version, r.removed_in, r.replacement
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the upgrade `plan` (from [`plan`]) on the hosts.

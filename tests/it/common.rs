@@ -131,6 +131,26 @@ pub fn files_ending(inputs: &RenderInputs, suffix: &str) -> Vec<(String, String,
     files
 }
 
+/// `method path` with a JSON `body` through the endpoint as the state dir's admin; the status.
+pub fn api_send(state: &Path, method: &str, path: &str, body: Option<Value>) -> u16 {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kbs::context::api::Api { client, server } =
+        kbs::context::api::admin_client(&kbs::state::StateDir::new(state))
+            .expect("admin kubeconfig");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    rt.block_on(async {
+        let mut req = client.request(method, format!("{server}{path}"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send()
+            .await
+            .expect("request through the endpoint")
+            .status()
+            .as_u16()
+    })
+}
+
 /// GET `path` through the endpoint with the state dir's admin credentials, from this machine.
 pub fn api_get(state: &Path, path: &str) -> Value {
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::apply::{assert_etcd_healthy, endpoints, etcd_client_args, etcdctl, files, members, ok};
-use crate::common::{kill_at, run_kbs};
+use crate::common::{api_send, kill_at, run_kbs};
 use crate::lab::{Lab, up};
 use crate::lifecycle::Poller;
 
@@ -210,8 +210,28 @@ fn lab_upgrade_one_minor_rolls_etcd_and_nodes_refuses_a_skip_and_resumes() {
     let after: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
     assert_eq!(before, after, "a refused upgrade changed a host");
 
-    // The plan, without changes.
+    // An object the API still serves through a version the target does not serve blocks the
+    // upgrade, named, before any host changes (the stand-in serves the versions objects were
+    // written in; a real 1.35 server no longer serves this one, removed in 1.32).
     let inventory = inventory_at(&lab, dir.path(), NEW, true);
+    let legacy = "/apis/flowcontrol.apiserver.k8s.io/v1beta3/flowschemas/kbs-legacy";
+    let body = serde_json::json!({
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1beta3", "kind": "FlowSchema",
+        "metadata": {"name": "kbs-legacy"}, "spec": {"matchingPrecedence": 1000}
+    });
+    assert_eq!(api_send(state.path(), "PUT", legacy, Some(body)), 201);
+    let out = upgrade(&inventory, state.path(), &["--dry-run"]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("flowschemas kbs-legacy in flowcontrol.apiserver.k8s.io/v1beta3 (removed in 1.32; use flowcontrol.apiserver.k8s.io/v1)"),
+        "{log}"
+    );
+    let after: Vec<String> = (1..=4).map(|i| files(&lab, &format!("node-{i}"))).collect();
+    assert_eq!(before, after, "a refused upgrade changed a host");
+    assert_eq!(api_send(state.path(), "DELETE", legacy, None), 200);
+
+    // The plan, without changes.
     let plan = ok(&upgrade(&inventory, state.path(), &["--dry-run"]));
     for line in [
         format!("the cluster runs {OLD}, the inventory asks for {NEW}"),
