@@ -353,7 +353,7 @@ async fn scheduled_snapshots(cx: &Ctx) -> Vec<ScheduledSnapshots> {
          n=$(ls -1 \"$dir\" 2>/dev/null | grep -E '^{cluster}-[0-9]{{8}}T[0-9]{{6}}Z-rev[0-9]+\\.db$' | sort -r | head -n 1)\n\
          [ -z \"$n\" ] || echo newest $(stat -c %Y \"$dir/$n\")\n\
          systemd-analyze calendar --iterations=2 {schedule} 2>/dev/null \\\n\
-           | sed -n 's/^ *\\(Next elapse\\|Iter\\. #2\\): [A-Za-z]* //p' \\\n\
+           | sed -n 's/^ *\\(Next elapse\\|Iter[a-z.]* #2\\): //p' \\\n\
            | while read -r t; do echo next $(date -u -d \"$t\" +%s); done\n\
          systemctl is-failed -q kbs-etcd-backup.service && echo failed\n\
          systemctl is-enabled -q kbs-etcd-backup.timer && echo enabled\n\

@@ -478,8 +478,16 @@ fn scheduled_backup_renders_a_timer_on_every_etcd_host() {
                 .exists()
         );
     }
-    // Without a schedule: no timer.
-    let (_d, out) = rendered("[backup]\nkeep = 4\n");
+    // Without a schedule: the default one, every 12 hours, a week kept.
+    let (_d, out) = rendered("");
+    let timer =
+        std::fs::read_to_string(out.join("node-1/etc/systemd/system/kbs-etcd-backup.timer"))
+            .expect("a timer by default");
+    assert!(timer.contains("OnCalendar=*-*-* 00,12:00:00"), "{timer}");
+    let script = std::fs::read_to_string(out.join("node-1/etc/kbs/etcd/backup.sh")).unwrap();
+    assert!(script.contains("keep=14"), "{script}");
+    // Turned off: no timer.
+    let (_d, out) = rendered("[backup]\nenabled = false\n");
     assert!(
         !out.join("node-1/etc/systemd/system/kbs-etcd-backup.timer")
             .exists()
