@@ -231,12 +231,11 @@ pub(crate) async fn wait_ready(
     url: &str,
 ) -> Result<(), RunError> {
     let hp = cx.progress.host(host, "API /readyz");
-    let result = retry::until(HEALTH_WAIT, Duration::from_secs(1), || async {
-        ready(client, url).await.inspect_err(|p| hp.line(p))
+    retry::until_shown(&hp, HEALTH_WAIT, Duration::from_secs(1), || {
+        ready(client, url)
     })
-    .await;
-    hp.finish(result.as_ref().err().map(String::as_str));
-    result.map_err(|problem| RunError::Step {
+    .await
+    .map_err(|problem| RunError::Step {
         host: host.into(),
         step: "apiserver/readyz".into(),
         message: format!("not ready after {} s: {problem}", HEALTH_WAIT.as_secs()),

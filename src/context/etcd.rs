@@ -38,16 +38,14 @@ pub async fn wait_healthy_with(
     limit: Duration,
 ) -> Result<(), RunError> {
     let hp = cx.progress.host(host, "etcd health");
-    let result = retry::until(limit, Duration::from_secs(2), || async {
+    retry::until_shown(&hp, limit, Duration::from_secs(2), || async {
         cx.sh(host, "etcd/health", cmd, Duration::from_secs(30))
             .await
             .map(drop)
             .map_err(|e| e.to_string())
-            .inspect_err(|p| hp.line(p))
     })
-    .await;
-    hp.finish(result.as_ref().err().map(String::as_str));
-    result.map_err(|problem| RunError::Step {
+    .await
+    .map_err(|problem| RunError::Step {
         host: host.into(),
         step: "etcd/health".into(),
         message: format!("etcd is not healthy after {} s: {problem}", limit.as_secs()),

@@ -62,7 +62,7 @@ pub enum RunError {
     Ssh(Box<SshError>),
     #[error("{} could not be reached or read:\n{details}", crate::words::count(*count, "host"))]
     #[diagnostic(help(
-        "fix the hosts above and run kbs apply again; nothing was changed on any host"
+        "fix the hosts above and run the same command again; nothing was changed on any host"
     ))]
     Unreachable { count: usize, details: String },
     #[error("preflight failed on {0}")]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::ssh::HostProgress;
+
 /// Calls `attempt` every `every` until it returns `Ok`, for at most `limit` (the last attempt
 /// starts before the limit). `Err` carries why the attempt has not worked yet; after the limit,
 /// the last such reason is returned.
@@ -22,6 +24,26 @@ where
             Err(_) => tokio::time::sleep(every).await,
         }
     }
+}
+
+/// `until`, shown on `progress`: each failed attempt's reason as a line, the outcome at the end.
+pub async fn until_shown<T, F, Fut>(
+    progress: &HostProgress,
+    limit: Duration,
+    every: Duration,
+    mut attempt: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let result = until(limit, every, || {
+        let tried = attempt();
+        async { tried.await.inspect_err(|p| progress.line(p)) }
+    })
+    .await;
+    progress.finish(result.as_ref().err().map(String::as_str));
+    result
 }
 
 #[cfg(test)]

@@ -46,26 +46,6 @@ async fn etcd_healthy(cx: &Ctx, host: &str) -> Result<bool, RunError> {
     Ok(out.success())
 }
 
-async fn systemctl(
-    cx: &Ctx,
-    host: &str,
-    step: &str,
-    what: String,
-    cmd: String,
-) -> Result<(), RunError> {
-    let s = cx.session(host).await?;
-    cx.change(host, step, what, async {
-        let out = s.exec(Exec::new(&cmd).sudo(true)).await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(Ctx::step_error(host, step, &out))
-        }
-    })
-    .await?;
-    Ok(())
-}
-
 pub async fn run(cx: &Ctx) -> Result<RenewReport, RunError> {
     let etcd_hosts: Vec<String> = cx
         .plan
@@ -116,12 +96,13 @@ pub async fn run(cx: &Ctx) -> Result<RenewReport, RunError> {
             let files = pki_files(cx, host, |p| p.starts_with(REMOTE_ETCD_PKI_DIR))?;
             sync(cx, host, "renew/etcd-files", &files).await?;
             for unit in units(host) {
-                systemctl(
-                    cx,
+                let s = cx.session(host).await?;
+                cx.root_change(
+                    &s,
                     host,
                     "renew/etcd-restart",
                     format!("restart {unit} (new certificates)"),
-                    format!("systemctl restart {unit}"),
+                    &format!("systemctl restart {unit}"),
                 )
                 .await?;
                 wait_healthy(cx, host).await?;
@@ -136,12 +117,13 @@ pub async fn run(cx: &Ctx) -> Result<RenewReport, RunError> {
         .await?;
         for host in &etcd_hosts {
             let list = units(host).join(" ");
-            systemctl(
-                cx,
+            let s = cx.session(host).await?;
+            cx.root_change(
+                &s,
                 host,
                 "renew/etcd-restart",
                 format!("restart {list} (new certificates; etcd was unhealthy, all together)"),
-                format!("systemctl restart --no-block {list}"),
+                &format!("systemctl restart --no-block {list}"),
             )
             .await?;
         }

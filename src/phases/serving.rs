@@ -57,28 +57,19 @@ pub(crate) async fn run(cx: &Ctx) -> Result<(), RunError> {
     } else {
         Some(admin_client(&cx.state).map_err(RunError::Verify)?)
     };
-    each_host(missing.iter().map(|h| h.name.as_str()), |host| {
-        let api = api.as_ref();
-        let h = missing.iter().find(|h| h.name == host).copied();
-        async move {
-            let (Some(h), what) = (
-                h,
-                format!("approve {host}'s kubelet-serving certificate request (requester and names checked)"),
-            ) else {
-                return Ok(());
-            };
-            cx.change(host, "kubelet/serving-csr", what, async {
-                match api {
-                    Some(api) => {
-                        approve(api, h).await?;
-                        issued(cx, host).await
-                    }
-                    None => Ok(()),
-                }
-            })
-            .await?;
+    let api = api.as_ref();
+    each_host(missing.iter().map(|h| h.name.as_str()), |host| async move {
+        let what = format!(
+            "approve {host}'s kubelet-serving certificate request (requester and names checked)"
+        );
+        cx.change(host, "kubelet/serving-csr", what, async {
+            if let (Some(api), Some(h)) = (api, cx.plan.host(host)) {
+                approve(api, h).await?;
+                issued(cx, host).await?;
+            }
             Ok(())
-        }
+        })
+        .await
     })
     .await?;
     Ok(())

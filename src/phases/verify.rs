@@ -20,7 +20,7 @@ pub(super) async fn run(cx: &Ctx) -> Result<(), RunError> {
         .map(|h| h.name.clone())
         .collect();
     let hp = cx.progress.host("cluster", "verify");
-    let result = retry::until(HEALTH_WAIT, Duration::from_secs(2), || async {
+    retry::until_shown(&hp, HEALTH_WAIT, Duration::from_secs(2), || async {
         ready(&api.client, &api.server).await?;
         let have: BTreeSet<String> = api
             .nodes()
@@ -34,11 +34,9 @@ pub(super) async fn run(cx: &Ctx) -> Result<(), RunError> {
         } else {
             Err(format!("nodes not registered yet: {}", missing.join(", ")))
         }
-        .inspect_err(|p| hp.line(p))
     })
-    .await;
-    hp.finish(result.as_ref().err().map(String::as_str));
-    result.map_err(|problem| {
+    .await
+    .map_err(|problem| {
         RunError::Verify(format!(
             "the cluster did not become ready through {}: {problem}",
             api.server
