@@ -56,7 +56,11 @@ async fn main() -> anyhow::Result<()> {
         })
     };
     let quiet = Progress::new(ProgressMode::Quiet);
-    let exec = ExecOptions::default();
+    // Warm runs reuse the sessions of the run before.
+    let exec = ExecOptions {
+        keep_connections: true,
+        ..Default::default()
+    };
 
     let mut cold = Vec::new();
     for _ in 0..args.runs {

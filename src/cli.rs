@@ -297,6 +297,9 @@ pub struct RunArgs {
     /// How progress is shown: bars on a terminal, plain lines, or one JSON object per event.
     #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+    /// How many hosts are worked on at the same time (connections opened, commands run).
+    #[arg(long, default_value_t = crate::ssh::DEFAULT_CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

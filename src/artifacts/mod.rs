@@ -104,7 +104,7 @@ pub struct Artifact {
     pub install: PathBuf,
     pub mode: u32,
     /// Shared by every host that gets the file.
-    pub content: Arc<[u8]>,
+    pub content: Arc<Content>,
     /// Lower-case hex, as checked.
     pub sha256: String,
     pub hosts: HostClass,
@@ -133,6 +133,38 @@ pub struct CniManifest {
     pub plugin: String,
     pub version: String,
     pub content: Arc<[u8]>,
+}
+
+/// A bundle file's bytes, read only when a host needs them, and checked against the manifest's
+/// sum again as they are read (the file was checked when the bundle loaded, but may have changed
+/// since). A run that changes nothing holds none of the bundle (hundreds of MB with its images)
+/// in memory; a run that uploads a file reads it once for every host.
+#[derive(Debug)]
+pub struct Content {
+    path: PathBuf,
+    sha256: String,
+    bytes: std::sync::OnceLock<Arc<[u8]>>,
+}
+
+impl Content {
+    pub fn bytes(&self) -> Result<Arc<[u8]>, ArtifactError> {
+        if let Some(b) = self.bytes.get() {
+            return Ok(b.clone());
+        }
+        let content = fs::read(&self.path).map_err(|source| ArtifactError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        let found = sha256_hex(&content);
+        if found != self.sha256 {
+            return Err(ArtifactError::Checksum {
+                path: self.path.clone(),
+                expected: self.sha256.clone(),
+                found,
+            });
+        }
+        Ok(self.bytes.get_or_init(|| Arc::from(content)).clone())
+    }
 }
 
 /// Where image archives are put on the hosts before they are imported.
@@ -257,8 +289,9 @@ impl Bundle {
             path: manifest_path.clone(),
             message,
         };
-        // Reads a file the manifest names, refusing paths outside the bundle and wrong sums.
-        let checked = |source: &Path, sha256: &str| -> Result<(Vec<u8>, String), ArtifactError> {
+        // Hashes a file the manifest names as it streams past (the bytes are not kept),
+        // refusing paths outside the bundle and wrong sums.
+        let checked = |source: &Path, sha256: &str| -> Result<Arc<Content>, ArtifactError> {
             if source.is_absolute()
                 || source
                     .components()
@@ -270,8 +303,14 @@ impl Bundle {
                 )));
             }
             let path = dir.join(source);
-            let content = read(&path)?;
-            let found = sha256_hex(&content);
+            let read_error = |source| ArtifactError::Read {
+                path: path.clone(),
+                source,
+            };
+            let mut file = fs::File::open(&path).map_err(read_error)?;
+            let mut hashing = HashingWriter::new(std::io::sink());
+            std::io::copy(&mut file, &mut hashing).map_err(read_error)?;
+            let (_, found) = hashing.finish();
             if !found.eq_ignore_ascii_case(sha256) {
                 return Err(ArtifactError::Checksum {
                     path,
@@ -279,7 +318,11 @@ impl Bundle {
                     found,
                 });
             }
-            Ok((content, found))
+            Ok(Arc::new(Content {
+                path,
+                sha256: found,
+                bytes: std::sync::OnceLock::new(),
+            }))
         };
         let mut files = Vec::with_capacity(manifest.files.len());
         for f in manifest.files {
@@ -291,19 +334,19 @@ impl Bundle {
             }
             let mode = u32::from_str_radix(&f.mode, 8)
                 .map_err(|_| bad(format!("mode `{}` is not octal, e.g. \"0755\"", f.mode)))?;
-            let (content, sha256) = checked(&f.source, &f.sha256)?;
+            let content = checked(&f.source, &f.sha256)?;
             files.push(Artifact {
                 source: f.source,
                 install: f.install,
                 mode,
-                content: Arc::from(content),
-                sha256,
+                sha256: content.sha256.clone(),
+                content,
                 hosts: f.hosts,
             });
         }
         let mut images = Vec::with_capacity(manifest.images.len());
         for i in manifest.images {
-            let (content, sha256) = checked(&i.source, &i.sha256)?;
+            let content = checked(&i.source, &i.sha256)?;
             let file = i
                 .source
                 .file_name()
@@ -316,15 +359,15 @@ impl Bundle {
                     install: Path::new(IMAGE_DIR).join(file),
                     source: i.source,
                     mode: 0o644,
-                    content: Arc::from(content),
-                    sha256,
+                    sha256: content.sha256.clone(),
+                    content,
                     hosts: i.hosts,
                 },
             });
         }
         let cni = match manifest.cni {
             Some(c) => Some(CniManifest {
-                content: Arc::from(checked(&c.source, &c.sha256)?.0),
+                content: checked(&c.source, &c.sha256)?.bytes()?,
                 plugin: c.plugin,
                 version: c.version,
             }),

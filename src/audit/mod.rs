@@ -27,6 +27,8 @@ pub struct Options {
     /// Certificates expiring within this many days warn.
     pub warn_days: u32,
     pub accept_new_host_keys: bool,
+    /// How many hosts are read at once (`--concurrency`).
+    pub concurrency: usize,
 }
 
 /// Every check of every host, in plan order (then `local`), with the score.
@@ -199,13 +201,13 @@ pub async fn run(
                 (h.name.clone(), read)
             }
         })
-        .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
+        .buffer_unordered(opts.concurrency)
         .collect()
         .await;
     connector.disconnect_all().await;
     let probes: Vec<MemberProbe> = futures::stream::iter(plan.etcd.iter())
         .map(probe_member)
-        .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
+        .buffer_unordered(opts.concurrency)
         .collect()
         .await;
 

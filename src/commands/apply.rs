@@ -30,6 +30,12 @@ pub fn progress(format: LogFormat, verbose: u8) -> Progress {
         LogFormat::Plain => ProgressMode::Plain,
         LogFormat::Json => ProgressMode::Json,
     });
+    log_to(&progress, verbose);
+    progress
+}
+
+/// With -v, tracing lines printed above `progress`.
+pub fn log_to(progress: &Progress, verbose: u8) {
     let level = match verbose {
         0 => "warn",
         1 => "kbs=info",
@@ -42,7 +48,6 @@ pub fn progress(format: LogFormat, verbose: u8) -> Progress {
         .with_writer(progress.clone())
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .try_init();
-    progress
 }
 
 pub fn run(
@@ -92,6 +97,7 @@ pub fn run(
         skip_checks: skip_checks.into_iter().collect(),
         only_hosts,
         timeouts: None,
+        concurrency: args.concurrency,
     };
     let progress = progress(args.log_format, verbose);
     let runtime = tokio::runtime::Runtime::new().into_diagnostic()?;

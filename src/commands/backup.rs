@@ -5,8 +5,14 @@ use std::process::ExitCode;
 use crate::cli::RunArgs;
 use crate::ops::{BackupOptions, backup};
 
-pub fn run(args: &RunArgs, opts: BackupOptions) -> miette::Result<ExitCode> {
-    let (cx, runtime) = super::open_ctx(args, super::Access::Read { timeouts: None })?;
+pub fn run(args: &RunArgs, verbose: u8, opts: BackupOptions) -> miette::Result<ExitCode> {
+    let (cx, runtime) = super::open_ctx(
+        args,
+        super::Access::Read {
+            timeouts: None,
+            verbose,
+        },
+    )?;
     let report = runtime.block_on(backup::backup(&cx, &opts))?;
     for p in &report.written {
         println!("{}", p.display());

@@ -30,6 +30,7 @@ pub fn run(
         &Options {
             warn_days,
             accept_new_host_keys: args.accept_new_host_keys,
+            concurrency: args.concurrency,
         },
         &progress,
     ))?;

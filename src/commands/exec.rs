@@ -62,6 +62,7 @@ pub fn run(
             command,
             &ExecOptions {
                 sudo,
+                concurrency: args.concurrency,
                 ..Default::default()
             },
             &progress,

@@ -36,7 +36,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Etcd {
             command: crate::cli::EtcdCommand::Defrag { run, dry_run },
         } => etcd::defrag(&run, cli.verbose, dry_run),
-        Command::Status { run, output } => status::run(&run, output),
+        Command::Status { run, output } => status::run(&run, cli.verbose, output),
         Command::Backup {
             run,
             out,
@@ -45,6 +45,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             fetch,
         } => backup::run(
             &run,
+            cli.verbose,
             kbs_ops::BackupOptions {
                 out,
                 keep,
@@ -172,6 +173,7 @@ enum Access {
     },
     Read {
         timeouts: Option<crate::ssh::Timeouts>,
+        verbose: u8,
     },
 }
 
@@ -189,6 +191,7 @@ fn open_ctx(
     let templates = crate::render::Templates::builtin()?;
     let mut opts = Options {
         accept_new_host_keys: args.accept_new_host_keys,
+        concurrency: args.concurrency,
         ..Default::default()
     };
     let cx = match access {
@@ -196,9 +199,10 @@ fn open_ctx(
             let progress = apply::progress(args.log_format, verbose);
             Ctx::open(plan, state, opts, templates, progress)?
         }
-        Access::Read { timeouts } => {
+        Access::Read { timeouts, verbose } => {
             opts.timeouts = timeouts;
             let progress = crate::ssh::Progress::new(crate::ssh::ProgressMode::Quiet);
+            apply::log_to(&progress, verbose);
             Ctx::observe(plan, state, opts, templates, progress)?
         }
     };

@@ -7,11 +7,12 @@ use miette::IntoDiagnostic;
 use crate::cli::{CheckOutput, RunArgs};
 use crate::ops::status;
 
-pub fn run(args: &RunArgs, output: CheckOutput) -> miette::Result<ExitCode> {
+pub fn run(args: &RunArgs, verbose: u8, output: CheckOutput) -> miette::Result<ExitCode> {
     let (cx, runtime) = super::open_ctx(
         args,
         super::Access::Read {
             timeouts: Some(status::STATUS_TIMEOUTS),
+            verbose,
         },
     )?;
     let s = runtime.block_on(status::status(&cx));

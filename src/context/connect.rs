@@ -83,27 +83,28 @@ pub(crate) async fn lock(cx: &Ctx) -> Result<Vec<Held>, RunError> {
          echo {} > {LOCK}.owner\necho locked\nexec cat >/dev/null",
         crate::ssh::quote(&owner)
     );
-    let held = super::each_host(hosts, |host| {
-        let script = &script;
-        async move {
-            let s = cx.session(host).await?;
-            match s.hold(Exec::new(script).sudo(true), "locked").await? {
-                Ok(h) => Ok(h),
-                Err(out) => Err(RunError::Locked {
-                    host: host.into(),
-                    by: out
-                        .stdout_lossy()
-                        .lines()
-                        .find_map(|l| l.strip_prefix("held by "))
-                        .map_or_else(
-                            || format!("(cannot take {LOCK}: {})", out.last_lines.join(" | ")),
-                            str::to_string,
-                        ),
-                }),
+    let held = cx
+        .each_host(hosts, |host| {
+            let script = &script;
+            async move {
+                let s = cx.session(host).await?;
+                match s.hold(Exec::new(script).sudo(true), "locked").await? {
+                    Ok(h) => Ok(h),
+                    Err(out) => Err(RunError::Locked {
+                        host: host.into(),
+                        by: out
+                            .stdout_lossy()
+                            .lines()
+                            .find_map(|l| l.strip_prefix("held by "))
+                            .map_or_else(
+                                || format!("(cannot take {LOCK}: {})", out.last_lines.join(" | ")),
+                                str::to_string,
+                            ),
+                    }),
+                }
             }
-        }
-    })
-    .await?;
+        })
+        .await?;
     Ok(held)
 }
 

@@ -25,7 +25,7 @@ use crate::state::StateDir;
 pub use journal::{Journal, JournalError, StepStatus};
 
 /// What the operator asked for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub dry_run: bool,
     pub accept_new_host_keys: bool,
@@ -36,6 +36,21 @@ pub struct Options {
     /// Replaces every host's SSH timeouts (status uses short ones so a dead host cannot make it
     /// hang).
     pub timeouts: Option<Timeouts>,
+    /// How many hosts are worked on at once (`--concurrency`).
+    pub concurrency: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            accept_new_host_keys: false,
+            skip_checks: BTreeSet::new(),
+            only_hosts: None,
+            timeouts: None,
+            concurrency: crate::ssh::DEFAULT_CONCURRENCY,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -360,6 +375,25 @@ impl Ctx {
         Ok(())
     }
 
+    /// Runs `f` for every host, `--concurrency` at a time; every host finishes its work even
+    /// when another fails, then the first error is returned.
+    pub(crate) async fn each_host<'a, T, F, Fut>(
+        &self,
+        hosts: impl IntoIterator<Item = &'a str>,
+        f: F,
+    ) -> Result<Vec<T>, RunError>
+    where
+        F: Fn(&'a str) -> Fut,
+        Fut: Future<Output = Result<T, RunError>>,
+    {
+        use futures::StreamExt;
+        let results: Vec<Result<T, RunError>> = futures::stream::iter(hosts.into_iter().map(f))
+            .buffer_unordered(self.opts.concurrency)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
     pub async fn disconnect_all(&self) {
         for h in self.locks.lock().await.drain(..) {
             h.release().await;
@@ -370,24 +404,6 @@ impl Ctx {
 
 /// How long etcd and the API get to become healthy after a start.
 pub(crate) const HEALTH_WAIT: Duration = Duration::from_secs(90);
-
-/// Runs `f` for every host concurrently (bounded); every host finishes its work even when another
-/// fails, then the first error is returned.
-pub(crate) async fn each_host<'a, T, F, Fut>(
-    hosts: impl IntoIterator<Item = &'a str>,
-    f: F,
-) -> Result<Vec<T>, RunError>
-where
-    F: Fn(&'a str) -> Fut,
-    Fut: Future<Output = Result<T, RunError>>,
-{
-    use futures::StreamExt;
-    let results: Vec<Result<T, RunError>> = futures::stream::iter(hosts.into_iter().map(f))
-        .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,8 @@
-# kbs facts: read-only, one key=value per line. Runs under sh on any Linux host.
+# kbs facts: read-only, one key=value per line. Runs under sh on any Linux host. kbs sets
+# $kubelet_conf and $serving_cert first, and passes the etcd data dirs meant for this host.
+# The clock is read first and last: their midpoint is compared with the middle of the round trip,
+# so the time the script itself takes does not count as skew.
+echo "clock_start_ns=$(date +%s%N)"
 . /etc/os-release 2>/dev/null
 echo "os_id=${ID:-unknown}"
 echo "os_version=${VERSION_ID:-}"
@@ -14,4 +18,10 @@ ip -o addr show 2>/dev/null | awk '{print "addr=" $2 " " $4}'
 for b in kubeadm kubelet etcd containerd haproxy keepalived; do
   p=$(command -v "$b" 2>/dev/null) && echo "binary=$b $p"
 done
+# What kbs set up here already, so that a run that changes nothing asks no more: etcd members
+# (no fsync probe next to a running member), kubeadm's kubelet.conf with the kubeadm on disk,
+# the kubelet's serving certificate.
+for d in "$@"; do [ -d "$d/member" ] && echo "etcd_member=$d"; done
+[ -f "$kubelet_conf" ] && echo "kubeadm_version=$(kubeadm version -o short 2>/dev/null)"
+[ -s "$serving_cert" ] && echo "kubelet_serving=yes"
 echo "clock_ns=$(date +%s%N)"

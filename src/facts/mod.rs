@@ -35,6 +35,13 @@ pub struct Facts {
     pub clock_skew_ms: i64,
     /// p99 fsync latency per etcd data dir, from the fsync probe.
     pub fsync_p99_ms: BTreeMap<String, f64>,
+    /// The etcd data dirs asked about that hold a member already.
+    pub etcd_members: std::collections::BTreeSet<String>,
+    /// `kubeadm version -o short`, where kubeadm has set the host up (its kubelet.conf exists);
+    /// empty when kubeadm is missing.
+    pub kubeadm_version: Option<String>,
+    /// Whether the kubelet has its serving certificate.
+    pub kubelet_serving: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +53,7 @@ impl Facts {
     /// through the round trip.
     pub fn parse(output: &str, local_mid_ns: i128) -> Result<Self, FactsError> {
         let mut f = Facts::default();
+        let mut clock_start: Option<i128> = None;
         let num = |v: &str, what: &str| {
             v.trim()
                 .parse::<u64>()
@@ -84,12 +92,23 @@ impl Facts {
                         f.binaries.insert(name.into(), path.into());
                     }
                 }
-                "clock_ns" => {
+                "etcd_member" => {
+                    f.etcd_members.insert(value.into());
+                }
+                "kubeadm_version" => f.kubeadm_version = Some(value.trim().into()),
+                "kubelet_serving" => f.kubelet_serving = value == "yes",
+                "clock_start_ns" | "clock_ns" => {
                     let remote: i128 = value
                         .trim()
                         .parse()
-                        .map_err(|_| FactsError(format!("clock_ns={value}")))?;
-                    f.clock_skew_ms = ((remote - local_mid_ns) / 1_000_000) as i64;
+                        .map_err(|_| FactsError(format!("{key}={value}")))?;
+                    if key == "clock_ns" {
+                        // The middle of the script's run, when it read the clock at its start.
+                        let mid = clock_start.map_or(remote, |s| s + (remote - s) / 2);
+                        f.clock_skew_ms = ((mid - local_mid_ns) / 1_000_000) as i64;
+                    } else {
+                        clock_start = Some(remote);
+                    }
                 }
                 _ => {}
             }
@@ -179,6 +198,21 @@ mod tests {
             f.binaries.get("etcd").map(String::as_str),
             Some("/usr/bin/etcd")
         );
+    }
+
+    /// What kbs set up already, and a script that took 2 s: the clock's midpoint counts.
+    #[test]
+    fn parses_what_kbs_set_up_and_reads_the_clock_at_the_scripts_middle() {
+        let text = "clock_start_ns=1000000000000\narch=x86_64\ncpus=2\n\
+                    etcd_member=/var/lib/etcd\nkubeadm_version=v1.37.1\nkubelet_serving=yes\n\
+                    clock_ns=1002000000000\n";
+        let f = Facts::parse(text, 1_001_000_000_000).expect("parses");
+        assert_eq!(f.clock_skew_ms, 0);
+        assert!(f.etcd_members.contains("/var/lib/etcd"));
+        assert_eq!(f.kubeadm_version.as_deref(), Some("v1.37.1"));
+        assert!(f.kubelet_serving);
+        let bare = Facts::parse("arch=x86_64\ncpus=2\n", 0).expect("parses");
+        assert_eq!((bare.kubeadm_version, bare.kubelet_serving), (None, false));
     }
 
     #[test]

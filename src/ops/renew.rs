@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use super::served::{Served, probe_all};
 use crate::context::api::anonymous_client;
 use crate::context::etcd::{etcdctl, wait_healthy};
-use crate::context::{Ctx, RunError, each_host};
+use crate::context::{Ctx, RunError};
 use crate::inventory::Role;
 use crate::phases::files::{pki_files, sync};
 use crate::phases::kubeadm::restart_control_plane;
@@ -110,7 +110,7 @@ pub async fn run(cx: &Ctx) -> Result<RenewReport, RunError> {
         }
     } else {
         tracing::warn!("etcd is not healthy: restarting every member together");
-        each_host(etcd_hosts.iter().map(String::as_str), |host| async move {
+        cx.each_host(etcd_hosts.iter().map(String::as_str), |host| async move {
             let files = pki_files(cx, host, |p| p.starts_with(REMOTE_ETCD_PKI_DIR))?;
             sync(cx, host, "renew/etcd-files", &files).await
         })

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::context::{Ctx, RunError, each_host};
+use crate::context::{Ctx, RunError};
 use crate::inventory::HookPoint;
 use crate::phases::hooks;
 use crate::ssh::Exec;
@@ -104,20 +104,21 @@ pub struct ResetReport {
 /// others.
 pub async fn run(cx: &Ctx) -> Result<ResetReport, RunError> {
     let names: Vec<String> = cx.plan.hosts.iter().map(|h| h.name.clone()).collect();
-    let results = each_host(names.iter().map(String::as_str), |host| async move {
-        if !cx.reachable(host).await {
-            return Ok((host.to_string(), Err("unreachable over SSH".to_string())));
-        }
-        let r = async {
-            hooks::run_on(cx, host, HookPoint::BeforeReset).await?;
-            reset_host(cx, host).await?;
-            hooks::run_on(cx, host, HookPoint::AfterReset).await
-        }
-        .await
-        .map_err(|e| e.to_string());
-        Ok((host.to_string(), r))
-    })
-    .await?;
+    let results = cx
+        .each_host(names.iter().map(String::as_str), |host| async move {
+            if !cx.reachable(host).await {
+                return Ok((host.to_string(), Err("unreachable over SSH".to_string())));
+            }
+            let r = async {
+                hooks::run_on(cx, host, HookPoint::BeforeReset).await?;
+                reset_host(cx, host).await?;
+                hooks::run_on(cx, host, HookPoint::AfterReset).await
+            }
+            .await
+            .map_err(|e| e.to_string());
+            Ok((host.to_string(), r))
+        })
+        .await?;
     let mut report = ResetReport::default();
     for (host, r) in results {
         match r {

@@ -31,7 +31,7 @@ use crate::artifacts::{Bundle, HostClass};
 use crate::context::api::{Api, admin_client};
 use crate::context::api::{anonymous_client, apiserver_url, wait_ready};
 use crate::context::journal::StepStatus;
-use crate::context::{Ctx, HEALTH_WAIT, RunError, each_host, retry};
+use crate::context::{Ctx, HEALTH_WAIT, RunError, retry};
 use crate::inventory::{HookPoint, KubeVersion, Role};
 use crate::phases::files::{Desired, Part, sync};
 use crate::phases::files_of;
@@ -385,7 +385,7 @@ async fn read_running(
         futures::stream::iter(cx.plan.hosts.iter().map(|h| async move {
             Ok((h.name.clone(), read_host(cx, h, listed, anon, etcd).await?))
         }))
-        .buffered(crate::ssh::DEFAULT_CONCURRENCY)
+        .buffer_unordered(cx.opts.concurrency)
         .collect()
         .await;
     read.into_iter().collect()
@@ -632,7 +632,7 @@ pub async fn run(
             .collect();
         let (api, in_batch) = (&api, &in_batch);
         let (bundle, rendered) = (&bundle, &rendered);
-        each_host(
+        cx.each_host(
             in_batch.iter().map(|s| s.host.as_str()),
             |host| async move {
                 match in_batch.iter().find(|s| s.host == host) {

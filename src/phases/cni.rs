@@ -6,8 +6,9 @@
 
 use std::path::PathBuf;
 
-use super::files::{Desired, sync};
-use crate::artifacts::{Bundle, sha256_hex};
+use super::files::{Desired, ask_states, write_differing};
+use super::probe::Probe;
+use crate::artifacts::Bundle;
 use crate::context::{Ctx, RunError};
 use crate::inventory::Cni;
 use crate::plan::PlannedHost;
@@ -42,6 +43,7 @@ fn desired(cx: &Ctx, cni: &Cni, bundle: &Bundle, first: &PlannedHost) -> Result<
                 ))
             })?
             .content
+            .bytes()?
             .to_vec(),
         Some(path) => std::fs::read(path).map_err(|e| RunError::Step {
             host: "local".into(),
@@ -112,14 +114,19 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
     }
     let file = desired(cx, cni, bundle, first)?;
     let hp = cx.progress.host(host, "cni");
-    sync(cx, host, "cni/manifest", std::slice::from_ref(&file)).await?;
-
-    let sum = sha256_hex(&file.content);
+    let files = std::slice::from_ref(&file);
+    // One round trip asks for the manifest's state and the marker of the one last applied.
     let s = cx.session(host).await?;
-    let out = s
-        .exec(Exec::new(&format!("cat {APPLIED} 2>/dev/null")).sudo(true))
-        .await?;
-    let applied = out.stdout_lossy().trim().to_string();
+    let mut probe = Probe::default();
+    let (q_file, q_applied) = (
+        ask_states(&mut probe, files, cx.opts.dry_run),
+        probe.ask(&format!("cat {APPLIED}")),
+    );
+    let answers = probe.run(&s).await?;
+    write_differing(cx, &s, host, "cni/manifest", files, answers.get(q_file)).await?;
+
+    let sum = file.sha256.clone();
+    let applied = answers.get(q_applied).trim().to_string();
     if applied == sum {
         hp.finish(None);
         return Ok(());

@@ -9,7 +9,7 @@ use super::files::{Desired, Part, ask_states, pki_files, write_differing};
 use super::files_of;
 use super::probe::{Probe, Task, act_all};
 use crate::context::etcd::wait_healthy;
-use crate::context::{Ctx, RunError, each_host};
+use crate::context::{Ctx, RunError};
 use crate::pki::REMOTE_ETCD_PKI_DIR;
 use crate::plan::EtcdMember;
 use crate::render::{BACKUP_SCRIPT_PATH, BACKUP_SERVICE_PATH, BACKUP_TIMER_PATH, RenderedFile};
@@ -28,10 +28,11 @@ pub(crate) async fn run(
         return Ok(());
     }
     // Per host, the members to start (not running) and to restart (running, settings changed).
-    let per_host = each_host(etcd_hosts.iter().map(String::as_str), |host| {
-        place_host(cx, host, rendered)
-    })
-    .await?;
+    let per_host = cx
+        .each_host(etcd_hosts.iter().map(String::as_str), |host| {
+            place_host(cx, host, rendered)
+        })
+        .await?;
     let (mut to_start, mut to_restart) = (Vec::new(), Vec::new());
     for (start, restart) in per_host {
         to_start.extend(start);
@@ -107,7 +108,7 @@ async fn place_host(
 
     let s = cx.session(host).await?;
     let mut probe = Probe::default();
-    let q_files = ask_states(&mut probe, &files);
+    let q_files = ask_states(&mut probe, &files, cx.opts.dry_run);
     let q_tasks = probe.tasks(&tasks);
     let q_inactive: Vec<_> = members
         .iter()

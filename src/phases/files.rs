@@ -98,8 +98,25 @@ pub(crate) struct Desired {
     pub path: PathBuf,
     pub mode: u32,
     pub owner: Option<String>,
-    pub content: Arc<[u8]>,
+    pub content: Body,
     pub sha256: String,
+}
+
+/// What a file holds: bytes made by this run (rendered files, PKI), or a bundle file, read from
+/// disk only if some host needs it written.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    Bytes(Arc<[u8]>),
+    Bundle(Arc<crate::artifacts::Content>),
+}
+
+impl Body {
+    fn bytes(&self) -> Result<Arc<[u8]>, crate::artifacts::ArtifactError> {
+        match self {
+            Self::Bytes(b) => Ok(b.clone()),
+            Self::Bundle(c) => c.bytes(),
+        }
+    }
 }
 
 impl Desired {
@@ -109,7 +126,7 @@ impl Desired {
             path,
             mode,
             owner,
-            content,
+            content: Body::Bytes(content),
             sha256,
         }
     }
@@ -122,7 +139,7 @@ impl From<&crate::artifacts::Artifact> for Desired {
             path: a.install.clone(),
             mode: a.mode,
             owner: None,
-            content: a.content.clone(),
+            content: Body::Bundle(a.content.clone()),
             sha256: a.sha256.clone(),
         }
     }
@@ -173,16 +190,56 @@ pub(crate) fn pki_files(
     Ok(out)
 }
 
+/// Where each host keeps the SHA-256 of the files kbs checks, keyed by size, mtime, inode and
+/// ctime (`KEY SHA256 PATH` per line): a file whose key is unchanged is not read again. Hashing
+/// every bundle binary on every run cost each etcd host ~0.3 CPU-s for etcd alone. Any write
+/// changes ctime, which no tool can set back, so a stale entry cannot hide an edit.
+const SUMS: &str = "/var/lib/kbs/file-sums";
+
 /// Asks for the content hash, mode and owner of each of `files` that exists (`file_states`
-/// reads the answer).
-pub(crate) fn ask_states(probe: &mut Probe, files: &[Desired]) -> Question {
-    let paths: Vec<String> = files.iter().map(|f| quote(&f.path)).collect();
-    // Two processes for all the files, whatever their number.
-    probe.ask(&format!(
-        "set --; for p in {}; do [ -f \"$p\" ] && set -- \"$@\" \"$p\"; done\n\
-         [ $# -eq 0 ] || {{ sha256sum -- \"$@\"; stat -c '%a %U %n' -- \"$@\"; }}",
-        paths.join(" ")
-    ))
+/// reads the answer). Hashes only the files whose key differs from the host's record of sums,
+/// and, unless `dry_run`, records the new sums.
+pub(crate) fn ask_states(probe: &mut Probe, files: &[Desired], dry_run: bool) -> Question {
+    let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+    probe.ask(&states_script(&paths, SUMS, !dry_run))
+}
+
+fn states_script(paths: &[&Path], sums: &str, record: bool) -> String {
+    let paths: Vec<String> = paths.iter().map(quote).collect();
+    let m = quote(sums);
+    let dir = quote(Path::new(sums).parent().unwrap_or(Path::new("/")));
+    // A fixed number of processes whatever the number of files. awk marks each file "=" with its
+    // recorded sum when its key is unchanged, else "?" with its key; the "?" ones are hashed
+    // together and merged into the record (replaced whole, so no reader sees half of it).
+    let record = if record {
+        format!(
+            "umask 077; mkdir -p {dir}; printf '%s%s\\n' \"$stale\" \"$sums\" | awk -v m={m} '\n\
+             length($1) == 64 && substr($0, 65, 2) == \"  \" {{ sum[substr($0, 67)] = $1; next }}\n\
+             {{ i = index($0, \" \"); key[substr($0, i + 1)] = substr($0, 1, i - 1) }}\n\
+             END {{ while ((getline l < m) > 0) {{ p = l; sub(/^[^ ]* [^ ]* /, \"\", p); if (!(p in sum)) print l }}\n\
+             for (p in sum) if (p in key) print key[p] \" \" sum[p] \" \" p }}' > {m}.$$ && mv {m}.$$ {m}",
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "set --; for p in {paths}; do [ -f \"$p\" ] && set -- \"$@\" \"$p\"; done\n\
+         [ $# -eq 0 ] || {{\n\
+         stat -c '%a %U %n' -- \"$@\"\n\
+         known=$(stat -c '%s:%.9Y:%i:%.9Z %n' -- \"$@\" | awk -v m={m} '\n\
+           BEGIN {{ while ((getline l < m) > 0) {{ i = index(l, \" \"); r = substr(l, i + 1); j = index(r, \" \");\n\
+             key[substr(r, j + 1)] = substr(l, 1, i - 1); sum[substr(r, j + 1)] = substr(r, 1, j - 1) }} }}\n\
+           {{ i = index($0, \" \"); p = substr($0, i + 1)\n\
+             if (p in key && key[p] == substr($0, 1, i - 1)) print \"= \" sum[p] \"  \" p; else print \"? \" $0 }}')\n\
+         set --; stale=\n\
+         while IFS= read -r l; do case $l in\n\
+           \"= \"*) printf '%s\\n' \"${{l#= }}\" ;;\n\
+           \"? \"*) l=${{l#\"? \"}}; stale=\"$stale$l\n\"; set -- \"$@\" \"${{l#* }}\" ;;\n\
+         esac; done <<KBS_KNOWN\n$known\nKBS_KNOWN\n\
+         [ $# -eq 0 ] || {{ sums=$(sha256sum -- \"$@\"); printf '%s\\n' \"$sums\"\n{record}\n}}\n\
+         }}",
+        paths = paths.join(" "),
+    )
 }
 
 /// What `ask_states` found: "SHA256 MODE OWNER" per existing file.
@@ -221,7 +278,7 @@ pub(crate) async fn sync(
     }
     let s = cx.session(host).await?;
     let mut probe = Probe::default();
-    let q = ask_states(&mut probe, files);
+    let q = ask_states(&mut probe, files, cx.opts.dry_run);
     let answers = probe.run(&s).await?;
     write_differing(cx, &s, host, step, files, answers.get(q)).await
 }
@@ -260,7 +317,7 @@ pub(crate) async fn write_differing(
         };
         let path = f.path.to_string_lossy().into_owned();
         cx.change(host, step, format!("{why} {path}"), async {
-            s.upload(&path, &f.content, &attrs).await?;
+            s.upload(&path, &f.content.bytes()?, &attrs).await?;
             Ok(())
         })
         .await?;
@@ -288,5 +345,46 @@ mod tests {
         );
         assert_eq!(states[Path::new("/etc/c")], format!("{sum} 600 etcd"));
         assert!(file_states("").is_empty());
+    }
+
+    /// The states script under a real `sh`, coreutils and awk, against files in a temp dir.
+    #[test]
+    fn states_hash_only_files_whose_key_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a b"), dir.path().join("c"));
+        let missing = dir.path().join("gone");
+        std::fs::write(&a, "one").expect("write");
+        std::fs::write(&b, "two").expect("write");
+        let sums = dir.path().join("state/file-sums");
+        let run = |record: bool| {
+            let script = states_script(&[&a, &b, &missing], &sums.to_string_lossy(), record);
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .expect("sh");
+            assert!(out.status.success(), "{out:?}");
+            file_states(&String::from_utf8_lossy(&out.stdout))
+        };
+        // A dry run hashes and records nothing.
+        let first = run(false);
+        assert!(first[&a].starts_with(&sha256_hex(b"one")), "{first:?}");
+        assert_eq!(first.len(), 2);
+        assert!(!sums.exists());
+        run(true);
+        let record = std::fs::read_to_string(&sums).expect("record");
+        assert_eq!(record.lines().count(), 2, "{record}");
+        // A recorded sum is trusted while the key holds: forge one to see that it is not re-read.
+        let forged = "f".repeat(64);
+        std::fs::write(&sums, record.replace(&sha256_hex(b"one"), &forged)).expect("forge");
+        assert!(run(true)[&a].starts_with(&forged));
+        // Any write changes the key (ctime at least): the file is hashed again and re-recorded.
+        std::fs::write(&a, "one").expect("rewrite");
+        let again = run(true);
+        assert!(again[&a].starts_with(&sha256_hex(b"one")), "{again:?}");
+        assert!(
+            !std::fs::read_to_string(&sums)
+                .expect("record")
+                .contains(&forged)
+        );
     }
 }

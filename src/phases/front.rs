@@ -9,7 +9,7 @@ use std::path::Path;
 use super::files::{Desired, Part, ask_states, sync, write_differing};
 use super::files_of;
 use super::probe::{Probe, Task, act};
-use crate::context::{Ctx, RunError, each_host};
+use crate::context::{Ctx, RunError};
 use crate::inventory::{EndpointMode, Role};
 use crate::render::{KUBE_VIP_BOOTSTRAP_PATH, RenderedFile};
 
@@ -40,7 +40,7 @@ pub(crate) async fn after_init(
 }
 
 async fn vip(cx: &Ctx, rendered: &BTreeMap<String, Vec<RenderedFile>>) -> Result<(), RunError> {
-    each_host(
+    cx.each_host(
         cx.hosts()
             .filter(|h| h.has(Role::ControlPlane))
             .map(|h| h.name.as_str()),
@@ -77,7 +77,7 @@ async fn vip_host(
         .collect();
     let s = cx.session(host).await?;
     let mut probe = Probe::default();
-    let q_files = ask_states(&mut probe, &files);
+    let q_files = ask_states(&mut probe, &files, cx.opts.dry_run);
     let q_start = probe.tasks(&start);
     let answers = probe.run(&s).await?;
     let changed =

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::context::{Ctx, RunError, each_host};
+use crate::context::{Ctx, RunError};
 use crate::inventory::HookPoint;
 use crate::ssh::{Exec, Stream};
 
@@ -16,7 +16,7 @@ pub(crate) async fn run(cx: &Ctx, point: HookPoint) -> Result<(), RunError> {
     if !cx.plan.inventory.hooks.iter().any(|h| h.when == point) {
         return Ok(());
     }
-    each_host(cx.hosts().map(|h| h.name.as_str()), |host| {
+    cx.each_host(cx.hosts().map(|h| h.name.as_str()), |host| {
         run_on(cx, host, point)
     })
     .await?;

@@ -12,13 +12,13 @@ use super::files::{Desired, Part, pki_files, sync};
 use super::files_of;
 use crate::context::StepStatus;
 use crate::context::api::{anonymous_client, apiserver_url, wait_ready};
-use crate::context::{Ctx, RunError, each_host};
+use crate::context::{Ctx, RunError};
 use crate::inventory::Role;
 use crate::plan::PlannedHost;
 use crate::render::{CA_CERT_HASH_PLACEHOLDER, JOIN_TOKEN_PLACEHOLDER, JoinSecrets, RenderedFile};
 use crate::ssh::Exec;
 
-const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
+pub(super) const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 const INIT_CONFIG: &str = "/etc/kubernetes/kubeadm/init.yaml";
 const JOIN_CONFIG: &str = "/etc/kubernetes/kubeadm/join.yaml";
 
@@ -35,6 +35,10 @@ fn step_of(host: &PlannedHost, first: bool) -> &'static str {
 async fn done(cx: &Ctx, host: &PlannedHost, first: bool) -> Result<bool, RunError> {
     if cx.journal_status(&host.name, step_of(host, first)) == Some(StepStatus::Started) {
         return Ok(false);
+    }
+    // The facts of this run tell, for the hosts in its scope.
+    if let Some(f) = cx.facts(&host.name) {
+        return Ok(f.kubeadm_version.is_some());
     }
     let s = cx.session(&host.name).await?;
     Ok(
@@ -54,14 +58,15 @@ pub(crate) async fn pending(cx: &Ctx) -> Result<BTreeSet<String>, RunError> {
         (h.has(Role::ControlPlane) || h.has(Role::Worker))
             && (h.name == first.name || cx.in_scope(&h.name))
     });
-    let checked = each_host(nodes.map(|h| h.name.as_str()), |host| async move {
-        let first = host == first.name;
-        match cx.plan.host(host) {
-            Some(h) => Ok((host, done(cx, h, first).await?)),
-            None => Ok((host, true)),
-        }
-    })
-    .await?;
+    let checked = cx
+        .each_host(nodes.map(|h| h.name.as_str()), |host| async move {
+            let first = host == first.name;
+            match cx.plan.host(host) {
+                Some(h) => Ok((host, done(cx, h, first).await?)),
+                None => Ok((host, true)),
+            }
+        })
+        .await?;
     Ok(checked
         .into_iter()
         .filter(|(_, done)| !done)
@@ -72,32 +77,24 @@ pub(crate) async fn pending(cx: &Ctx) -> Result<BTreeSet<String>, RunError> {
 /// A running cluster changes version only through `kbs upgrade`, which goes host by host: apply
 /// would install the new kubeadm and kubelet everywhere at once. Every node kubeadm has set up
 /// must have the inventory's kubeadm.
-pub(crate) async fn refuse_version_change(cx: &Ctx) -> Result<(), RunError> {
+pub(crate) fn refuse_version_change(cx: &Ctx) -> Result<(), RunError> {
     let want = cx.plan.inventory.cluster.kubernetes_version;
     let nodes = cx
         .hosts()
         .filter(|h| h.has(Role::ControlPlane) || h.has(Role::Worker));
-    each_host(nodes.map(|h| h.name.as_str()), |host| async move {
-        let s = cx.session(host).await?;
-        let out = s
-            .exec(
-                Exec::new(&format!(
-                    "test -f {KUBELET_CONF} && kubeadm version -o short"
-                ))
-                .sudo(true),
-            )
-            .await?;
-        match crate::inventory::KubeVersion::from_reported(&out.stdout_lossy()) {
-            Some(have) if out.success() && have != want => Err(RunError::VersionChange {
-                host: host.into(),
+    for h in nodes {
+        let reported = cx.facts(&h.name).and_then(|f| f.kubeadm_version.as_deref());
+        if let Some(have) = reported.and_then(crate::inventory::KubeVersion::from_reported)
+            && have != want
+        {
+            return Err(RunError::VersionChange {
+                host: h.name.clone(),
                 have: have.to_string(),
                 want: want.to_string(),
                 inventory: cx.plan.inventory.path.clone(),
-            }),
-            _ => Ok(()),
+            });
         }
-    })
-    .await?;
+    }
     Ok(())
 }
 
@@ -237,17 +234,18 @@ pub(crate) async fn init(
         return Ok(());
     };
     // Every control plane's certificates and kubeconfigs, before init or any join needs them.
-    let changed = each_host(
-        cx.hosts()
-            .filter(|h| h.has(Role::ControlPlane))
-            .map(|h| h.name.as_str()),
-        |host| async move {
-            let files = pki_files(cx, host, |p| p.starts_with("/etc/kubernetes"))?;
-            let written = sync(cx, host, "pki/files", &files).await?;
-            Ok((host, !written.is_empty()))
-        },
-    )
-    .await?;
+    let changed = cx
+        .each_host(
+            cx.hosts()
+                .filter(|h| h.has(Role::ControlPlane))
+                .map(|h| h.name.as_str()),
+            |host| async move {
+                let files = pki_files(cx, host, |p| p.starts_with("/etc/kubernetes"))?;
+                let written = sync(cx, host, "pki/files", &files).await?;
+                Ok((host, !written.is_empty()))
+            },
+        )
+        .await?;
     let running: Vec<&str> = changed
         .into_iter()
         .filter(|(host, changed)| *changed && !pending.contains(*host))
@@ -284,7 +282,7 @@ pub(crate) async fn join(
     let workers = cx
         .hosts()
         .filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane) && pending.contains(&h.name));
-    each_host(workers.map(|h| h.name.as_str()), |host| async move {
+    cx.each_host(workers.map(|h| h.name.as_str()), |host| async move {
         match cx.plan.host(host) {
             Some(h) => node(cx, h, false, rendered).await,
             None => Ok(()),

@@ -88,9 +88,7 @@ pub async fn apply(
         cx.lock().await?;
     }
     report.checks = preflight::run(&cx).instrument(phase("preflight")).await?;
-    kubeadm::refuse_version_change(&cx)
-        .instrument(phase("version"))
-        .await?;
+    kubeadm::refuse_version_change(&cx)?;
     hooks::run(&cx, HookPoint::BeforeApply)
         .instrument(phase("hooks"))
         .await?;

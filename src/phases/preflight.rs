@@ -1,6 +1,7 @@
 //! Preflight: a table of checks per host with pass, warn or fail and the fix. Any failure stops
 //! the run before a single change; `--skip-check NAME` overrides one check deliberately.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -380,7 +381,7 @@ pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, RunError> {
     let hosts: Vec<&PlannedHost> = cx.hosts().collect();
     let reach: Vec<Result<Check, RunError>> = futures::stream::iter(hosts)
         .map(|h| reachability(cx, h))
-        .buffer_unordered(crate::ssh::DEFAULT_CONCURRENCY)
+        .buffer_unordered(cx.opts.concurrency)
         .collect()
         .await;
     for r in reach {
@@ -435,20 +436,60 @@ pub fn render_table(checks: &[Check], all: bool) -> String {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(110)
         .set_header(vec!["host", "check", "status", "found", "fix"]);
-    for c in checks
+    let shown: Vec<&Check> = checks
         .iter()
         .filter(|c| all || c.status != CheckStatus::Pass)
-    {
+        .collect();
+    let hosts: BTreeSet<&str> = shown.iter().map(|c| c.host.as_str()).collect();
+    if hosts.len() <= GROUP_FROM {
+        for c in shown {
+            t.add_row(vec![
+                c.host.clone(),
+                c.name.to_string(),
+                c.status.as_str().into(),
+                c.found.clone(),
+                c.fix.clone(),
+            ]);
+        }
+        return t.to_string();
+    }
+    // Hundreds of hosts failing the same way make one row, not hundreds.
+    let mut groups: Vec<(&Check, Vec<&Check>)> = Vec::new();
+    for c in shown {
+        match groups
+            .iter_mut()
+            .find(|(k, _)| (k.name, k.status, &k.fix) == (c.name, c.status, &c.fix))
+        {
+            Some((_, members)) => members.push(c),
+            None => groups.push((c, vec![c])),
+        }
+    }
+    for (first, members) in groups {
+        let names: Vec<&str> = members.iter().map(|c| c.host.as_str()).collect();
+        let host = match names.as_slice() {
+            [one] => (*one).to_string(),
+            [a, b] => format!("{a}, {b}"),
+            [a, b, rest @ ..] => format!("{a}, {b} and {} more", rest.len()),
+            [] => String::new(),
+        };
+        let found = if members.iter().all(|c| c.found == first.found) {
+            first.found.clone()
+        } else {
+            format!("{} (on {}; differs per host)", first.found, first.host)
+        };
         t.add_row(vec![
-            c.host.clone(),
-            c.name.to_string(),
-            c.status.as_str().into(),
-            c.found.clone(),
-            c.fix.clone(),
+            host,
+            first.name.to_string(),
+            first.status.as_str().into(),
+            found,
+            first.fix.clone(),
         ]);
     }
     t.to_string()
 }
+
+/// Past this many hosts, `render_table` groups the hosts that share a check's outcome.
+const GROUP_FROM: usize = 10;
 
 #[cfg(test)]
 mod tests {
@@ -513,5 +554,33 @@ mod tests {
             (CheckStatus::Fail, "2379 (nginx)")
         );
         assert!(ports.fix.contains("stop what listens there"));
+    }
+
+    #[test]
+    fn many_hosts_failing_alike_make_one_row() {
+        let check = |i: usize, found: &str| {
+            Check::new(
+                &format!("sim-{i:04}"),
+                "systemd",
+                CheckStatus::Fail,
+                found.into(),
+                "boot the host with systemd",
+            )
+        };
+        let mut checks: Vec<Check> = (1..=966).map(|i| check(i, "not PID 1")).collect();
+        checks.push(Check::new(
+            "sim-0001",
+            "swap",
+            CheckStatus::Warn,
+            "2 GiB".into(),
+            "swapoff",
+        ));
+        let table = render_table(&checks, false);
+        assert!(table.contains("sim-0001, sim-0002 and 964 more"), "{table}");
+        assert_eq!(table.matches("not PID 1").count(), 1, "{table}");
+        assert!(table.contains("swap"), "{table}");
+        // A few hosts keep a row each.
+        let few: Vec<Check> = (1..=3).map(|i| check(i, "not PID 1")).collect();
+        assert_eq!(render_table(&few, false).matches("not PID 1").count(), 3);
     }
 }

@@ -6,7 +6,7 @@ use super::files::{Desired, Part, ask_states, write_differing};
 use super::files_of;
 use super::probe::{Probe, Task, act_all};
 use crate::artifacts::{Bundle, Image};
-use crate::context::{Ctx, RunError, each_host};
+use crate::context::{Ctx, RunError};
 use crate::inventory::{Artifacts, Role};
 use crate::plan::PlannedHost;
 use crate::render::RenderedFile;
@@ -35,13 +35,14 @@ pub(crate) async fn run(
     bundle: &Bundle,
     rendered: &BTreeMap<String, Vec<RenderedFile>>,
 ) -> Result<Vec<String>, RunError> {
-    let warnings = each_host(cx.hosts().map(|h| h.name.as_str()), |host| async move {
-        match cx.plan.host(host) {
-            Some(h) => prepare_host(cx, h, bundle, rendered).await,
-            None => Ok(Vec::new()),
-        }
-    })
-    .await?;
+    let warnings = cx
+        .each_host(cx.hosts().map(|h| h.name.as_str()), |host| async move {
+            match cx.plan.host(host) {
+                Some(h) => prepare_host(cx, h, bundle, rendered).await,
+                None => Ok(Vec::new()),
+            }
+        })
+        .await?;
     Ok(warnings.into_iter().flatten().collect())
 }
 
@@ -113,10 +114,13 @@ pub(crate) async fn prepare_host(
 
     let s = cx.session(host).await?;
     let mut probe = Probe::default();
-    let (q_first, q_artifacts) = (probe.tasks(&first), ask_states(&mut probe, &artifacts));
+    let (q_first, q_artifacts) = (
+        probe.tasks(&first),
+        ask_states(&mut probe, &artifacts, cx.opts.dry_run),
+    );
     let (q_then, q_files, q_runtime, q_last) = (
         probe.tasks(&then),
-        ask_states(&mut probe, &host_files),
+        ask_states(&mut probe, &host_files, cx.opts.dry_run),
         probe.tasks(&runtime),
         probe.tasks(&last),
     );

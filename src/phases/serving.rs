@@ -14,14 +14,14 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
 use crate::context::api::{Api, admin_client};
-use crate::context::{Ctx, HEALTH_WAIT, RunError, each_host, retry};
+use crate::context::{Ctx, HEALTH_WAIT, RunError, retry};
 use crate::inventory::{HostName, Role};
 use crate::plan::PlannedHost;
 
 const SIGNER: &str = "kubernetes.io/kubelet-serving";
 const CSRS: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
 /// Where the kubelet keeps the serving certificate it was issued.
-pub(crate) const SERVING_CERT: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
+pub(super) const SERVING_CERT: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
 
 pub(crate) async fn run(cx: &Ctx) -> Result<(), RunError> {
     if !cx.plan.inventory.security.kubelet_serving_certificates {
@@ -32,19 +32,24 @@ pub(crate) async fn run(cx: &Ctx) -> Result<(), RunError> {
         .filter(|h| h.has(Role::ControlPlane) || h.has(Role::Worker))
         .collect();
     // Which kubelets still lack their serving certificate: asked on the hosts, where it lives
-    // (issued CSRs are garbage-collected from the API after an hour).
-    let missing = each_host(nodes.iter().map(|h| h.name.as_str()), |host| async move {
-        let out = cx
-            .sh(
-                host,
-                "kubelet/serving",
-                &format!("[ -s {SERVING_CERT} ] || echo missing"),
-                Duration::from_secs(30),
-            )
-            .await?;
-        Ok((host, !out.trim().is_empty()))
-    })
-    .await?;
+    // (issued CSRs are garbage-collected from the API after an hour). The facts gathered at the
+    // start of the run answer for the kubelets that had it then.
+    let unknown = nodes
+        .iter()
+        .filter(|h| !cx.facts(&h.name).is_some_and(|f| f.kubelet_serving));
+    let missing = cx
+        .each_host(unknown.map(|h| h.name.as_str()), |host| async move {
+            let out = cx
+                .sh(
+                    host,
+                    "kubelet/serving",
+                    &format!("[ -s {SERVING_CERT} ] || echo missing"),
+                    Duration::from_secs(30),
+                )
+                .await?;
+            Ok((host, !out.trim().is_empty()))
+        })
+        .await?;
     let missing: Vec<&PlannedHost> = nodes
         .into_iter()
         .filter(|h| missing.iter().any(|(m, yes)| *m == h.name && *yes))
@@ -58,7 +63,7 @@ pub(crate) async fn run(cx: &Ctx) -> Result<(), RunError> {
         Some(admin_client(&cx.state).map_err(RunError::Verify)?)
     };
     let api = api.as_ref();
-    each_host(missing.iter().map(|h| h.name.as_str()), |host| async move {
+    cx.each_host(missing.iter().map(|h| h.name.as_str()), |host| async move {
         let what = format!(
             "approve {host}'s kubelet-serving certificate request (requester and names checked)"
         );

@@ -25,11 +25,13 @@ pub struct HostResult<T> {
 }
 
 /// Connects to each target (reusing the connector's sessions) and runs `f` on it,
-/// at most `concurrency` hosts at a time.
+/// at most `concurrency` hosts at a time. Unless `keep`, each host's connection is closed when
+/// its work ends, so that no more than `concurrency` are open at once, whatever the host count.
 pub async fn fan_out<T, F, Fut>(
     connector: &Connector,
     targets: &[Target],
     concurrency: usize,
+    keep: bool,
     progress: &Progress,
     f: F,
 ) -> Vec<HostResult<T>>
@@ -37,20 +39,30 @@ where
     F: Fn(Session, Arc<HostProgress>) -> Fut,
     Fut: Future<Output = Result<T, SshError>>,
 {
-    // Futures built up front by a named fn (not an async closure in `map`) stay `Send`.
-    let hosts: Vec<_> = targets
-        .iter()
-        .map(|t| one_host(connector, t, progress, &f))
-        .collect();
-    futures::stream::iter(hosts)
-        .buffered(concurrency.max(1))
+    // Each host's future is made only when its turn comes: a connecting future is kilobytes,
+    // and 1,000 made up front would be most of kbs's memory. Unordered: a host that hangs until
+    // its timeout must not hold the slots of the hosts after it (`buffered` keeps finished
+    // results queued behind it, and starts nothing new).
+    let f = &f;
+    // (Indices, not `&Target`s, go through `map`: a closure taking a reference makes the
+    // stream not `Send`, a known rustc limitation with higher-ranked lifetimes.)
+    let mut done: Vec<(usize, HostResult<T>)> = futures::stream::iter(0..targets.len())
+        .map(move |i| numbered(i, one_host(connector, &targets[i], keep, progress, f)))
+        .buffer_unordered(concurrency.max(1))
         .collect()
-        .await
+        .await;
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+async fn numbered<F: Future>(i: usize, f: F) -> (usize, F::Output) {
+    (i, f.await)
 }
 
 async fn one_host<T, F, Fut>(
     connector: &Connector,
     t: &Target,
+    keep: bool,
     progress: &Progress,
     f: &F,
 ) -> HostResult<T>
@@ -64,6 +76,9 @@ where
         Ok(s) => f(s, hp.clone()).await,
         Err(e) => Err(e),
     };
+    if !keep {
+        connector.close(&t.name).await;
+    }
     hp.finish(result.as_ref().err().map(ToString::to_string).as_deref());
     HostResult {
         host: t.name.clone(),
@@ -78,6 +93,8 @@ pub struct ExecOptions {
     pub concurrency: usize,
     /// Per-command limit; `None` uses each target's `timeouts.command`.
     pub timeout: Option<Duration>,
+    /// Keep each host's connection for later commands instead of closing it when done.
+    pub keep_connections: bool,
 }
 
 impl Default for ExecOptions {
@@ -86,6 +103,7 @@ impl Default for ExecOptions {
             sudo: false,
             concurrency: DEFAULT_CONCURRENCY,
             timeout: None,
+            keep_connections: false,
         }
     }
 }
@@ -103,6 +121,7 @@ pub async fn exec_on_all(
         connector,
         targets,
         opts.concurrency,
+        opts.keep_connections,
         progress,
         |s, hp| async move {
             hp.step("exec");

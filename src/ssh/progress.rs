@@ -1,8 +1,10 @@
-//! Per-host progress: a spinner per host on a terminal, plain lines otherwise, or a
-//! JSON event stream (one object per line: host, step, status, duration_ms).
+//! Per-host progress: a spinner per host on a terminal (at most `MAX_BARS`, then one summary
+//! line for the rest), plain lines otherwise, or a JSON event stream (one object per line:
+//! host, step, status, duration_ms).
 
 use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -18,8 +20,105 @@ pub enum ProgressMode {
     Quiet,
 }
 
+/// Spinners drawn at once: past this, hosts are counted on one summary line instead, so that
+/// 1,000 hosts make a screen of output, not 1,000 lines redrawn.
+const MAX_BARS: usize = 12;
+
+struct Bars {
+    multi: MultiProgress,
+    summary: OnceLock<ProgressBar>,
+    /// Spinners in `multi` now, running or kept finished.
+    drawn: AtomicUsize,
+    started: AtomicUsize,
+    finished: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+impl Bars {
+    fn new(target: ProgressDrawTarget) -> Self {
+        Self {
+            multi: MultiProgress::with_draw_target(target),
+            summary: OnceLock::new(),
+            drawn: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+        }
+    }
+
+    /// A spinner for a host starting, or `None` when `MAX_BARS` are drawn already.
+    fn start(&self, host: &str, step: &str) -> Option<ProgressBar> {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        let bar = self
+            .drawn
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_BARS).then_some(n + 1)
+            })
+            .is_ok()
+            .then(|| {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(spinner_style());
+                bar.set_prefix(host.to_string());
+                bar.set_message(step.to_string());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            });
+        self.show_summary();
+        bar
+    }
+
+    /// A host's end: while every host fits, its spinner stays with ✓/✗; past that it is
+    /// cleared to make room, and only a failure is kept, as a line above.
+    fn finish(&self, bar: Option<&ProgressBar>, kept: &str, failed: Option<&str>) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        if failed.is_some() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let crowded = self.started.load(Ordering::Relaxed) > MAX_BARS;
+        match bar {
+            Some(bar) if !crowded => bar.finish_with_message(kept.to_string()),
+            bar => {
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                    self.multi.remove(bar);
+                    self.drawn.fetch_sub(1, Ordering::Relaxed);
+                }
+                if let Some(line) = failed {
+                    self.multi.println(line).ok();
+                }
+            }
+        }
+        self.show_summary();
+    }
+
+    fn show_summary(&self) {
+        let started = self.started.load(Ordering::Relaxed);
+        if started <= MAX_BARS {
+            return;
+        }
+        let summary = self.summary.get_or_init(|| {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        let (finished, failed) = (
+            self.finished.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        );
+        summary.set_message(format!(
+            "{} running, {} done, {failed} failed",
+            started.saturating_sub(finished),
+            finished.saturating_sub(failed),
+        ));
+    }
+}
+
 enum Sink {
-    Bars(MultiProgress),
+    Bars(Bars),
     Plain,
     Json(Mutex<Box<dyn Write + Send>>),
     Quiet,
@@ -32,9 +131,11 @@ pub struct Progress(Arc<Sink>);
 impl Progress {
     pub fn new(mode: ProgressMode) -> Self {
         let sink = match mode {
-            ProgressMode::Auto if std::io::stderr().is_terminal() => Sink::Bars(bars()),
+            ProgressMode::Auto if std::io::stderr().is_terminal() => {
+                Sink::Bars(Bars::new(ProgressDrawTarget::stderr()))
+            }
             ProgressMode::Auto | ProgressMode::Plain => Sink::Plain,
-            ProgressMode::Bars => Sink::Bars(bars()),
+            ProgressMode::Bars => Sink::Bars(Bars::new(ProgressDrawTarget::stderr())),
             ProgressMode::Json => Sink::Json(Mutex::new(Box::new(std::io::stderr()))),
             ProgressMode::Quiet => Sink::Quiet,
         };
@@ -54,14 +155,7 @@ impl Progress {
     /// Starts tracking `host` at `step`.
     pub fn host(&self, host: &str, step: &str) -> HostProgress {
         let bar = match &*self.0 {
-            Sink::Bars(m) => {
-                let bar = m.add(ProgressBar::new_spinner());
-                bar.set_style(spinner_style());
-                bar.set_prefix(host.to_string());
-                bar.set_message(step.to_string());
-                bar.enable_steady_tick(Duration::from_millis(120));
-                Some(bar)
-            }
+            Sink::Bars(b) => b.start(host, step),
             _ => None,
         };
         let hp = HostProgress {
@@ -81,7 +175,7 @@ impl Progress {
     /// Runs `f` with bars hidden, e.g. to print a log line or ask a question.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         match &*self.0 {
-            Sink::Bars(m) => m.suspend(f),
+            Sink::Bars(b) => b.multi.suspend(f),
             _ => f(),
         }
     }
@@ -123,10 +217,6 @@ impl Drop for LogLine {
         self.progress
             .suspend(|| std::io::stderr().lock().write_all(&buf).ok());
     }
-}
-
-fn bars() -> MultiProgress {
-    MultiProgress::with_draw_target(ProgressDrawTarget::stderr())
 }
 
 fn spinner_style() -> ProgressStyle {
@@ -190,9 +280,11 @@ impl HostProgress {
         let failure = error.map(str::to_string).or(failure);
         let status = if failure.is_some() { "failed" } else { "ok" };
         self.event(&step, status, Some(took), failure.as_deref());
-        if let Some(bar) = &self.bar {
+        if let Sink::Bars(b) = &*self.sink.0 {
             let mark = if failure.is_some() { "✗" } else { "✓" };
-            bar.finish_with_message(format!("{mark} {step} ({:.1}s)", took.as_secs_f64()));
+            let kept = format!("{mark} {step} ({:.1}s)", took.as_secs_f64());
+            let failed = failure.map(|why| format!("✗ {}: {step}: {why}", self.host));
+            b.finish(self.bar.as_ref(), &kept, failed.as_deref());
         }
     }
 
@@ -276,5 +368,24 @@ mod tests {
         assert!(events[3]["duration_ms"].is_u64());
         assert_eq!(events[3]["error"], "boom");
         assert_eq!(events[3]["host"], "node-1");
+    }
+
+    #[test]
+    fn bars_stay_bounded_whatever_the_host_count() {
+        let p = Progress(Arc::new(Sink::Bars(
+            Bars::new(ProgressDrawTarget::hidden()),
+        )));
+        let Sink::Bars(b) = &*p.0 else { unreachable!() };
+        let hosts: Vec<HostProgress> = (0..1000)
+            .map(|i| p.host(&format!("h{i}"), "connect"))
+            .collect();
+        assert_eq!(b.drawn.load(Ordering::Relaxed), MAX_BARS);
+        for (i, h) in hosts.iter().enumerate() {
+            h.finish((i % 100 == 0).then_some("unreachable"));
+            assert!(b.drawn.load(Ordering::Relaxed) <= MAX_BARS);
+        }
+        assert_eq!(b.drawn.load(Ordering::Relaxed), 0);
+        assert_eq!(b.failed.load(Ordering::Relaxed), 10);
+        assert!(b.summary.get().is_some());
     }
 }

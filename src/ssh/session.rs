@@ -1,8 +1,9 @@
 //! One SSH connection per host, reused for every command of a run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use russh::ChannelMsg;
 use russh::client::{self, Handle};
@@ -43,6 +44,8 @@ pub struct Connector {
     opts: ConnectOptions,
     sessions: tokio::sync::Mutex<HashMap<String, Session>>,
     jumps: tokio::sync::Mutex<HashMap<String, JumpCell>>,
+    /// Commands run per host (each one SSH round trip), over all of the host's connections.
+    commands: std::sync::Mutex<BTreeMap<String, Arc<AtomicUsize>>>,
 }
 
 impl Connector {
@@ -51,6 +54,34 @@ impl Connector {
             opts,
             sessions: Default::default(),
             jumps: Default::default(),
+            commands: Default::default(),
+        }
+    }
+
+    /// How many commands ran on each host so far.
+    pub fn commands(&self) -> BTreeMap<String, usize> {
+        self.commands
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(h, n)| (h.clone(), n.load(Ordering::Relaxed)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn counter(&self, host: &str) -> Arc<AtomicUsize> {
+        self.commands
+            .lock()
+            .map(|mut m| m.entry(host.to_string()).or_default().clone())
+            .unwrap_or_default()
+    }
+
+    /// Closes and forgets `host`'s cached session; returns once its socket is closed.
+    pub async fn close(&self, host: &str) {
+        let s = self.sessions.lock().await.remove(host);
+        if let Some(s) = s {
+            s.close().await;
         }
     }
 
@@ -73,6 +104,15 @@ impl Connector {
     pub async fn disconnect_all(&self) {
         let sessions: Vec<Session> = self.sessions.lock().await.drain().map(|(_, s)| s).collect();
         futures::future::join_all(sessions.iter().map(Session::disconnect)).await;
+        let counts = self.commands();
+        if let Some((host, most)) = counts.iter().max_by_key(|(_, n)| **n) {
+            // Round trips per host are what a run costs each host; benches/scale.sh reads this.
+            tracing::info!(
+                "SSH: {} on {} (most on one host: {most}, {host})",
+                crate::words::count(counts.values().sum(), "command"),
+                crate::words::count(counts.len(), "host"),
+            );
+        }
     }
 
     /// A new connection, not cached.
@@ -172,6 +212,7 @@ impl Connector {
             target: Arc::new(target.clone()),
             handle: Arc::new(handle),
             channels: Arc::new(Semaphore::new(MAX_CHANNELS)),
+            commands: self.counter(&target.name),
             _jump: jump.map(Box::new),
         })
     }
@@ -197,6 +238,7 @@ pub struct Session {
     target: Arc<Target>,
     handle: Arc<Handle<Verifier>>,
     channels: Arc<Semaphore>,
+    commands: Arc<AtomicUsize>,
     /// Keeps the bastion connection open as long as this session lives.
     _jump: Option<Box<Session>>,
 }
@@ -240,6 +282,7 @@ impl Session {
             .await
             .map_err(|_| lost(russh::Error::Disconnect))?;
         let channel = self.handle.channel_open_session().await.map_err(lost)?;
+        self.commands.fetch_add(1, Ordering::Relaxed);
         channel.exec(true, command.as_bytes()).await.map_err(lost)?;
         let (mut rd, wr) = channel.split();
 
@@ -350,6 +393,7 @@ impl Session {
             .await
             .map_err(|_| lost(russh::Error::Disconnect))?;
         let mut channel = self.handle.channel_open_session().await.map_err(lost)?;
+        self.commands.fetch_add(1, Ordering::Relaxed);
         channel.exec(true, command.as_bytes()).await.map_err(lost)?;
         let seen = std::sync::atomic::AtomicBool::new(false);
         let watch = |_: Stream, line: &str| {
@@ -399,6 +443,17 @@ impl Session {
             reason: "it contains a NUL byte".into(),
         })?;
         Ok(format!("sudo -n -- sh -c {quoted}"))
+    }
+
+    /// Closes the connection politely and, when this was its last user, waits (a moment at
+    /// most) for the connection to end, so that its socket is freed before the caller goes on.
+    pub async fn close(self) {
+        self.disconnect().await;
+        if let Ok(handle) = Arc::try_unwrap(self.handle) {
+            tokio::time::timeout(std::time::Duration::from_secs(2), handle)
+                .await
+                .ok();
+        }
     }
 
     /// Closes the connection politely.

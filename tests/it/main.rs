@@ -18,6 +18,7 @@ mod pki_common;
 mod plan;
 mod real_tools;
 mod render;
+mod scale;
 mod security;
 mod ssh;
 mod ssh_lab;
