@@ -20,15 +20,17 @@ pub enum ProgressMode {
     Quiet,
 }
 
-/// Spinners drawn at once: past this, hosts are counted on one summary line instead, so that
-/// 1,000 hosts make a screen of output, not 1,000 lines redrawn.
+/// Hosts shown one spinner each: past this many, at most this many spinners run at once, a
+/// finished one makes room, and one summary line counts the rest, so that 1,000 hosts make a
+/// screen of output, not thousands of lines redrawn.
 const MAX_BARS: usize = 12;
 
 struct Bars {
     multi: MultiProgress,
     summary: OnceLock<ProgressBar>,
-    /// Spinners in `multi` now, running or kept finished.
-    drawn: AtomicUsize,
+    hosts: Mutex<std::collections::HashSet<String>>,
+    /// Spinners running now.
+    live: AtomicUsize,
     started: AtomicUsize,
     finished: AtomicUsize,
     failed: AtomicUsize,
@@ -39,20 +41,29 @@ impl Bars {
         Self {
             multi: MultiProgress::with_draw_target(target),
             summary: OnceLock::new(),
-            drawn: AtomicUsize::new(0),
+            hosts: Mutex::default(),
+            live: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
         }
     }
 
-    /// A spinner for a host starting, or `None` when `MAX_BARS` are drawn already.
+    fn crowded(&self) -> bool {
+        self.hosts.lock().map_or(true, |h| h.len() > MAX_BARS)
+    }
+
+    /// A spinner for a host's step, or `None` when the run is crowded and `MAX_BARS` run already.
     fn start(&self, host: &str, step: &str) -> Option<ProgressBar> {
         self.started.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut hosts) = self.hosts.lock() {
+            hosts.insert(host.to_string());
+        }
+        let crowded = self.crowded();
         let bar = self
-            .drawn
+            .live
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < MAX_BARS).then_some(n + 1)
+                (!crowded || n < MAX_BARS).then_some(n + 1)
             })
             .is_ok()
             .then(|| {
@@ -63,37 +74,38 @@ impl Bars {
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bar
             });
-        self.show_summary();
+        self.show_summary(crowded);
         bar
     }
 
-    /// A host's end: while every host fits, its spinner stays with ✓/✗; past that it is
-    /// cleared to make room, and only a failure is kept, as a line above.
+    /// A step's end: while every host fits, its spinner stays with ✓/✗; past that it is cleared
+    /// to make room, and only a failure is kept, as a line above.
     fn finish(&self, bar: Option<&ProgressBar>, kept: &str, failed: Option<&str>) {
         self.finished.fetch_add(1, Ordering::Relaxed);
         if failed.is_some() {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
-        let crowded = self.started.load(Ordering::Relaxed) > MAX_BARS;
+        if bar.is_some() {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+        let crowded = self.crowded();
         match bar {
             Some(bar) if !crowded => bar.finish_with_message(kept.to_string()),
             bar => {
                 if let Some(bar) = bar {
                     bar.finish_and_clear();
                     self.multi.remove(bar);
-                    self.drawn.fetch_sub(1, Ordering::Relaxed);
                 }
                 if let Some(line) = failed {
                     self.multi.println(line).ok();
                 }
             }
         }
-        self.show_summary();
+        self.show_summary(crowded);
     }
 
-    fn show_summary(&self) {
-        let started = self.started.load(Ordering::Relaxed);
-        if started <= MAX_BARS {
+    fn show_summary(&self, crowded: bool) {
+        if !crowded {
             return;
         }
         let summary = self.summary.get_or_init(|| {
@@ -105,12 +117,14 @@ impl Bars {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        let (finished, failed) = (
+        let (started, finished, failed) = (
+            self.started.load(Ordering::Relaxed),
             self.finished.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
         );
+        let hosts = self.hosts.lock().map_or(0, |h| h.len());
         summary.set_message(format!(
-            "{} running, {} done, {failed} failed",
+            "{hosts} hosts: {} steps running, {} done, {failed} failed",
             started.saturating_sub(finished),
             finished.saturating_sub(failed),
         ));
@@ -376,15 +390,25 @@ mod tests {
             Bars::new(ProgressDrawTarget::hidden()),
         )));
         let Sink::Bars(b) = &*p.0 else { unreachable!() };
+        // A few hosts: a spinner for every step, kept when done.
+        for step in ["facts", "prepare", "etcd", "front", "kubeadm"] {
+            for h in ["a", "b", "c"] {
+                let hp = p.host(h, step);
+                assert!(hp.bar.is_some());
+                hp.finish(None);
+            }
+        }
+        assert!(b.summary.get().is_none());
+        // 1,000 hosts: never more than MAX_BARS running spinners, and a summary line.
         let hosts: Vec<HostProgress> = (0..1000)
             .map(|i| p.host(&format!("h{i}"), "connect"))
             .collect();
-        assert_eq!(b.drawn.load(Ordering::Relaxed), MAX_BARS);
+        assert!(b.live.load(Ordering::Relaxed) <= MAX_BARS);
         for (i, h) in hosts.iter().enumerate() {
             h.finish((i % 100 == 0).then_some("unreachable"));
-            assert!(b.drawn.load(Ordering::Relaxed) <= MAX_BARS);
+            assert!(b.live.load(Ordering::Relaxed) <= MAX_BARS);
         }
-        assert_eq!(b.drawn.load(Ordering::Relaxed), 0);
+        assert_eq!(b.live.load(Ordering::Relaxed), 0);
         assert_eq!(b.failed.load(Ordering::Relaxed), 10);
         assert!(b.summary.get().is_some());
     }
