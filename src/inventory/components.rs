@@ -10,11 +10,12 @@ use super::error::Reporter;
 use super::raw::RawInventory;
 use super::validate::resolve_path;
 use super::{
-    ArtifactSettings, Artifacts, Cni, CniChoice, CniRelease, ContainerdSettings, EndpointMode,
-    Inventory, Mirror, Registry,
+    Addon, AddonImage, ArtifactSettings, Artifacts, Cni, CniChoice, CniRelease, ContainerdSettings,
+    EndpointMode, Inventory, Mirror, Registry, SecuritySettings, StorageChoice,
 };
 use crate::versions::{
-    self, CniPlugin, Component, Components, HostClass, KubeVersion, Support, Version, catalog,
+    self, AddonKind, CniPlugin, Component, Components, HostClass, KubeVersion, Support, Version,
+    catalog,
 };
 
 /// kubeadm's v1beta4 configuration API, which kbs writes, starts at 1.31.
@@ -400,6 +401,70 @@ pub(super) fn cni(
     })
 }
 
+/// `[addons]`: metrics-server and the default StorageClass (local-path-provisioner), each on by
+/// default, from the release data/versions.toml pins.
+pub(super) fn addons(
+    r: &mut Reporter,
+    raw: &RawInventory,
+    security: &SecuritySettings,
+) -> Vec<Addon> {
+    let a = &raw.addons;
+    // metrics-server verifies each kubelet's serving certificate against the cluster CA (its
+    // manifest sets no --kubelet-insecure-tls): without signed serving certificates it scrapes
+    // nothing, so it is on by default only where they are.
+    let metrics_server = match &a.metrics_server {
+        Some(m) if *m.get_ref() && !security.kubelet_serving_certificates => {
+            r.error(
+                m.span(),
+                "addons.metrics_server = true needs kubelet serving certificates signed by the cluster CA",
+                "cannot verify the kubelets",
+                "remove security.kubelet_serving_certificates = false, or set addons.metrics_server = false",
+            );
+            false
+        }
+        Some(m) => *m.get_ref(),
+        None => security.kubelet_serving_certificates,
+    };
+    let storage = a
+        .storage
+        .as_ref()
+        .map_or(StorageChoice::LocalPath, |s| *s.get_ref());
+    let mut kinds = Vec::new();
+    if metrics_server {
+        kinds.push(AddonKind::MetricsServer);
+    }
+    if storage == StorageChoice::LocalPath {
+        kinds.push(AddonKind::LocalPathProvisioner);
+    }
+    kinds
+        .into_iter()
+        .filter_map(|k| catalog().addon(k))
+        .map(|rel| {
+            let vars = [("version", rel.version.clone())];
+            Addon {
+                kind: rel.name,
+                version: rel.version.clone(),
+                manifest_url: versions::expand(&rel.manifest, &vars),
+                sha256: (!rel.sha256.is_empty()).then(|| rel.sha256.clone()),
+                images: rel
+                    .images
+                    .iter()
+                    .map(|i| {
+                        let name = versions::expand(&i.name, &vars);
+                        AddonImage {
+                            written: i
+                                .written
+                                .as_ref()
+                                .map_or_else(|| name.clone(), |w| versions::expand(w, &vars)),
+                            name,
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 fn manifest_path(
     r: &mut Reporter,
     base: &Path,
@@ -456,7 +521,7 @@ pub struct WantedImage {
 }
 
 /// The images the inventory's cluster needs: kubeadm's (minus etcd), kube-vip's in that mode, the
-/// CNI release's.
+/// CNI release's, the addons'.
 impl Inventory {
     pub fn images(&self) -> Vec<WantedImage> {
         let inv = self;
@@ -492,6 +557,12 @@ impl Inventory {
         if let Some(r) = inv.cni.as_ref().and_then(|c| c.release.as_ref()) {
             for i in &r.images {
                 push(i.clone(), HostClass::Node);
+            }
+        }
+        // Addons run on any node the scheduler picks.
+        for a in &inv.addons {
+            for i in &a.images {
+                push(i.name.clone(), HostClass::Node);
             }
         }
         out

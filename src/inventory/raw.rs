@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{CniChoice, EndpointMode, KeyAlgorithm, PodSecurityLevel, Role, Snapshotter};
+use super::{
+    CniChoice, EndpointMode, KeyAlgorithm, PodSecurityLevel, Role, Snapshotter, StorageChoice,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,8 @@ pub(super) struct RawInventory {
     pub cni: RawCni,
     #[serde(default)]
     pub security: RawSecurity,
+    #[serde(default)]
+    pub addons: RawAddons,
     #[serde(default)]
     pub backup: Option<RawBackup>,
     #[serde(default, rename = "host")]
@@ -136,6 +140,13 @@ pub(super) struct RawCni {
     pub sha256: Option<Spanned<String>>,
     pub manifest: Option<Spanned<String>>,
     pub mtu: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAddons {
+    pub metrics_server: Option<Spanned<bool>>,
+    pub storage: Option<Spanned<StorageChoice>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

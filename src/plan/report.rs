@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{ClusterPlan, EtcdMember, FailureTolerance, Front, PlannedHost};
 use crate::inventory::{EndpointMode, Role};
-use crate::versions::Component;
+use crate::versions::{AddonKind, Component};
 use crate::words::count;
 
 /// The ordered steps `kbs apply` will take for this plan.
@@ -74,6 +74,14 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
             names.join(", ")
         ));
     }
+    let addons = &plan.inventory.addons;
+    if !addons.is_empty() {
+        let names: Vec<String> = addons.iter().map(|a| a.describe()).collect();
+        last.push(format!(
+            "addons {}: kubectl apply on {first} where the cluster differs",
+            names.join(", ")
+        ));
+    }
     let no_cni = "no CNI is installed ([cni] manifest is unset)";
     steps.push(match (last.is_empty(), plan.inventory.cni.is_some()) {
         (true, _) => format!("{verify}; {no_cni}"),
@@ -110,6 +118,8 @@ struct JsonVersions {
     min_external_etcd: String,
     unsupported: Option<String>,
     images: Vec<String>,
+    /// "metrics-server v0.8.1", ...: the addons applied after the CNI.
+    addons: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -163,6 +173,7 @@ pub fn render_json(plan: &ClusterPlan) -> String {
                     .into_iter()
                     .map(|w| w.name)
                     .collect(),
+                addons: plan.inventory.addons.iter().map(|a| a.describe()).collect(),
             }
         },
         topology: plan.topology.as_str(),
@@ -250,6 +261,13 @@ fn versions_table(plan: &ClusterPlan) -> Table {
             },
         ]);
     }
+    for a in &inv.addons {
+        t.add_row(vec![
+            a.kind.as_str().to_string(),
+            a.version.clone(),
+            addon_note(a.kind).into(),
+        ]);
+    }
     let source = match &inv.artifacts.source {
         crate::inventory::Artifacts::Bundle(d) => format!("bundle {}", d.display()),
         crate::inventory::Artifacts::Online => "downloaded by apply on this machine".into(),
@@ -272,6 +290,16 @@ fn versions_table(plan: &ClusterPlan) -> Table {
         "imported into containerd on every node, checked by digest".into(),
     ]);
     t
+}
+
+/// What an addon gives the cluster, and its limits, for the versions table.
+fn addon_note(kind: AddonKind) -> &'static str {
+    match kind {
+        AddonKind::MetricsServer => "addon ([addons] metrics_server): kubectl top and HPA",
+        AddonKind::LocalPathProvisioner => {
+            "addon ([addons] storage): default StorageClass local-path; node-local storage, NOT replicated: a lost node loses its volumes"
+        }
+    }
 }
 
 fn table(header: &[&str]) -> Table {

@@ -1,0 +1,260 @@
+//! Addons (`[addons]`): each enabled addon's release manifest, from the bundle, is rendered with
+//! the cluster's values, put on the first control plane as `/etc/kbs/addons/<addon>.yaml` and
+//! applied where the cluster differs (`super::kubectl`), after the CNI. Every object carries
+//! `app.kubernetes.io/managed-by: kbs` and `kbs.io/addon: <addon>`. The file left on the host is
+//! the record of what kbs installed: an addon the inventory no longer enables is removed with
+//! `kubectl delete -f` of that file, so exactly its objects go, and nothing else.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::files::{Desired, sync};
+use super::kubectl::{ADMIN_CONF, NEED_KUBECTL, Objects, apply_differing};
+use crate::artifacts::Bundle;
+use crate::context::{Ctx, RunError};
+use crate::inventory::{Addon, AddonKind, Inventory};
+use crate::ssh::Exec;
+
+const DIR: &str = "/etc/kbs/addons";
+const STEP: &str = "addons/apply";
+const REMOVE: &str = "addons/remove";
+/// The labels every object an addon installs carries.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const ADDON_LABEL: &str = "kbs.io/addon";
+/// The annotation that makes a StorageClass the cluster's default.
+const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+
+fn path_of(kind: AddonKind) -> PathBuf {
+    PathBuf::from(format!("{DIR}/{}.yaml", kind.as_str()))
+}
+
+/// The objects of `addon`'s release `manifest` as kbs applies them: every image under its pinned
+/// name (in the site's registry when there is one), the kbs labels on every object, and the
+/// storage addon's StorageClass marked default. An image the data file does not list is an error:
+/// the bundle would not hold it.
+pub fn render(addon: &Addon, manifest: &str, inv: &Inventory) -> Result<String, String> {
+    let final_name = |name: &str| {
+        inv.registry
+            .as_ref()
+            .map_or_else(|| name.to_string(), |r| r.map(name))
+    };
+    let mut text = String::with_capacity(manifest.len());
+    for line in manifest.lines() {
+        // `image: X` as a mapping entry or list item, also inside a ConfigMap's embedded YAML.
+        let image = line.find("image:").and_then(|at| {
+            let before = line[..at].trim_start().trim_start_matches("- ");
+            (before.is_empty()).then(|| (at, line[at + 6..].trim().trim_matches(['"', '\''])))
+        });
+        match image {
+            Some((at, written)) => {
+                let Some(i) = addon.images.iter().find(|i| i.written == written) else {
+                    return Err(format!(
+                        "the manifest runs image `{written}`, which data/versions.toml does not list for {}: the bundle does not hold it",
+                        addon.describe()
+                    ));
+                };
+                text.push_str(&line[..at]);
+                text.push_str("image: ");
+                text.push_str(&final_name(&i.name));
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|e| format!("the manifest of {} is not YAML: {e}", addon.describe()))?;
+    let mut objects = Vec::new();
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        let mut obj = doc;
+        let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+            return Err(format!(
+                "an object of the {} manifest has no metadata",
+                addon.describe()
+            ));
+        };
+        let labels = entry_map(meta, "labels");
+        labels.insert(MANAGED_BY.into(), "kbs".into());
+        labels.insert(ADDON_LABEL.into(), addon.kind.as_str().into());
+        if addon.kind == AddonKind::LocalPathProvisioner
+            && obj.get("kind").and_then(Value::as_str) == Some("StorageClass")
+            && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            entry_map(meta, "annotations").insert(DEFAULT_CLASS.into(), "true".into());
+        }
+        objects.push(obj);
+    }
+    let yaml = serde_saphyr::to_string_multiple(&objects)
+        .map_err(|e| format!("cannot write the {} objects: {e}", addon.describe()))?;
+    Ok(format!(
+        "# {} from its release manifest, rendered by kbs (docs/addons.md).\n{yaml}",
+        addon.describe()
+    ))
+}
+
+/// `meta[key]` as a map, made when absent.
+fn entry_map<'a>(meta: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let v = meta.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !v.is_object() {
+        *v = Value::Object(Map::new());
+    }
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("made an object just above"),
+    }
+}
+
+pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
+    let Some(first) = cx.plan.first_control_plane() else {
+        return Ok(());
+    };
+    let host = first.name.as_str();
+    // add-node without the first control plane in scope leaves the running cluster alone.
+    if !cx.in_scope(host) {
+        return Ok(());
+    }
+    let inv = &cx.plan.inventory;
+    let bad = |message: String| RunError::Step {
+        host: host.into(),
+        step: "addons".into(),
+        message,
+    };
+    let mut files = Vec::new();
+    for a in &inv.addons {
+        let m = bundle
+            .addon(a.kind.as_str())
+            .filter(|m| m.version == a.version)
+            .ok_or_else(|| {
+                bad(format!(
+                    "the bundle in {} holds no manifest for {}: make it again with `kbs bundle` from this inventory",
+                    bundle.dir.display(),
+                    a.describe()
+                ))
+            })?;
+        let text = std::str::from_utf8(&m.content)
+            .map_err(|_| bad(format!("the {} manifest is not UTF-8 text", a.describe())))?;
+        let content = render(a, text, inv).map_err(bad)?;
+        files.push(Desired::new(
+            path_of(a.kind),
+            0o644,
+            None,
+            content.into_bytes().into(),
+        ));
+    }
+    let hp = cx.progress.host(host, "addons");
+    sync(cx, host, "addons/manifest", &files).await?;
+    let s = cx.session(host).await?;
+    for (a, f) in inv.addons.iter().zip(&files) {
+        let objects = Objects {
+            path: &f.path,
+            content: &f.content,
+            what: format!("addon {}", a.describe()),
+        };
+        apply_differing(cx, &s, host, &hp, STEP, &objects).await?;
+    }
+    // Addons applied before that the inventory no longer enables.
+    let listed = Ctx::root(
+        &s,
+        host,
+        "addons/list",
+        Exec::new(&format!("ls -1 {DIR} 2>/dev/null || true")),
+    )
+    .await?;
+    let disabled = listed
+        .lines()
+        .filter_map(|l| AddonKind::from_name(l.strip_suffix(".yaml")?))
+        .filter(|k| !inv.addons.iter().any(|a| a.kind == *k));
+    for kind in disabled {
+        let path = path_of(kind);
+        let what = format!(
+            "kubectl delete -f {} (addon {} is disabled: the objects kbs installed for it)",
+            path.display(),
+            kind.as_str()
+        );
+        cx.change(host, REMOVE, what, async {
+            let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
+            let p = crate::ssh::quote(&path);
+            // The file goes only once its objects are gone: a run cut off deletes them again.
+            let cmd = format!(
+                "{NEED_KUBECTL}; kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -f {p} && rm -f {p}"
+            );
+            let cmd = Exec::new(&cmd)
+                .on_line(&show)
+                .timeout(Duration::from_secs(120));
+            Ctx::root(&s, host, REMOVE, cmd).await
+        })
+        .await?;
+    }
+    hp.finish(None);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn inventory(extra: &str) -> Inventory {
+        let text = format!(
+            "[cluster]\nname = \"t\"\npod_subnet = \"10.32.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+             [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n{extra}\n\
+             [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n"
+        );
+        Inventory::parse(Path::new("i.toml"), &text).expect("valid")
+    }
+
+    fn local_path(inv: &Inventory) -> &Addon {
+        inv.addons
+            .iter()
+            .find(|a| a.kind == AddonKind::LocalPathProvisioner)
+            .expect("on by default")
+    }
+
+    #[test]
+    fn images_are_pinned_and_in_the_registry_and_objects_labelled() {
+        let inv = inventory("[registry]\naddress = \"reg.example:5000\"\n");
+        let a = local_path(&inv);
+        let v = &a.version;
+        let manifest = format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: local-path\nprovisioner: rancher.io/local-path\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: local-path-config\n  namespace: local-path-storage\ndata:\n  helperPod.yaml: |-\n    spec:\n      containers:\n      - name: helper-pod\n        image: busybox\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: p\nspec:\n  template:\n    spec:\n      containers:\n        - name: p\n          image: rancher/local-path-provisioner:{v}\n"
+        );
+        let out = render(a, &manifest, &inv).expect("renders");
+        assert!(
+            out.contains(&format!(
+                "reg.example:5000/rancher/local-path-provisioner:{v}"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("image: reg.example:5000/library/busybox:"),
+            "{out}"
+        );
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("YAML");
+        assert_eq!(docs.len(), 3);
+        for d in &docs {
+            assert_eq!(d["metadata"]["labels"][MANAGED_BY], "kbs", "{d}");
+            assert_eq!(
+                d["metadata"]["labels"][ADDON_LABEL],
+                "local-path-provisioner"
+            );
+        }
+        assert_eq!(docs[0]["metadata"]["annotations"][DEFAULT_CLASS], "true");
+        assert!(docs[2]["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn an_image_the_data_file_does_not_list_is_refused() {
+        let inv = inventory("");
+        let e = render(
+            local_path(&inv),
+            "kind: Pod\nmetadata:\n  name: x\nspec:\n  containers:\n  - image: evil.example/x:1\n",
+            &inv,
+        )
+        .expect_err("unlisted image");
+        assert!(e.contains("`evil.example/x:1`"), "{e}");
+    }
+}

@@ -1,0 +1,358 @@
+//! Addons (`[addons]`): every object kbs renders is a valid object of the Kubernetes API (its
+//! typed struct reads and writes it back without losing a field), and on the lab the addons are
+//! applied after the CNI through the API into etcd, with their images in the bundle and in
+//! containerd on every node; a second run changes nothing, an object deleted by hand comes back,
+//! and an addon turned off loses exactly its objects.
+
+use std::path::Path;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kbs::inventory::{AddonKind, Inventory};
+use kbs::phases::addons::{ADDON_LABEL, MANAGED_BY, render};
+use serde_json::Value;
+
+use crate::common::{api_get, api_send, apply, root};
+use crate::lab::{Lab, up};
+
+/// The lab's manifest of each addon (what the lab mirror serves at the release's URL).
+fn lab_manifest(kind: AddonKind) -> String {
+    let file = match kind {
+        AddonKind::MetricsServer => "metrics-server.yaml",
+        AddonKind::LocalPathProvisioner => "local-path-storage.yaml",
+    };
+    std::fs::read_to_string(root().join("tests/lab/addons").join(file)).expect("lab manifest")
+}
+
+/// `obj` read into `T` and written back: the same JSON, so no field is unknown or misspelt.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) {
+    let typed: T = serde_json::from_value(obj.clone())
+        .unwrap_or_else(|e| panic!("{e}: not a valid {}: {obj:#}", obj["kind"]));
+    let back = serde_json::to_value(&typed).expect("serialise");
+    assert_eq!(&back, obj, "fields lost in the typed round trip");
+}
+
+/// Checks `obj` against the API's typed struct for its apiVersion and kind (k8s-openapi, the
+/// oldest Kubernetes minor kbs deploys); a kind with no check here fails the test.
+fn assert_valid_object(obj: &Value) {
+    let av = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    match (av, kind) {
+        ("v1", "Namespace") => round_trip::<Namespace>(obj),
+        ("v1", "ServiceAccount") => round_trip::<ServiceAccount>(obj),
+        ("v1", "Service") => round_trip::<Service>(obj),
+        ("v1", "ConfigMap") => {
+            round_trip::<ConfigMap>(obj);
+            // local-path-provisioner's helper pod, created from this text at run time.
+            if let Some(pod) = obj["data"]["helperPod.yaml"].as_str() {
+                let pod: Value = serde_saphyr::from_str(pod).expect("helperPod.yaml is YAML");
+                round_trip::<Pod>(&pod);
+            }
+        }
+        ("apps/v1", "Deployment") => round_trip::<Deployment>(obj),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<ClusterRole>(obj),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            round_trip::<ClusterRoleBinding>(obj)
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>(obj),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<RoleBinding>(obj),
+        ("storage.k8s.io/v1", "StorageClass") => round_trip::<StorageClass>(obj),
+        ("apiregistration.k8s.io/v1", "APIService") => round_trip::<APIService>(obj),
+        other => panic!("no typed check for {other:?}: add its k8s-openapi type here"),
+    }
+}
+
+fn objects(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("rendered YAML")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+/// Every `image:` a rendered manifest names (also inside a ConfigMap's embedded YAML).
+fn images_named(yaml: &str) -> Vec<String> {
+    let mut out: Vec<String> = yaml
+        .lines()
+        .filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix("image: "))
+        .map(|i| i.trim_matches(['"', '\'']).to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn lab_like_inventory(extra: &str) -> Inventory {
+    let text = format!(
+        "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+         [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n\
+         [registry]\naddress = \"192.0.2.3:5000\"\n{extra}\n\
+         [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n"
+    );
+    Inventory::parse(Path::new("i.toml"), &text).expect("valid")
+}
+
+#[test]
+fn rendered_addon_objects_are_valid_api_objects_whose_images_the_bundle_holds() {
+    let inv = lab_like_inventory("");
+    let kinds: Vec<AddonKind> = inv.addons.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, AddonKind::ALL, "both addons are on by default");
+    let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
+    for a in &inv.addons {
+        let yaml = render(a, &lab_manifest(a.kind), &inv).expect("renders");
+        let objs = objects(&yaml);
+        assert!(objs.len() > 3, "{yaml}");
+        for o in &objs {
+            assert_valid_object(o);
+            assert_eq!(o["metadata"]["labels"][MANAGED_BY], "kbs");
+            assert_eq!(o["metadata"]["labels"][ADDON_LABEL], a.kind.as_str());
+        }
+        for image in images_named(&yaml) {
+            assert!(
+                image.starts_with("192.0.2.3:5000/") && bundled.contains(&image),
+                "{image} of {} is not one of the bundle's images {bundled:?}",
+                a.describe()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_misspelt_field_fails_the_typed_check() {
+    let bad: Value = serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "x"}, "provisioner": "p", "volumeBindingMod": "WaitForFirstConsumer"
+    });
+    let caught = std::panic::catch_unwind(|| assert_valid_object(&bad));
+    assert!(caught.is_err(), "volumeBindingMod slipped through");
+}
+
+#[test]
+fn addons_can_be_turned_off_and_metrics_server_needs_verifiable_kubelets() {
+    let inv = lab_like_inventory("[addons]\nmetrics_server = false\nstorage = \"none\"\n");
+    assert!(inv.addons.is_empty());
+    assert!(
+        inv.images()
+            .iter()
+            .all(|w| !w.name.contains("metrics-server") && !w.name.contains("busybox"))
+    );
+    // Without signed kubelet serving certificates metrics-server is off unless asked for, and
+    // asking for it is an error naming the field.
+    let inv = lab_like_inventory("[security]\nkubelet_serving_certificates = false\n");
+    assert_eq!(
+        inv.addons.iter().map(|a| a.kind).collect::<Vec<_>>(),
+        [AddonKind::LocalPathProvisioner]
+    );
+    let text = "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+                [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n\
+                [security]\nkubelet_serving_certificates = false\n\
+                [addons]\nmetrics_server = true\nstorage = \"local-pth\"\n\
+                [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n";
+    let e = Inventory::parse(Path::new("inv.toml"), text).expect_err("refused");
+    let first = &e.errors[0];
+    assert!(
+        first.message.contains("unknown variant `local-pth`"),
+        "{}",
+        first.message
+    );
+    assert_eq!(first.location(), "inv.toml:12:11");
+    assert!(
+        first
+            .help
+            .as_deref()
+            .unwrap_or_default()
+            .contains("did you mean `local-path`"),
+        "{:?}",
+        first.help
+    );
+    let text = text.replace("local-pth", "local-path");
+    let e = Inventory::parse(Path::new("inv.toml"), &text).expect_err("refused");
+    let first = &e.errors[0];
+    assert_eq!(first.location(), "inv.toml:11:18");
+    assert!(
+        first
+            .message
+            .contains("addons.metrics_server = true needs kubelet serving certificates"),
+        "{}",
+        first.message
+    );
+}
+
+/// The lab inventory with `extra` appended (an `[addons]` table), next to it.
+fn with_addons(lab: &Lab, dir: &Path, extra: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(lab.inventory()).expect("inventory");
+    // [addons] goes before the first [[host]], among the tables.
+    let at = text.find("\n[[host]]").expect("hosts");
+    let path = dir.join("inventory.toml");
+    std::fs::write(&path, format!("{}\n{extra}\n{}", &text[..at], &text[at..]))
+        .expect("write inventory");
+    path
+}
+
+const METRICS_DEPLOYMENT: &str = "/apis/apps/v1/namespaces/kube-system/deployments/metrics-server";
+const APISERVICE: &str = "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io";
+const STORAGE_CLASS: &str = "/apis/storage.k8s.io/v1/storageclasses/local-path";
+const LOCAL_PATH_DEPLOYMENT: &str =
+    "/apis/apps/v1/namespaces/local-path-storage/deployments/local-path-provisioner";
+
+#[test]
+fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
+    let Some(lab) = up(&["3"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    let inventory = lab.inventory();
+    let inv = Inventory::load(&inventory).expect("lab inventory");
+
+    let out = apply(&inventory, state.path(), &[]);
+    let at = |needle: &str| {
+        out.find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` not in:\n{out}"))
+    };
+    let cni = at("kubectl apply -f /etc/kbs/cni/cni.yaml");
+    for a in &inv.addons {
+        let line = format!(
+            "kubectl apply -f /etc/kbs/addons/{}.yaml (addon {}: ",
+            a.kind.as_str(),
+            a.describe()
+        );
+        assert!(
+            cni < at(&line),
+            "{} applied before the CNI:\n{out}",
+            a.kind.as_str()
+        );
+    }
+
+    // Stored through the API, labelled; the storage class is the default.
+    for path in [
+        METRICS_DEPLOYMENT,
+        APISERVICE,
+        STORAGE_CLASS,
+        LOCAL_PATH_DEPLOYMENT,
+    ] {
+        let obj = api_get(state.path(), path);
+        assert_eq!(obj["metadata"]["labels"][MANAGED_BY], "kbs", "{obj}");
+    }
+    let sc = api_get(state.path(), STORAGE_CLASS);
+    assert_eq!(
+        sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    assert_eq!(
+        api_get(state.path(), METRICS_DEPLOYMENT)["metadata"]["labels"][ADDON_LABEL],
+        "metrics-server"
+    );
+
+    // What kbs applied is valid API objects, and every image they run is in the bundle and in
+    // containerd on every node (the addons may be scheduled on any).
+    let bundle = std::fs::read_to_string(lab.run_dir().join("bundle/bundle.toml")).expect("bundle");
+    let in_containerd: Vec<String> = ["node-1", "node-2", "node-3"]
+        .iter()
+        .map(|h| lab.exec(h, "ctr -n k8s.io images ls -q"))
+        .collect();
+    for a in &inv.addons {
+        let yaml = lab.exec(
+            "node-1",
+            &format!("cat /etc/kbs/addons/{}.yaml", a.kind.as_str()),
+        );
+        objects(&yaml).iter().for_each(assert_valid_object);
+        let images = images_named(&yaml);
+        assert!(!images.is_empty());
+        for image in images {
+            assert!(
+                image.starts_with(&format!("{}:5000/", lab.ip(3))),
+                "{image}"
+            );
+            assert!(
+                bundle.contains(&format!("name = \"{image}\"")),
+                "{image} not in bundle.toml"
+            );
+            for (i, list) in in_containerd.iter().enumerate() {
+                assert!(list.contains(&image), "node-{} lacks {image}", i + 1);
+            }
+        }
+    }
+
+    // A second run changes nothing.
+    let rv = api_get(state.path(), METRICS_DEPLOYMENT)["metadata"]["resourceVersion"].clone();
+    let out = apply(&inventory, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+    assert_eq!(
+        api_get(state.path(), METRICS_DEPLOYMENT)["metadata"]["resourceVersion"],
+        rv
+    );
+
+    // An object deleted by hand comes back, and only its addon is applied again.
+    lab.exec(
+        "node-1",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf delete deployment metrics-server -n kube-system",
+    );
+    assert_eq!(api_send(state.path(), "GET", METRICS_DEPLOYMENT, None), 404);
+    let out = apply(&inventory, state.path(), &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/addons/metrics-server.yaml (addon metrics-server"),
+        "{out}"
+    );
+    assert!(!out.contains("local-path-provisioner.yaml"), "{out}");
+    assert_eq!(
+        api_get(state.path(), METRICS_DEPLOYMENT)["kind"],
+        "Deployment"
+    );
+
+    // Turned off: a dry run only says so; a run deletes the objects kbs installed for it and
+    // nothing else (the other addon and the CNI stay).
+    let dir = tempfile::tempdir().expect("tmp");
+    let off = with_addons(&lab, dir.path(), "[addons]\nmetrics_server = false\n");
+    let out = apply(&off, state.path(), &["--dry-run"]);
+    assert!(
+        out.contains("would kubectl delete -f /etc/kbs/addons/metrics-server.yaml (addon metrics-server is disabled"),
+        "{out}"
+    );
+    assert_eq!(
+        api_get(state.path(), METRICS_DEPLOYMENT)["kind"],
+        "Deployment"
+    );
+    let out = apply(&off, state.path(), &[]);
+    assert!(
+        out.contains("kubectl delete -f /etc/kbs/addons/metrics-server.yaml"),
+        "{out}"
+    );
+    let metrics_objects = objects(&lab_manifest(AddonKind::MetricsServer));
+    for path in [
+        METRICS_DEPLOYMENT,
+        APISERVICE,
+        "/api/v1/namespaces/kube-system/services/metrics-server",
+        "/api/v1/namespaces/kube-system/serviceaccounts/metrics-server",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:metrics-server",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/rolebindings/metrics-server-auth-reader",
+    ] {
+        assert_eq!(
+            api_send(state.path(), "GET", path, None),
+            404,
+            "{path} is still there"
+        );
+    }
+    assert_eq!(
+        metrics_objects.len(),
+        9,
+        "the test lists the manifest's objects"
+    );
+    for path in [
+        STORAGE_CLASS,
+        LOCAL_PATH_DEPLOYMENT,
+        "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel-ds",
+    ] {
+        assert_eq!(
+            api_send(state.path(), "GET", path, None),
+            200,
+            "{path} went too"
+        );
+    }
+    assert_eq!(
+        lab.exec("node-1", "ls /etc/kbs/addons").trim(),
+        "local-path-provisioner.yaml"
+    );
+    let out = apply(&off, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+}
