@@ -88,6 +88,10 @@ plugin = "calico"                  # flannel | calico | cilium (with a rendered 
 # version = "v3.32.1"              # the release kbs pins when unset
 # manifest = "calico.yaml"         # a hand-written manifest instead; relative to this file, or to [artifacts] bundle
 
+# [addons]                         # applied after the CNI (docs/addons.md)
+# metrics_server = true            # kubectl top, HPA
+# storage = "local-path"           # a default StorageClass on node-local disk (not replicated) | none
+
 # [artifacts]                      # where kubeadm, kubelet, etcd, containerd, the images... come from
 # bundle = "bundle"                # an air-gap bundle made by `kbs bundle` (docs/airgap.md); unset: apply downloads them here
 # mirrors = [{{ from = "https://dl.k8s.io/", to = "https://mirror.example/dl.k8s.io/" }}]
