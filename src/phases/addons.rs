@@ -3,7 +3,8 @@
 //! applied where the cluster differs (`super::kubectl`), after the CNI. Every object carries
 //! `app.kubernetes.io/managed-by: kbs` and `kbs.io/addon: <addon>`. The file left on the host is
 //! the record of what kbs installed: an addon the inventory no longer enables is removed with
-//! `kubectl delete -f` of that file, so exactly its objects go, and nothing else.
+//! `kubectl delete -f` of that file, so exactly its objects go, and nothing else; an object a new
+//! release of an addon no longer has is deleted the same way, before the new file replaces it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::ssh::Exec;
 const DIR: &str = "/etc/kbs/addons";
 const STEP: &str = "addons/apply";
 const REMOVE: &str = "addons/remove";
+const PRUNE: &str = "addons/prune";
 /// The labels every object an addon installs carries.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const ADDON_LABEL: &str = "kbs.io/addon";
@@ -93,6 +95,33 @@ pub fn render(addon: &Addon, manifest: &str, inv: &Inventory) -> Result<String, 
     ))
 }
 
+/// Each object of a rendered file by what names it: apiVersion, kind, namespace and name.
+fn identities(yaml: &str) -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap_or_default();
+    docs.iter()
+        .filter(|o| o.is_object())
+        .map(|o| {
+            let mut meta = Map::new();
+            for k in ["name", "namespace"] {
+                if let Some(v) = o["metadata"].get(k) {
+                    meta.insert(k.into(), v.clone());
+                }
+            }
+            serde_json::json!({"apiVersion": o["apiVersion"], "kind": o["kind"], "metadata": meta})
+        })
+        .collect()
+}
+
+/// The objects of the file applied before (`old`) that the new one no longer has: a new release
+/// of the addon dropped them, and kbs installed them, so they go.
+fn dropped(old: &str, new: &str) -> Vec<Value> {
+    let keep = identities(new);
+    identities(old)
+        .into_iter()
+        .filter(|o| !keep.contains(o))
+        .collect()
+}
+
 /// `meta[key]` as a map, made when absent.
 fn entry_map<'a>(meta: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
     let v = meta.entry(key).or_insert_with(|| Value::Object(Map::new()));
@@ -143,8 +172,46 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
         ));
     }
     let hp = cx.progress.host(host, "addons");
-    sync(cx, host, "addons/manifest", &files).await?;
     let s = cx.session(host).await?;
+    // Before the new files replace the old ones, which are the record of what kbs installed.
+    for (a, f) in inv.addons.iter().zip(&files) {
+        let cmd = format!("cat {} 2>/dev/null || true", crate::ssh::quote(&f.path));
+        let old = Ctx::root(&s, host, "addons/read", Exec::new(&cmd)).await?;
+        let gone = dropped(&old, &String::from_utf8_lossy(&f.content));
+        if gone.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = gone
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or("?"),
+                    o["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        let what = format!(
+            "kubectl delete {} (no longer in addon {})",
+            names.join(" "),
+            a.describe()
+        );
+        let list = serde_saphyr::to_string_multiple(&gone)
+            .map_err(|e| bad(format!("cannot write the objects to delete: {e}")))?;
+        cx.change(host, PRUNE, what, async {
+            let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
+            let cmd = format!(
+                "{NEED_KUBECTL}; kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -f -"
+            );
+            let cmd = Exec::new(&cmd)
+                .stdin(list.as_bytes())
+                .on_line(&show)
+                .timeout(Duration::from_secs(120));
+            Ctx::root(&s, host, PRUNE, cmd).await
+        })
+        .await?;
+    }
+    sync(cx, host, "addons/manifest", &files).await?;
     for (a, f) in inv.addons.iter().zip(&files) {
         let objects = Objects {
             path: &f.path,
@@ -244,6 +311,23 @@ mod tests {
         }
         assert_eq!(docs[0]["metadata"]["annotations"][DEFAULT_CLASS], "true");
         assert!(docs[2]["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn objects_a_new_file_no_longer_has_are_dropped() {
+        let old = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: x\nspec: {}\n---\n\
+                   apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n  namespace: x\n";
+        let new = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: x\n  labels: {a: b}\n";
+        let gone = dropped(old, new);
+        assert_eq!(
+            gone,
+            [
+                serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "x"}})
+            ]
+        );
+        // Nothing applied before (a new cluster) or nothing dropped: nothing to delete.
+        assert!(dropped("", new).is_empty());
+        assert!(dropped(old, old).is_empty());
     }
 
     #[test]

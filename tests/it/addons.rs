@@ -2,7 +2,7 @@
 //! typed struct reads and writes it back without losing a field), and on the lab the addons are
 //! applied after the CNI through the API into etcd, with their images in the bundle and in
 //! containerd on every node; a second run changes nothing, an object deleted by hand comes back,
-//! and an addon turned off loses exactly its objects.
+//! an object a new release drops is deleted, and an addon turned off loses exactly its objects.
 
 use std::path::Path;
 
@@ -15,6 +15,7 @@ use kbs::inventory::{AddonKind, Inventory};
 use kbs::phases::addons::{ADDON_LABEL, MANAGED_BY, render};
 use serde_json::Value;
 
+use crate::cni::changed_bundle;
 use crate::common::{api_get, api_send, apply, root};
 use crate::lab::{Lab, up};
 
@@ -299,6 +300,30 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         api_get(state.path(), METRICS_DEPLOYMENT)["kind"],
         "Deployment"
     );
+
+    // A new release that no longer has an object: it is deleted, the rest stays.
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = format!("addons/metrics-server-{}.yaml", inv.addons[0].version);
+    let newer = changed_bundle(&lab, dir.path(), &file, |t| {
+        t.split("---\napiVersion: apiregistration.k8s.io/v1")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    });
+    let out = apply(&newer, state.path(), &[]);
+    assert!(
+        out.contains(
+            "kubectl delete APIService/v1beta1.metrics.k8s.io (no longer in addon metrics-server"
+        ),
+        "{out}"
+    );
+    assert_eq!(api_send(state.path(), "GET", APISERVICE, None), 404);
+    assert_eq!(
+        api_get(state.path(), METRICS_DEPLOYMENT)["kind"],
+        "Deployment"
+    );
+    let out = apply(&newer, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
 
     // Turned off: a dry run only says so; a run deletes the objects kbs installed for it and
     // nothing else (the other addon and the CNI stay).
