@@ -216,9 +216,11 @@ pub async fn make(inv: &Inventory, out: &Path, show_progress: bool) -> Result<Ma
             },
         ));
     }
+    // An addon kbs renders from templates/ has no manifest to fetch, only its images.
     for a in &inv.addons {
+        let Some(url) = &a.manifest_url else { continue };
         releases.push((
-            &a.manifest_url,
+            url,
             a.sha256.as_ref(),
             OutRelease {
                 plugin: None,

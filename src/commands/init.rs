@@ -91,6 +91,7 @@ plugin = "calico"                  # flannel | calico | cilium (with a rendered 
 # [addons]                         # applied after the CNI (docs/addons.md)
 # metrics_server = true            # kubectl top, HPA
 # storage = "local-path"           # a default StorageClass on node-local disk (not replicated) | none
+# monitoring = true                # Prometheus, node-exporter, kube-state-metrics, alert rules (default off on 1 host)
 
 # [artifacts]                      # where kubeadm, kubelet, etcd, containerd, the images... come from
 # bundle = "bundle"                # an air-gap bundle made by `kbs bundle` (docs/airgap.md); unset: apply downloads them here

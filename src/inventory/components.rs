@@ -401,13 +401,13 @@ pub(super) fn cni(
     })
 }
 
-/// `[addons]`: metrics-server and the default StorageClass (local-path-provisioner), each on by
-/// default, from the release data/versions.toml pins.
+/// `[addons]`: metrics-server, the default StorageClass (local-path-provisioner) and monitoring,
+/// from the releases data/versions.toml pins; with the addons off only by their default, and why.
 pub(super) fn addons(
     r: &mut Reporter,
     raw: &RawInventory,
     security: &SecuritySettings,
-) -> Vec<Addon> {
+) -> (Vec<Addon>, Vec<(AddonKind, &'static str)>) {
     let a = &raw.addons;
     // metrics-server verifies each kubelet's serving certificate against the cluster CA (its
     // manifest sets no --kubelet-insecure-tls): without signed serving certificates it scrapes
@@ -429,6 +429,25 @@ pub(super) fn addons(
         .storage
         .as_ref()
         .map_or(StorageChoice::LocalPath, |s| *s.get_ref());
+    let mut off_by_default = Vec::new();
+    if a.metrics_server.is_none() && !metrics_server {
+        off_by_default.push((
+            AddonKind::MetricsServer,
+            "off by default without signed kubelet serving certificates",
+        ));
+    }
+    // One host is a lab or an edge box: a Prometheus next to the workloads costs more there than
+    // it tells, and the alerts it has are about losing members, which one host cannot do.
+    let monitoring = a
+        .monitoring
+        .as_ref()
+        .map_or(raw.hosts.len() > 1, |m| *m.get_ref());
+    if a.monitoring.is_none() && !monitoring {
+        off_by_default.push((
+            AddonKind::Monitoring,
+            "off by default on a 1-host cluster (no members to lose, its resources are the workloads'); [addons] monitoring = true turns it on",
+        ));
+    }
     let mut kinds = Vec::new();
     if metrics_server {
         kinds.push(AddonKind::MetricsServer);
@@ -436,7 +455,10 @@ pub(super) fn addons(
     if storage == StorageChoice::LocalPath {
         kinds.push(AddonKind::LocalPathProvisioner);
     }
-    kinds
+    if monitoring {
+        kinds.push(AddonKind::Monitoring);
+    }
+    let addons = kinds
         .into_iter()
         .filter_map(|k| catalog().addon(k))
         .map(|rel| {
@@ -444,7 +466,8 @@ pub(super) fn addons(
             Addon {
                 kind: rel.name,
                 version: rel.version.clone(),
-                manifest_url: versions::expand(&rel.manifest, &vars),
+                manifest_url: (!rel.manifest.is_empty())
+                    .then(|| versions::expand(&rel.manifest, &vars)),
                 sha256: (!rel.sha256.is_empty()).then(|| rel.sha256.clone()),
                 images: rel
                     .images
@@ -462,7 +485,8 @@ pub(super) fn addons(
                     .collect(),
             }
         })
-        .collect()
+        .collect();
+    (addons, off_by_default)
 }
 
 fn manifest_path(

@@ -50,6 +50,8 @@ pub struct Inventory {
     pub security: SecuritySettings,
     /// `[addons]`: what kbs applies after the CNI, each from its pinned upstream release.
     pub addons: Vec<Addon>,
+    /// Addons off only because of their default here, with why (for `kbs plan`).
+    pub addons_off_by_default: Vec<(AddonKind, &'static str)>,
     /// `[backup]`: scheduled etcd snapshots on the etcd hosts and the default backup recipient.
     pub backup: BackupSettings,
     pub hosts: Vec<Host>,
@@ -249,7 +251,8 @@ pub enum StorageChoice {
 pub struct Addon {
     pub kind: AddonKind,
     pub version: String,
-    pub manifest_url: String,
+    /// The release's manifest; `None`: kbs renders the objects from templates/.
+    pub manifest_url: Option<String>,
     pub sha256: Option<String>,
     pub images: Vec<AddonImage>,
 }

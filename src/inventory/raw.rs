@@ -147,6 +147,7 @@ pub(super) struct RawCni {
 pub(super) struct RawAddons {
     pub metrics_server: Option<Spanned<bool>>,
     pub storage: Option<Spanned<StorageChoice>>,
+    pub monitoring: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

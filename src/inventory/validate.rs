@@ -103,7 +103,7 @@ fn build(
     let artifacts = components::artifacts(r, base, &raw);
     let registry = components::registry(r, base, &raw);
     let cni = components::cni(r, base, &raw, &artifacts.source);
-    let addons = components::addons(r, &raw, &security);
+    let (addons, addons_off_by_default) = components::addons(r, &raw, &security);
     let typed_hosts: Vec<Option<Host>> = hosts.iter().map(|(h, _)| h.clone()).collect();
     let hooks = super::hooks::hooks(r, &raw, &typed_hosts);
     Some(Inventory {
@@ -119,6 +119,7 @@ fn build(
         containerd: components::containerd(&raw),
         cni,
         addons,
+        addons_off_by_default,
         security,
         backup,
         hosts: typed_hosts.into_iter().collect::<Option<_>>()?,

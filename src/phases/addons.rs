@@ -1,5 +1,6 @@
-//! Addons (`[addons]`): each enabled addon's release manifest, from the bundle, is rendered with
-//! the cluster's values, put on the first control plane as `/etc/kbs/addons/<addon>.yaml` and
+//! Addons (`[addons]`): each enabled addon's release manifest, from the bundle (or, for an addon
+//! upstream ships no plain manifest for, its objects from templates/), is rendered with the
+//! cluster's values, put on the first control plane as `/etc/kbs/addons/<addon>.yaml` and
 //! applied where the cluster differs (`super::kubectl`), after the CNI. Every object carries
 //! `app.kubernetes.io/managed-by: kbs` and `kbs.io/addon: <addon>`. The file left on the host is
 //! the record of what kbs installed: an addon the inventory no longer enables is removed with
@@ -90,7 +91,7 @@ pub fn render(addon: &Addon, manifest: &str, inv: &Inventory) -> Result<String, 
     let yaml = serde_saphyr::to_string_multiple(&objects)
         .map_err(|e| format!("cannot write the {} objects: {e}", addon.describe()))?;
     Ok(format!(
-        "# {} from its release manifest, rendered by kbs (docs/addons.md).\n{yaml}",
+        "# {}, rendered by kbs (docs/addons.md).\n{yaml}",
         addon.describe()
     ))
 }
@@ -151,19 +152,26 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
     };
     let mut files = Vec::new();
     for a in &inv.addons {
-        let m = bundle
-            .addon(a.kind.as_str())
-            .filter(|m| m.version == a.version)
-            .ok_or_else(|| {
-                bad(format!(
-                    "the bundle in {} holds no manifest for {}: make it again with `kbs bundle` from this inventory",
-                    bundle.dir.display(),
-                    a.describe()
-                ))
-            })?;
-        let text = std::str::from_utf8(&m.content)
-            .map_err(|_| bad(format!("the {} manifest is not UTF-8 text", a.describe())))?;
-        let content = render(a, text, inv).map_err(bad)?;
+        let text = match crate::render::addon_manifest(&cx.plan, &cx.templates, a)
+            .map_err(|e| bad(e.to_string()))?
+        {
+            Some(text) => text,
+            None => {
+                let m = bundle
+                    .addon(a.kind.as_str())
+                    .filter(|m| m.version == a.version)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "the bundle in {} holds no manifest for {}: make it again with `kbs bundle` from this inventory",
+                            bundle.dir.display(),
+                            a.describe()
+                        ))
+                    })?;
+                String::from_utf8(m.content.to_vec())
+                    .map_err(|_| bad(format!("the {} manifest is not UTF-8 text", a.describe())))?
+            }
+        };
+        let content = render(a, &text, inv).map_err(bad)?;
         files.push(Desired::new(
             path_of(a.kind),
             0o644,

@@ -6,7 +6,7 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use super::{ClusterPlan, EtcdMember, FailureTolerance, Front, PlannedHost};
-use crate::inventory::{EndpointMode, Role};
+use crate::inventory::{Addon, EndpointMode, Role};
 use crate::versions::{AddonKind, Component};
 use crate::words::count;
 
@@ -265,8 +265,11 @@ fn versions_table(plan: &ClusterPlan) -> Table {
         t.add_row(vec![
             a.kind.as_str().to_string(),
             a.version.clone(),
-            addon_note(a.kind).into(),
+            addon_note(a),
         ]);
+    }
+    for (kind, why) in &inv.addons_off_by_default {
+        t.add_row(vec![kind.as_str().to_string(), "-".into(), (*why).into()]);
     }
     let source = match &inv.artifacts.source {
         crate::inventory::Artifacts::Bundle(d) => format!("bundle {}", d.display()),
@@ -293,11 +296,24 @@ fn versions_table(plan: &ClusterPlan) -> Table {
 }
 
 /// What an addon gives the cluster, and its limits, for the versions table.
-fn addon_note(kind: AddonKind) -> &'static str {
-    match kind {
-        AddonKind::MetricsServer => "addon ([addons] metrics_server): kubectl top and HPA",
+fn addon_note(a: &Addon) -> String {
+    match a.kind {
+        AddonKind::MetricsServer => "addon ([addons] metrics_server): kubectl top and HPA".into(),
         AddonKind::LocalPathProvisioner => {
-            "addon ([addons] storage): default StorageClass local-path; node-local storage, NOT replicated: a lost node loses its volumes"
+            "addon ([addons] storage): default StorageClass local-path; node-local storage, NOT replicated: a lost node loses its volumes".into()
+        }
+        AddonKind::Monitoring => {
+            // Prometheus is the version; the other two by their image tags.
+            let others: Vec<&str> = a
+                .images
+                .iter()
+                .skip(1)
+                .filter_map(|i| i.name.rsplit('/').next())
+                .collect();
+            format!(
+                "addon ([addons] monitoring): Prometheus with {}, alert rules (no Alertmanager); metrics kept 15 days, on the pod's node only",
+                others.join(", ")
+            )
         }
     }
 }

@@ -244,14 +244,21 @@ impl<'a> HostContext<'a> {
 }
 
 impl MemberCtx {
-    pub fn new(m: &EtcdMember) -> Self {
+    /// `expose_metrics`: the monitoring addon scrapes the member, so its plain-HTTP metrics
+    /// listener is on the member's address too, not only on 127.0.0.1.
+    pub fn new(m: &EtcdMember, expose_metrics: bool) -> Self {
+        let local = format!("http://127.0.0.1:{}", m.metrics_port);
         Self {
             name: m.name.clone(),
             data_dir: m.data_dir.display().to_string(),
             client_url: m.client_url(),
             local_client_url: format!("https://127.0.0.1:{}", m.client_port),
             peer_url: m.peer_url(),
-            metrics_url: format!("http://127.0.0.1:{}", m.metrics_port),
+            metrics_url: if expose_metrics {
+                format!("{local},http://{}", m.metrics_target())
+            } else {
+                local
+            },
         }
     }
 }
@@ -326,4 +333,59 @@ fn backup(plan: &ClusterPlan, host: &PlannedHost) -> Option<BackupCtx> {
         member: member.name.clone(),
         endpoint: member.client_url(),
     })
+}
+
+/// What templates/monitoring.yaml sees.
+#[derive(Serialize)]
+pub struct MonitoringCtx {
+    namespace: &'static str,
+    prometheus_image: String,
+    node_exporter_image: String,
+    kube_state_metrics_image: String,
+    retention: &'static str,
+    /// The kubelets are scraped only where their serving certificates are signed by the cluster
+    /// CA, so Prometheus can verify them.
+    kubelet_tls: bool,
+    etcd: Vec<EtcdTargetCtx>,
+    /// `kbs status`'s threshold for a member's database against its quota.
+    etcd_quota_ratio: f64,
+    etcd_quota_percent: u32,
+}
+
+#[derive(Serialize)]
+struct EtcdTargetCtx {
+    name: String,
+    /// `address:metrics_port`.
+    target: String,
+}
+
+/// The monitoring addon's namespace.
+pub const MONITORING_NAMESPACE: &str = "kbs-monitoring";
+
+impl MonitoringCtx {
+    /// `images`: the addon's, in data/versions.toml's order (Prometheus, node-exporter,
+    /// kube-state-metrics).
+    pub fn new(plan: &ClusterPlan, images: &[String]) -> Option<Self> {
+        let [prometheus, node_exporter, kube_state_metrics] = images else {
+            return None;
+        };
+        Some(Self {
+            namespace: MONITORING_NAMESPACE,
+            prometheus_image: prometheus.clone(),
+            node_exporter_image: node_exporter.clone(),
+            kube_state_metrics_image: kube_state_metrics.clone(),
+            retention: "15d",
+            kubelet_tls: plan.inventory.security.kubelet_serving_certificates,
+            etcd: plan
+                .etcd
+                .iter()
+                .map(|m| EtcdTargetCtx {
+                    name: m.name.clone(),
+                    target: m.metrics_target(),
+                })
+                .collect(),
+            etcd_quota_ratio: f64::from(crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT) / 100.0,
+            etcd_quota_percent: crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT,
+        })
+    }
 }

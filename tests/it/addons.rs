@@ -6,24 +6,33 @@
 
 use std::path::Path;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
-use kbs::inventory::{AddonKind, Inventory};
+use kbs::inventory::{Addon, AddonKind, Inventory};
 use kbs::phases::addons::{ADDON_LABEL, MANAGED_BY, render};
+use kbs::plan::ClusterPlan;
+use kbs::render::{Templates, addon_manifest};
 use serde_json::Value;
 
 use crate::cni::changed_bundle;
 use crate::common::{api_get, api_send, apply, root};
 use crate::lab::{Lab, up};
 
-/// The lab's manifest of each addon (what the lab mirror serves at the release's URL).
-fn lab_manifest(kind: AddonKind) -> String {
-    let file = match kind {
+/// The lab's manifest of each addon with a release manifest (what the lab mirror serves at the
+/// release's URL); kbs's own objects for the others.
+fn manifest(a: &Addon, inv: &Inventory) -> String {
+    let file = match a.kind {
         AddonKind::MetricsServer => "metrics-server.yaml",
         AddonKind::LocalPathProvisioner => "local-path-storage.yaml",
+        AddonKind::Monitoring => {
+            let plan = ClusterPlan::new(inv.clone());
+            return addon_manifest(&plan, &Templates::builtin().expect("templates"), a)
+                .expect("renders")
+                .expect("kbs renders monitoring");
+        }
     };
     std::fs::read_to_string(root().join("tests/lab/addons").join(file)).expect("lab manifest")
 }
@@ -54,6 +63,7 @@ fn assert_valid_object(obj: &Value) {
             }
         }
         ("apps/v1", "Deployment") => round_trip::<Deployment>(obj),
+        ("apps/v1", "DaemonSet") => round_trip::<DaemonSet>(obj),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<ClusterRole>(obj),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             round_trip::<ClusterRoleBinding>(obj)
@@ -91,7 +101,9 @@ fn lab_like_inventory(extra: &str) -> Inventory {
         "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
          [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n\
          [registry]\naddress = \"192.0.2.3:5000\"\n{extra}\n\
-         [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n"
+         [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n\
+         [[host]]\nname = \"n2\"\naddress = \"192.0.2.12\"\n\
+         [[host]]\nname = \"n3\"\naddress = \"192.0.2.13\"\n"
     );
     Inventory::parse(Path::new("i.toml"), &text).expect("valid")
 }
@@ -100,10 +112,14 @@ fn lab_like_inventory(extra: &str) -> Inventory {
 fn rendered_addon_objects_are_valid_api_objects_whose_images_the_bundle_holds() {
     let inv = lab_like_inventory("");
     let kinds: Vec<AddonKind> = inv.addons.iter().map(|a| a.kind).collect();
-    assert_eq!(kinds, AddonKind::ALL, "both addons are on by default");
+    assert_eq!(
+        kinds,
+        AddonKind::ALL,
+        "all addons are on by default on 3 hosts"
+    );
     let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
     for a in &inv.addons {
-        let yaml = render(a, &lab_manifest(a.kind), &inv).expect("renders");
+        let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
         let objs = objects(&yaml);
         assert!(objs.len() > 3, "{yaml}");
         for o in &objs {
@@ -133,7 +149,9 @@ fn a_misspelt_field_fails_the_typed_check() {
 
 #[test]
 fn addons_can_be_turned_off_and_metrics_server_needs_verifiable_kubelets() {
-    let inv = lab_like_inventory("[addons]\nmetrics_server = false\nstorage = \"none\"\n");
+    let inv = lab_like_inventory(
+        "[addons]\nmetrics_server = false\nstorage = \"none\"\nmonitoring = false\n",
+    );
     assert!(inv.addons.is_empty());
     assert!(
         inv.images()
@@ -145,8 +163,9 @@ fn addons_can_be_turned_off_and_metrics_server_needs_verifiable_kubelets() {
     let inv = lab_like_inventory("[security]\nkubelet_serving_certificates = false\n");
     assert_eq!(
         inv.addons.iter().map(|a| a.kind).collect::<Vec<_>>(),
-        [AddonKind::LocalPathProvisioner]
+        [AddonKind::LocalPathProvisioner, AddonKind::Monitoring]
     );
+    assert_eq!(inv.addons_off_by_default[0].0, AddonKind::MetricsServer);
     let text = "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
                 [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n\
                 [security]\nkubelet_serving_certificates = false\n\
@@ -182,6 +201,159 @@ fn addons_can_be_turned_off_and_metrics_server_needs_verifiable_kubelets() {
     );
 }
 
+#[test]
+fn monitoring_is_on_from_two_hosts_and_the_plan_says_why_not_on_one() {
+    let one = "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+               [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n{extra}\n\
+               [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n";
+    let parse = |extra: &str| {
+        Inventory::parse(Path::new("i.toml"), &one.replace("{extra}", extra)).expect("valid")
+    };
+    let inv = parse("");
+    assert!(inv.addons.iter().all(|a| a.kind != AddonKind::Monitoring));
+    assert_eq!(inv.addons_off_by_default.len(), 1);
+    assert_eq!(inv.addons_off_by_default[0].0, AddonKind::Monitoring);
+    let (dir, path) = crate::common::write_inventory(&one.replace("{extra}", ""));
+    let plan = crate::common::stdout_of(crate::common::kbs().args(["plan"]).arg(&path));
+    drop(dir);
+    assert!(
+        plan.contains("monitoring") && plan.contains("off by default on a 1-host cluster"),
+        "{plan}"
+    );
+    // Asked for on one host: on, and no reason to give.
+    let inv = parse("[addons]\nmonitoring = true\n");
+    assert!(inv.addons.iter().any(|a| a.kind == AddonKind::Monitoring));
+    assert!(inv.addons_off_by_default.is_empty());
+    // Turned off on three: off, no images in the bundle.
+    let inv = lab_like_inventory("[addons]\nmonitoring = false\n");
+    assert!(inv.addons.iter().all(|a| a.kind != AddonKind::Monitoring));
+    assert!(inv.addons_off_by_default.is_empty());
+    assert!(inv.images().iter().all(|w| !w.name.contains("prometheus")));
+    let e = Inventory::parse(
+        Path::new("inv.toml"),
+        &one.replace("{extra}", "[addons]\nmonitoring = \"yes\"\n"),
+    )
+    .expect_err("not a bool");
+    assert_eq!(e.errors[0].location(), "inv.toml:9:14");
+}
+
+/// The rendered monitoring ConfigMap's files, checked by Prometheus's own promtool (Debian's
+/// `prometheus` package; tests/run installs it): the alert rules, and the configuration but for
+/// its Kubernetes service discovery.
+#[test]
+fn monitoring_config_and_alert_rules_pass_promtool() {
+    let inv = lab_like_inventory("");
+    let a = inv
+        .addons
+        .iter()
+        .find(|a| a.kind == AddonKind::Monitoring)
+        .expect("on for 3 hosts");
+    let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+    let cm = objects(&yaml)
+        .into_iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("the prometheus ConfigMap");
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("kbs-alerts.yml");
+    std::fs::write(
+        &rules,
+        cm["data"]["kbs-alerts.yml"].as_str().expect("rules"),
+    )
+    .expect("write");
+    let config = cm["data"]["prometheus.yml"].as_str().expect("config");
+    // Every member's metrics listener is a target, and the rules name what the issue asks for.
+    for m in ["192.0.2.11:2381", "192.0.2.12:2381", "192.0.2.13:2381"] {
+        assert!(config.contains(m), "{m} not scraped:\n{config}");
+    }
+    let text = cm["data"]["kbs-alerts.yml"].as_str().unwrap_or_default();
+    for alert in [
+        "EtcdMemberDown",
+        "EtcdQuorumAtRisk",
+        "EtcdNoLeader",
+        "EtcdDatabaseNearQuota",
+        "APIServerErrors",
+        "NodeNotReady",
+    ] {
+        assert!(text.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    assert!(text.contains("> 0.8\n"), "kbs status's 80%:\n{text}");
+    let config = config.replace(
+        "/etc/prometheus/kbs-alerts.yml",
+        &rules.display().to_string(),
+    );
+    // Debian builds Prometheus without Kubernetes service discovery, so its promtool refuses
+    // `kubernetes_sd_configs`: those blocks go (what they select is tested on a real cluster
+    // only); the rest of each job is checked.
+    let mut config: Value = serde_saphyr::from_str(&config).expect("config is YAML");
+    let mut discovered = 0;
+    for job in config["scrape_configs"].as_array_mut().expect("jobs") {
+        if let Some(job) = job.as_object_mut()
+            && job.remove("kubernetes_sd_configs").is_some()
+        {
+            discovered += 1;
+        }
+    }
+    assert_eq!(discovered, 3, "apiserver, kubelet, node-exporter");
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config_path,
+        serde_saphyr::to_string(&config).expect("YAML"),
+    )
+    .expect("write");
+    for args in [
+        vec!["check", "rules"],
+        // --syntax-only: the service account's files exist only in the pod.
+        vec!["check", "config", "--syntax-only"],
+    ] {
+        let file = if args[1] == "rules" {
+            &rules
+        } else {
+            &config_path
+        };
+        let out = std::process::Command::new("promtool")
+            .args(&args)
+            .arg(file)
+            .output()
+            .expect("promtool (Debian's prometheus package; tests/run installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn etcd_metrics_listen_on_the_member_address_only_with_monitoring() {
+    let env_of = |inv: &Inventory| {
+        let files = crate::common::render(
+            &ClusterPlan::new(inv.clone()),
+            &kbs::render::RenderInputs::default(),
+        );
+        let f = files["n1"]
+            .iter()
+            .find(|f| {
+                f.path.extension().is_some_and(|e| e == "env")
+                    && f.path.starts_with("/etc/kbs/etcd")
+            })
+            .expect("etcd member env");
+        crate::common::text(f)
+            .lines()
+            .find(|l| l.starts_with("ETCD_LISTEN_METRICS_URLS="))
+            .expect("metrics URLs")
+            .to_string()
+    };
+    assert_eq!(
+        env_of(&lab_like_inventory("")),
+        "ETCD_LISTEN_METRICS_URLS=http://127.0.0.1:2381,http://192.0.2.11:2381"
+    );
+    assert_eq!(
+        env_of(&lab_like_inventory("[addons]\nmonitoring = false\n")),
+        "ETCD_LISTEN_METRICS_URLS=http://127.0.0.1:2381"
+    );
+}
+
 /// The lab inventory with `extra` appended (an `[addons]` table), next to it.
 fn with_addons(lab: &Lab, dir: &Path, extra: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(lab.inventory()).expect("inventory");
@@ -198,6 +370,24 @@ const APISERVICE: &str = "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.me
 const STORAGE_CLASS: &str = "/apis/storage.k8s.io/v1/storageclasses/local-path";
 const LOCAL_PATH_DEPLOYMENT: &str =
     "/apis/apps/v1/namespaces/local-path-storage/deployments/local-path-provisioner";
+const PROMETHEUS: &str = "/apis/apps/v1/namespaces/kbs-monitoring/deployments/prometheus";
+const NODE_EXPORTER: &str = "/apis/apps/v1/namespaces/kbs-monitoring/daemonsets/node-exporter";
+
+/// The API path of a rendered object (core or named group; namespaced or not).
+fn api_path(o: &Value) -> String {
+    let av = o["apiVersion"].as_str().unwrap_or_default();
+    let group = if av.contains('/') {
+        format!("/apis/{av}")
+    } else {
+        format!("/api/{av}")
+    };
+    let plural = format!("{}s", o["kind"].as_str().unwrap_or_default().to_lowercase());
+    let name = o["metadata"]["name"].as_str().unwrap_or_default();
+    match o["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{group}/namespaces/{ns}/{plural}/{name}"),
+        None => format!("{group}/{plural}/{name}"),
+    }
+}
 
 #[test]
 fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
@@ -231,10 +421,18 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         APISERVICE,
         STORAGE_CLASS,
         LOCAL_PATH_DEPLOYMENT,
+        PROMETHEUS,
+        NODE_EXPORTER,
     ] {
         let obj = api_get(state.path(), path);
         assert_eq!(obj["metadata"]["labels"][MANAGED_BY], "kbs", "{obj}");
     }
+    // etcd's metrics listener is on each member's address, where Prometheus scrapes it.
+    let env = lab.exec("node-1", "cat /etc/kbs/etcd/*.env");
+    assert!(
+        env.contains(&format!(",http://{}:2381", lab.ip(11))),
+        "{env}"
+    );
     let sc = api_get(state.path(), STORAGE_CLASS);
     assert_eq!(
         sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],
@@ -325,10 +523,20 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
     let out = apply(&newer, state.path(), &[]);
     assert!(out.starts_with("no changes"), "{out}");
 
-    // Turned off: a dry run only says so; a run deletes the objects kbs installed for it and
+    // Turned off: a dry run only says so; a run deletes the objects kbs installed for them and
     // nothing else (the other addon and the CNI stay).
+    let monitoring = inv
+        .addons
+        .iter()
+        .find(|a| a.kind == AddonKind::Monitoring)
+        .expect("on for 3 hosts");
+    let monitoring_objects = objects(&manifest(monitoring, &inv));
     let dir = tempfile::tempdir().expect("tmp");
-    let off = with_addons(&lab, dir.path(), "[addons]\nmetrics_server = false\n");
+    let off = with_addons(
+        &lab,
+        dir.path(),
+        "[addons]\nmetrics_server = false\nmonitoring = false\n",
+    );
     let out = apply(&off, state.path(), &["--dry-run"]);
     assert!(
         out.contains("would kubectl delete -f /etc/kbs/addons/metrics-server.yaml (addon metrics-server is disabled"),
@@ -343,7 +551,11 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         out.contains("kubectl delete -f /etc/kbs/addons/metrics-server.yaml"),
         "{out}"
     );
-    let metrics_objects = objects(&lab_manifest(AddonKind::MetricsServer));
+    assert!(
+        out.contains("kubectl delete -f /etc/kbs/addons/monitoring.yaml"),
+        "{out}"
+    );
+    let metrics_objects = objects(&manifest(&inv.addons[0], &inv));
     for path in [
         METRICS_DEPLOYMENT,
         APISERVICE,
@@ -363,6 +575,15 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         9,
         "the test lists the manifest's objects"
     );
+    assert!(monitoring_objects.len() > 10);
+    for o in &monitoring_objects {
+        let path = api_path(o);
+        assert_eq!(
+            api_send(state.path(), "GET", &path, None),
+            404,
+            "{path} is still there"
+        );
+    }
     for path in [
         STORAGE_CLASS,
         LOCAL_PATH_DEPLOYMENT,
