@@ -350,6 +350,12 @@ pub struct MonitoringCtx {
     /// `kbs status`'s threshold for a member's database against its quota.
     etcd_quota_ratio: f64,
     etcd_quota_percent: u32,
+    textfile_dir: &'static str,
+    /// `kbs status` warns this many days before a certificate expires.
+    certificate_warn_days: u32,
+    /// `kbs apply` renews a certificate this many days before it expires: one closer to expiry
+    /// means apply has not run since.
+    renew_before_days: u32,
 }
 
 #[derive(Serialize)]
@@ -361,6 +367,9 @@ struct EtcdTargetCtx {
 
 /// The monitoring addon's namespace.
 pub const MONITORING_NAMESPACE: &str = "kbs-monitoring";
+/// Where node-exporter's textfile collector reads `*.prom` files on every host; kbs writes the
+/// expiry of its certificates there (phases/files.rs).
+pub const TEXTFILE_DIR: &str = "/var/lib/kbs/node-exporter";
 
 impl MonitoringCtx {
     /// `images`: the addon's, in data/versions.toml's order (Prometheus, node-exporter,
@@ -386,6 +395,9 @@ impl MonitoringCtx {
                 .collect(),
             etcd_quota_ratio: f64::from(crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT) / 100.0,
             etcd_quota_percent: crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT,
+            textfile_dir: TEXTFILE_DIR,
+            certificate_warn_days: crate::inventory::PkiSettings::WARN_DAYS,
+            renew_before_days: plan.inventory.pki.renew_before_days,
         })
     }
 }

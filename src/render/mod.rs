@@ -17,9 +17,9 @@ use crate::inventory::{Addon, AddonKind, EndpointMode, Role};
 use crate::plan::{ClusterPlan, PlannedHost};
 
 pub use crate::secrets::{ENCRYPTION_KEY_PLACEHOLDER, EncryptionKey};
-pub use context::MONITORING_NAMESPACE;
 pub use context::VIP_INTERFACE_PLACEHOLDER;
 use context::{HostContext, KubeVipCtx, MemberCtx, MonitoringCtx};
+pub use context::{MONITORING_NAMESPACE, TEXTFILE_DIR};
 use security::NamespaceCtx;
 pub use security::{
     ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, AUTHENTICATION_CONFIG_PATH, BASELINE_LIMITS,

@@ -273,6 +273,8 @@ fn monitoring_config_and_alert_rules_pass_promtool() {
         "EtcdDatabaseNearQuota",
         "APIServerErrors",
         "NodeNotReady",
+        "KbsCertificateExpiresSoon",
+        "KbsCertificateRenewalOverdue",
     ] {
         assert!(text.contains(&format!("alert: {alert}")), "{alert}");
     }
@@ -300,28 +302,93 @@ fn monitoring_config_and_alert_rules_pass_promtool() {
         serde_saphyr::to_string(&config).expect("YAML"),
     )
     .expect("write");
-    for args in [
-        vec!["check", "rules"],
-        // --syntax-only: the service account's files exist only in the pod.
-        vec!["check", "config", "--syntax-only"],
-    ] {
-        let file = if args[1] == "rules" {
-            &rules
-        } else {
-            &config_path
-        };
-        let out = std::process::Command::new("promtool")
-            .args(&args)
-            .arg(file)
-            .output()
-            .expect("promtool (Debian's prometheus package; tests/run installs it)");
-        assert!(
-            out.status.success(),
-            "promtool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    promtool(&["check", "rules"], Some(&rules), None);
+    // What fires, on made-up series (promtool's clock starts at 0).
+    let summary = |alert: &str| -> String {
+        let groups: Value = serde_saphyr::from_str(text).expect("rules YAML");
+        groups["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .find(|r| r["alert"] == alert)
+            .and_then(|r| r["annotations"]["summary"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no {alert}"))
+    };
+    let cert = "kbs_certificate_expiry_timestamp_seconds";
+    let day = 86_400;
+    let tests = serde_json::json!({
+        "rule_files": [rules.display().to_string()],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                // 10 days left: past kbs's renewal point (30 days) and its warning (90).
+                {"series": format!("{cert}{{path=\"/a.crt\"}}"), "values": format!("{}x20", 10 * day)},
+                // 60 days left: warned about only. 200 days: nothing.
+                {"series": format!("{cert}{{path=\"/b.crt\"}}"), "values": format!("{}x20", 60 * day)},
+                {"series": format!("{cert}{{path=\"/c.crt\"}}"), "values": format!("{}x20", 200 * day)},
+                // One of three etcd members answers: no quorum.
+                {"series": "up{job=\"etcd\",instance=\"m1\"}", "values": "1x20"},
+                {"series": "up{job=\"etcd\",instance=\"m2\"}", "values": "0x20"},
+                {"series": "up{job=\"etcd\",instance=\"m3\"}", "values": "0x20"},
+                // 84% of the 2 GiB quota, for 20 minutes.
+                {"series": "etcd_mvcc_db_total_size_in_bytes{job=\"etcd\",instance=\"m1\"}", "values": "1800000000x20"},
+                {"series": "etcd_server_quota_backend_bytes{job=\"etcd\",instance=\"m1\"}", "values": "2147483648x20"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "2m", "alertname": "KbsCertificateRenewalOverdue", "exp_alerts": [
+                    {"exp_labels": {"severity": "critical", "path": "/a.crt"},
+                     "exp_annotations": {"summary": summary("KbsCertificateRenewalOverdue")}}]},
+                {"eval_time": "2m", "alertname": "KbsCertificateExpiresSoon", "exp_alerts": [
+                    {"exp_labels": {"severity": "warning", "path": "/a.crt"},
+                     "exp_annotations": {"summary": summary("KbsCertificateExpiresSoon")}},
+                    {"exp_labels": {"severity": "warning", "path": "/b.crt"},
+                     "exp_annotations": {"summary": summary("KbsCertificateExpiresSoon")}}]},
+                {"eval_time": "3m", "alertname": "EtcdQuorumAtRisk", "exp_alerts": [
+                    {"exp_labels": {"severity": "critical"},
+                     "exp_annotations": {"summary": summary("EtcdQuorumAtRisk")}}]},
+                {"eval_time": "5m", "alertname": "EtcdDatabaseNearQuota", "exp_alerts": []},
+                {"eval_time": "15m", "alertname": "EtcdDatabaseNearQuota", "exp_alerts": [
+                    {"exp_labels": {"severity": "warning", "job": "etcd", "instance": "m1"},
+                     "exp_annotations": {"summary": summary("EtcdDatabaseNearQuota")}}]},
+            ],
+        }],
+    });
+    let tests_path = dir.path().join("tests.yml");
+    std::fs::write(&tests_path, tests.to_string()).expect("write");
+    promtool(&["test", "rules"], Some(&tests_path), None);
+    // --syntax-only: the service account's files exist only in the pod.
+    promtool(
+        &["check", "config", "--syntax-only"],
+        Some(&config_path),
+        None,
+    );
+}
+
+/// `promtool ARGS [FILE]`, with `stdin` on its standard input; fails the test with its report.
+fn promtool(args: &[&str], file: Option<&Path>, stdin: Option<&str>) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(args)
+        .args(file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; tests/run installs it)");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .expect("write to promtool");
+    drop(input);
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -427,6 +494,31 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         let obj = api_get(state.path(), path);
         assert_eq!(obj["metadata"]["labels"][MANAGED_BY], "kbs", "{obj}");
     }
+    // The expiry of kbs's certificates on each node, in node-exporter's textfile collector
+    // format (checked by promtool), the CA's about ten years ahead.
+    let prom = lab.exec(
+        "node-1",
+        "cat /var/lib/kbs/node-exporter/kbs-certificates.prom",
+    );
+    let ca = prom
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "kbs_certificate_expiry_timestamp_seconds{path=\"/etc/kubernetes/pki/ca.crt\"} ",
+            )
+        })
+        .and_then(|t| t.parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no CA expiry in:\n{prom}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(ca - now > 5 * 365 * 86400, "{prom}");
+    assert!(
+        prom.contains("path=\"/etc/kbs/etcd/pki/server.crt\""),
+        "{prom}"
+    );
+    promtool(&["check", "metrics"], None, Some(&prom));
     // etcd's metrics listener is on each member's address, where Prometheus scrapes it.
     let env = lab.exec("node-1", "cat /etc/kbs/etcd/*.env");
     assert!(
