@@ -317,13 +317,16 @@ pub enum AddonKind {
     LocalPathProvisioner,
     /// Prometheus, node-exporter and kube-state-metrics, rendered by kbs (no upstream manifest).
     Monitoring,
+    /// Fluent Bit, rendered by kbs (upstream ships a Helm chart).
+    Logging,
 }
 
 impl AddonKind {
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 4] = [
         Self::MetricsServer,
         Self::LocalPathProvisioner,
         Self::Monitoring,
+        Self::Logging,
     ];
 
     /// The name in data/versions.toml, bundle.toml, labels and file names.
@@ -332,6 +335,7 @@ impl AddonKind {
             Self::MetricsServer => "metrics-server",
             Self::LocalPathProvisioner => "local-path-provisioner",
             Self::Monitoring => "monitoring",
+            Self::Logging => "logging",
         }
     }
 

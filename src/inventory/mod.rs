@@ -50,6 +50,8 @@ pub struct Inventory {
     pub security: SecuritySettings,
     /// `[addons]`: what kbs applies after the CNI, each from its pinned upstream release.
     pub addons: Vec<Addon>,
+    /// `[addons.logging]`: where the logging addon ships the logs; `None`: no logging addon.
+    pub logging: Option<LogOutput>,
     /// Addons off only because of their default here, with why (for `kbs plan`).
     pub addons_off_by_default: Vec<(AddonKind, &'static str)>,
     /// `[backup]`: scheduled etcd snapshots on the etcd hosts and the default backup recipient.
@@ -244,6 +246,43 @@ pub struct CniRelease {
 pub enum StorageChoice {
     LocalPath,
     None,
+}
+
+/// `[addons.logging] output`: the kind of log receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogOutputKind {
+    Syslog,
+    Http,
+    Loki,
+    Elasticsearch,
+}
+
+impl LogOutputKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Syslog => "syslog",
+            Self::Http => "http",
+            Self::Loki => "loki",
+            Self::Elasticsearch => "elasticsearch",
+        }
+    }
+}
+
+/// Where the logging addon ships container logs and the API server's audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOutput {
+    pub kind: LogOutputKind,
+    pub host: HostName,
+    pub port: u16,
+    pub tls: bool,
+    /// http: the request path, `/...`.
+    pub uri: String,
+    /// elasticsearch: the user whose password the token is.
+    pub user: Option<String>,
+    /// The token or password (mode 0600 or 0400, owned by this user): it becomes a Kubernetes
+    /// Secret, and is read only when applied.
+    pub token_file: Option<PathBuf>,
 }
 
 /// An addon kbs applies after the CNI: its release, from data/versions.toml.

@@ -17,15 +17,19 @@ use super::kubectl::{ADMIN_CONF, NEED_KUBECTL, Objects, apply_differing};
 use crate::artifacts::Bundle;
 use crate::context::{Ctx, RunError};
 use crate::inventory::{Addon, AddonKind, Inventory};
+use crate::render::{LOGGING_NAMESPACE, LOGGING_SECRET};
 use crate::ssh::Exec;
 
 const DIR: &str = "/etc/kbs/addons";
 const STEP: &str = "addons/apply";
 const REMOVE: &str = "addons/remove";
 const PRUNE: &str = "addons/prune";
+const SECRET: &str = "addons/secret";
 /// The labels every object an addon installs carries.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const ADDON_LABEL: &str = "kbs.io/addon";
+/// The pod template annotation that holds the hash of the configuration its pods mount.
+pub const CONFIG_SUM: &str = "kbs.io/config-sha256";
 /// The annotation that makes a StorageClass the cluster's default.
 const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 
@@ -88,12 +92,82 @@ pub fn render(addon: &Addon, manifest: &str, inv: &Inventory) -> Result<String, 
         }
         objects.push(obj);
     }
+    roll_on_config_change(&mut objects);
     let yaml = serde_saphyr::to_string_multiple(&objects)
         .map_err(|e| format!("cannot write the {} objects: {e}", addon.describe()))?;
     Ok(format!(
         "# {}, rendered by kbs (docs/addons.md).\n{yaml}",
         addon.describe()
     ))
+}
+
+/// A workload's pod template carries the hash of the ConfigMaps of the same file it mounts: a
+/// changed configuration rolls its pods, which `kubectl apply` of the ConfigMap alone would not
+/// (Prometheus reads its configuration only when it starts).
+fn roll_on_config_change(objects: &mut [Value]) {
+    let data: Vec<(String, String)> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .filter_map(|o| {
+            Some((
+                o["metadata"]["name"].as_str()?.into(),
+                o["data"].to_string(),
+            ))
+        })
+        .collect();
+    for o in objects.iter_mut().filter(|o| {
+        matches!(
+            o["kind"].as_str(),
+            Some("Deployment" | "DaemonSet" | "StatefulSet")
+        )
+    }) {
+        let mounted: String = o["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["configMap"]["name"].as_str())
+            .filter_map(|name| data.iter().find(|(n, _)| n == name))
+            .map(|(_, d)| d.as_str())
+            .collect();
+        if mounted.is_empty() {
+            continue;
+        }
+        let sum = crate::artifacts::sha256_hex(mounted.as_bytes());
+        if let Some(meta) = o
+            .pointer_mut("/spec/template/metadata")
+            .and_then(Value::as_object_mut)
+        {
+            entry_map(meta, "annotations").insert(CONFIG_SUM.into(), sum.into());
+        }
+    }
+}
+
+/// The Secret with the logging output's token, read from `token_file` (its mode was checked when
+/// the inventory loaded). It goes to kubectl on stdin only: never in a file on the host, in a
+/// process's arguments or in a log.
+fn output_secret(token_file: &std::path::Path) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let token = std::fs::read(token_file)
+        .map_err(|e| format!("cannot read {}: {e}", token_file.display()))?;
+    let token = token.trim_ascii_end();
+    if token.is_empty() {
+        return Err(format!(
+            "{} is empty: it must hold the logging output's token",
+            token_file.display()
+        ));
+    }
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": LOGGING_SECRET,
+            "namespace": LOGGING_NAMESPACE,
+            "labels": {MANAGED_BY: "kbs", ADDON_LABEL: AddonKind::Logging.as_str()},
+        },
+        "type": "Opaque",
+        "data": {"token": base64::engine::general_purpose::STANDARD.encode(token)},
+    });
+    Ok(secret.to_string().into_bytes())
 }
 
 /// Each object of a rendered file by what names it: apiVersion, kind, namespace and name.
@@ -222,11 +296,23 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
     sync(cx, host, "addons/manifest", &files).await?;
     for (a, f) in inv.addons.iter().zip(&files) {
         let objects = Objects {
-            path: &f.path,
+            path: Some(&f.path),
             content: &f.content,
             what: format!("addon {}", a.describe()),
         };
         apply_differing(cx, &s, host, &hp, STEP, &objects).await?;
+    }
+    // After the logging addon's file, which makes its namespace.
+    if let Some(token_file) = inv.logging.as_ref().and_then(|l| l.token_file.as_ref()) {
+        let secret = output_secret(token_file).map_err(bad)?;
+        let objects = Objects {
+            path: None,
+            content: &secret,
+            what: format!(
+                "Secret {LOGGING_NAMESPACE}/{LOGGING_SECRET}, the logging output's token"
+            ),
+        };
+        apply_differing(cx, &s, host, &hp, SECRET, &objects).await?;
     }
     // Addons applied before that the inventory no longer enables.
     let listed = Ctx::root(
@@ -250,9 +336,17 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
         cx.change(host, REMOVE, what, async {
             let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
             let p = crate::ssh::quote(&path);
+            // The output's token is not in the file (it never touches the host's disk).
+            let secret = if kind == AddonKind::Logging {
+                format!(
+                    "kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -n {LOGGING_NAMESPACE} secret {LOGGING_SECRET} && "
+                )
+            } else {
+                String::new()
+            };
             // The file goes only once its objects are gone: a run cut off deletes them again.
             let cmd = format!(
-                "{NEED_KUBECTL}; kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -f {p} && rm -f {p}"
+                "{NEED_KUBECTL}; {secret}kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -f {p} && rm -f {p}"
             );
             let cmd = Exec::new(&cmd)
                 .on_line(&show)
@@ -319,6 +413,48 @@ mod tests {
         }
         assert_eq!(docs[0]["metadata"]["annotations"][DEFAULT_CLASS], "true");
         assert!(docs[2]["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn a_changed_config_map_rolls_the_pods_that_mount_it() {
+        let inv = inventory("");
+        let manifest = |setting: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: conf\ndata:\n  a.yml: {setting}\n---\n\
+                 apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: uses\nspec:\n  template:\n    metadata:\n      labels: {{app: x}}\n    spec:\n      volumes:\n        - name: c\n          configMap:\n            name: conf\n---\n\
+                 apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: other\nspec:\n  template:\n    metadata:\n      labels: {{app: y}}\n    spec: {{}}\n"
+            )
+        };
+        let sums = |setting: &str| {
+            let out = render(local_path(&inv), &manifest(setting), &inv).expect("renders");
+            let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("YAML");
+            (
+                docs[1]["spec"]["template"]["metadata"]["annotations"][CONFIG_SUM].clone(),
+                docs[2]["spec"]["template"]["metadata"]
+                    .get("annotations")
+                    .cloned(),
+            )
+        };
+        let (one, untouched) = sums("one");
+        assert!(one.as_str().is_some_and(|s| s.len() == 64), "{one}");
+        assert_eq!(untouched, None, "mounts no ConfigMap of the file");
+        assert_eq!(sums("one").0, one, "the same configuration, the same pods");
+        assert_ne!(sums("two").0, one);
+    }
+
+    #[test]
+    fn the_output_secret_holds_the_token_file_without_its_newline() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let secret: Value =
+            serde_json::from_slice(&output_secret(&path).expect("made")).expect("JSON");
+        assert_eq!(secret["data"]["token"], "czNjcmV0");
+        assert_eq!(secret["metadata"]["namespace"], LOGGING_NAMESPACE);
+        assert_eq!(secret["metadata"]["labels"][ADDON_LABEL], "logging");
+        std::fs::write(&path, "\n").expect("write");
+        let e = output_secret(&path).expect_err("empty");
+        assert!(e.contains("is empty"), "{e}");
     }
 
     #[test]

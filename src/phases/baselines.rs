@@ -40,7 +40,7 @@ pub(super) async fn run(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let objects = Objects {
-            path: &f.path,
+            path: Some(&f.path),
             content: &f.content,
             what: format!("namespace baseline {ns}"),
         };

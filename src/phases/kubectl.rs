@@ -24,10 +24,11 @@ fn verdict(status: &ExitStatus) -> Option<&'static str> {
     }
 }
 
-/// One file of objects for [`apply_differing`]: where it is on the host, what it holds, and how
-/// the change is named ("namespace baseline team-a").
+/// One file of objects for [`apply_differing`]: where it is on the host (`None`: nowhere, a
+/// Secret is applied from stdin only), what it holds, and how the change is named ("namespace
+/// baseline team-a").
 pub(super) struct Objects<'a> {
-    pub path: &'a Path,
+    pub path: Option<&'a Path>,
     pub content: &'a [u8],
     pub what: String,
 }
@@ -57,14 +58,20 @@ pub(super) async fn apply_differing(
     let Some(why) = verdict(&diff.status) else {
         return Ok(());
     };
-    let path = quote(f.path);
-    let what = format!("kubectl apply -f {} ({}: {why})", f.path.display(), f.what);
+    let (file, shown) = match f.path {
+        Some(p) => (quote(p), p.display().to_string()),
+        None => ("-".to_string(), "-".to_string()),
+    };
+    let what = format!("kubectl apply -f {shown} ({}: {why})", f.what);
     cx.change(host, step, what, async {
         let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
-        let cmd = format!("{NEED_KUBECTL}; kubectl --kubeconfig {ADMIN_CONF} apply -f {path}");
-        let cmd = Exec::new(&cmd)
+        let cmd = format!("{NEED_KUBECTL}; kubectl --kubeconfig {ADMIN_CONF} apply -f {file}");
+        let mut cmd = Exec::new(&cmd)
             .on_line(&show)
             .timeout(Duration::from_secs(120));
+        if f.path.is_none() {
+            cmd = cmd.stdin(f.content);
+        }
         Ctx::root(s, host, step, cmd).await
     })
     .await?;

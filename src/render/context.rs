@@ -401,3 +401,51 @@ impl MonitoringCtx {
         })
     }
 }
+
+/// The logging addon's namespace, and the Secret there that holds the output's token.
+pub const LOGGING_NAMESPACE: &str = "kbs-logging";
+pub const LOGGING_SECRET: &str = "fluent-bit-output";
+
+/// What templates/logging.yaml sees.
+#[derive(Serialize)]
+pub struct LoggingCtx {
+    namespace: &'static str,
+    image: String,
+    output: &'static str,
+    host: String,
+    port: u16,
+    tls: bool,
+    uri: String,
+    user: Option<String>,
+    /// The Secret with the token, which Fluent Bit gets as an environment variable; none
+    /// without `token_file`.
+    secret: Option<&'static str>,
+    /// The API server's audit log on the control planes; none when it is off.
+    audit_log: Option<String>,
+}
+
+impl LoggingCtx {
+    pub fn new(plan: &ClusterPlan, image: String) -> Option<Self> {
+        let inv = &plan.inventory;
+        let l = inv.logging.as_ref()?;
+        Some(Self {
+            namespace: LOGGING_NAMESPACE,
+            image,
+            output: l.kind.as_str(),
+            // Bare, also an IPv6 address: Fluent Bit's Host takes no brackets.
+            host: match &l.host {
+                HostName::Ip(ip) => ip.to_string(),
+                HostName::Dns(name) => name.clone(),
+            },
+            port: l.port,
+            tls: l.tls,
+            uri: l.uri.clone(),
+            user: l.user.clone(),
+            secret: l.token_file.is_some().then_some(LOGGING_SECRET),
+            audit_log: inv
+                .security
+                .audit_log
+                .then(|| super::security::AUDIT_LOG_PATH.to_string()),
+        })
+    }
+}

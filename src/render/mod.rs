@@ -18,8 +18,8 @@ use crate::plan::{ClusterPlan, PlannedHost};
 
 pub use crate::secrets::{ENCRYPTION_KEY_PLACEHOLDER, EncryptionKey};
 pub use context::VIP_INTERFACE_PLACEHOLDER;
-use context::{HostContext, KubeVipCtx, MemberCtx, MonitoringCtx};
-pub use context::{MONITORING_NAMESPACE, TEXTFILE_DIR};
+use context::{HostContext, KubeVipCtx, LoggingCtx, MemberCtx, MonitoringCtx};
+pub use context::{LOGGING_NAMESPACE, LOGGING_SECRET, MONITORING_NAMESPACE, TEXTFILE_DIR};
 use security::NamespaceCtx;
 pub use security::{
     ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, AUTHENTICATION_CONFIG_PATH, BASELINE_LIMITS,
@@ -171,6 +171,16 @@ pub fn addon_manifest(
                 message: "data/versions.toml must list the images of Prometheus, node-exporter and kube-state-metrics, in that order".into(),
             })?;
             ctx.insert("monitoring", &m);
+        }
+        AddonKind::Logging => {
+            let image = addon.images.first().map(|i| i.name.clone());
+            let l = image
+                .and_then(|i| LoggingCtx::new(plan, i))
+                .ok_or_else(|| RenderError::Template {
+                    name: name.clone(),
+                    message: "logging needs [addons.logging] and Fluent Bit's image in data/versions.toml".into(),
+                })?;
+            ctx.insert("logging", &l);
         }
         AddonKind::MetricsServer | AddonKind::LocalPathProvisioner => {}
     }

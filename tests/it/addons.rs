@@ -17,8 +17,8 @@ use kbs::plan::ClusterPlan;
 use kbs::render::{Templates, addon_manifest};
 use serde_json::Value;
 
-use crate::cni::changed_bundle;
-use crate::common::{api_get, api_send, apply, root};
+use crate::cni::{bundle_of, changed_bundle};
+use crate::common::{api_get, api_send, apply, ok, root};
 use crate::lab::{Lab, up};
 
 /// The lab's manifest of each addon with a release manifest (what the lab mirror serves at the
@@ -27,11 +27,11 @@ fn manifest(a: &Addon, inv: &Inventory) -> String {
     let file = match a.kind {
         AddonKind::MetricsServer => "metrics-server.yaml",
         AddonKind::LocalPathProvisioner => "local-path-storage.yaml",
-        AddonKind::Monitoring => {
+        AddonKind::Monitoring | AddonKind::Logging => {
             let plan = ClusterPlan::new(inv.clone());
             return addon_manifest(&plan, &Templates::builtin().expect("templates"), a)
                 .expect("renders")
-                .expect("kbs renders monitoring");
+                .expect("kbs renders these");
         }
     };
     std::fs::read_to_string(root().join("tests/lab/addons").join(file)).expect("lab manifest")
@@ -114,8 +114,8 @@ fn rendered_addon_objects_are_valid_api_objects_whose_images_the_bundle_holds() 
     let kinds: Vec<AddonKind> = inv.addons.iter().map(|a| a.kind).collect();
     assert_eq!(
         kinds,
-        AddonKind::ALL,
-        "all addons are on by default on 3 hosts"
+        AddonKind::ALL[..3],
+        "all addons but logging (no output) are on by default on 3 hosts"
     );
     let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
     for a in &inv.addons {
@@ -421,6 +421,194 @@ fn etcd_metrics_listen_on_the_member_address_only_with_monitoring() {
     );
 }
 
+/// A token file as the logging addon wants it: the user's, with `mode`.
+fn token_file(dir: &Path, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("logs-{mode:o}.token"));
+    std::fs::write(&path, "s3cret-token\n").expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path
+}
+
+fn logging_config(a: &Addon, inv: &Inventory) -> String {
+    let yaml = render(a, &manifest(a, inv), inv).expect("renders");
+    let cm = objects(&yaml)
+        .into_iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("the fluent-bit ConfigMap");
+    cm["data"]["fluent-bit.conf"]
+        .as_str()
+        .expect("config")
+        .to_string()
+}
+
+fn logging_addon(inv: &Inventory) -> &Addon {
+    inv.addons
+        .iter()
+        .find(|a| a.kind == AddonKind::Logging)
+        .expect("on with an output")
+}
+
+#[test]
+fn logging_ships_to_the_output_the_inventory_names_with_the_token_only_in_a_secret() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = token_file(dir.path(), 0o600);
+    for (output, extra, name) in [
+        ("loki", "port = 3100\n", "loki"),
+        ("http", "port = 8443\nuri = \"/ingest\"\n", "http"),
+        (
+            "elasticsearch",
+            "port = 9200\nuser = \"fluent-bit\"\n",
+            "es",
+        ),
+    ] {
+        let inv = lab_like_inventory(&format!(
+            "[addons.logging]\noutput = \"{output}\"\nhost = \"logs.example.net\"\n{extra}token_file = \"{}\"\n",
+            token.display()
+        ));
+        let a = logging_addon(&inv);
+        let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+        for o in objects(&yaml) {
+            assert_valid_object(&o);
+            assert_eq!(o["metadata"]["labels"][ADDON_LABEL], "logging");
+        }
+        assert!(!yaml.contains("s3cret"), "the token is in the objects");
+        let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
+        for image in images_named(&yaml) {
+            assert!(bundled.contains(&image), "{image} not in the bundle");
+        }
+        let conf = logging_config(a, &inv);
+        assert!(
+            conf.contains(&format!("Name              {name}\n")),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("Host              logs.example.net"),
+            "{conf}"
+        );
+        assert!(conf.contains("${KBS_LOGGING_TOKEN}"), "{conf}");
+        assert!(
+            conf.contains("tls.verify        On"),
+            "TLS by default: {conf}"
+        );
+        // The audit log is on by default, and shipped.
+        assert!(
+            conf.contains("Path              /var/log/kubernetes/audit/audit.log"),
+            "{conf}"
+        );
+        assert!(yaml.contains("secretKeyRef"), "{yaml}");
+    }
+    // syslog over plain TCP to an IP address; no token, so no Secret referenced.
+    let inv = lab_like_inventory(
+        "[addons.logging]\noutput = \"syslog\"\nhost = \"192.0.2.50\"\nport = 514\ntls = false\n",
+    );
+    let a = logging_addon(&inv);
+    let conf = logging_config(a, &inv);
+    assert!(conf.contains("Mode              tcp"), "{conf}");
+    assert!(
+        !conf.contains("KBS_LOGGING_TOKEN") && !conf.contains("tls"),
+        "{conf}"
+    );
+    let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+    assert!(!yaml.contains("secretKeyRef"), "{yaml}");
+    assert!(lab_like_inventory("").logging.is_none());
+    // kbs plan lists it, and says the logs go unencrypted.
+    let text = "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+                [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n\
+                [addons.logging]\noutput = \"syslog\"\nhost = \"192.0.2.50\"\nport = 514\ntls = false\n\
+                [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n";
+    let (_d, path) = crate::common::write_inventory(text);
+    let plan = crate::common::stdout_of(
+        crate::common::kbs()
+            .args(["plan", "--output", "json"])
+            .arg(&path),
+    );
+    assert!(plan.contains("\"logging 4.2.2\""), "{plan}");
+    let plan = crate::common::stdout_of(crate::common::kbs().arg("plan").arg(&path));
+    // The table wraps its notes: the words, without the table's lines.
+    let words: Vec<&str> = plan
+        .split_whitespace()
+        .filter(|w| !["│", "┆"].contains(w))
+        .collect();
+    let words = words.join(" ");
+    assert!(
+        words.contains("Fluent Bit ships container logs and the audit log to syslog 192.0.2.50:514, NOT encrypted"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn logging_settings_that_cannot_work_are_refused_with_their_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let loose = token_file(dir.path(), 0o644);
+    let ok = token_file(dir.path(), 0o400);
+    let head = "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+                [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n[addons.logging]\n";
+    let refused = |logging: &str| {
+        let text = format!("{head}{logging}[[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n");
+        let e = Inventory::parse(Path::new("inv.toml"), &text).expect_err("refused");
+        let first = &e.errors[0];
+        (
+            first.location(),
+            format!(
+                "{} {}",
+                first.message,
+                first.help.as_deref().unwrap_or_default()
+            ),
+        )
+    };
+    let (at, why) = refused(&format!(
+        "output = \"loki\"\nhost = \"logs.example.net\"\nport = 3100\ntoken_file = \"{}\"\n",
+        loose.display()
+    ));
+    assert_eq!(at, "inv.toml:12:14");
+    assert!(
+        why.contains("can be read by other users (mode 644)") && why.contains("chmod 600"),
+        "{why}"
+    );
+    let (at, why) = refused("output = \"loki\"\nhost = \"logs example\"\nport = 3100\n");
+    assert_eq!(at, "inv.toml:10:8");
+    assert!(
+        why.contains("neither an IP address nor a DNS name"),
+        "{why}"
+    );
+    let (at, why) = refused("output = \"loki\"\nhost = \"logs.example.net\"\n");
+    assert_eq!(at, "inv.toml:9:10");
+    assert!(why.contains("needs port"), "{why}");
+    let (at, why) = refused("output = \"loki\"\nhost = \"logs.example.net\"\nport = 70000\n");
+    assert_eq!(at, "inv.toml:11:8");
+    assert!(why.contains("70000"), "{why}");
+    let (at, why) = refused("output = \"lokki\"\n");
+    assert_eq!(at, "inv.toml:9:10");
+    assert!(why.contains("did you mean `loki`"), "{why}");
+    let (_, why) =
+        refused("output = \"loki\"\nhost = \"logs.example.net\"\nport = 3100\nuri = \"/x\"\n");
+    assert!(why.contains("uri is for output = \"http\""), "{why}");
+    let (at, why) = refused(&format!(
+        "output = \"syslog\"\nhost = \"logs.example.net\"\nport = 6514\ntoken_file = \"{}\"\n",
+        ok.display()
+    ));
+    assert_eq!(at, "inv.toml:12:14");
+    assert!(why.contains("syslog takes no token"), "{why}");
+    // Someone else's file, even 0400: refused (as root, the test can give it away).
+    let theirs = token_file(dir.path(), 0o640);
+    std::fs::set_permissions(&theirs, std::os::unix::fs::PermissionsExt::from_mode(0o400))
+        .expect("chmod");
+    if std::os::unix::fs::chown(&theirs, Some(65534), None).is_ok() {
+        let (at, why) = refused(&format!(
+            "output = \"loki\"\nhost = \"logs.example.net\"\nport = 3100\ntoken_file = \"{}\"\n",
+            theirs.display()
+        ));
+        assert_eq!(at, "inv.toml:12:14");
+        assert!(why.contains("belongs to user id 65534"), "{why}");
+    }
+    let (_, why) = refused(&format!(
+        "output = \"elasticsearch\"\nhost = \"logs.example.net\"\nport = 9200\ntoken_file = \"{}\"\n",
+        ok.display()
+    ));
+    assert!(why.contains("needs user"), "{why}");
+}
+
 /// The lab inventory with `extra` appended (an `[addons]` table), next to it.
 fn with_addons(lab: &Lab, dir: &Path, extra: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(lab.inventory()).expect("inventory");
@@ -693,4 +881,85 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
     );
     let out = apply(&off, state.path(), &[]);
     assert!(out.starts_with("no changes"), "{out}");
+
+    // Logging on, shipping to Loki with a token: a bundle that holds Fluent Bit's image, the
+    // token in the Secret and nowhere on the host or in kbs's output.
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = token_file(dir.path(), 0o600);
+    let logging = with_addons(
+        &lab,
+        dir.path(),
+        &format!(
+            "[addons]\nmetrics_server = false\nmonitoring = false\n[addons.logging]\noutput = \"loki\"\nhost = \"{}\"\nport = 3100\ntoken_file = \"{}\"\n",
+            lab.ip(3),
+            token.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&logging).expect("inventory");
+    let bundle = dir.path().join("bundle");
+    std::fs::write(
+        &logging,
+        text.replace(&bundle_of(&text), &bundle.to_string_lossy()),
+    )
+    .expect("write inventory");
+    ok(&crate::common::kbs()
+        .arg("bundle")
+        .arg(&logging)
+        .output()
+        .expect("kbs bundle"));
+    let out = apply(&logging, state.path(), &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/addons/logging.yaml (addon logging"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kubectl apply -f - (Secret kbs-logging/fluent-bit-output"),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
+    const SECRET: &str = "/api/v1/namespaces/kbs-logging/secrets/fluent-bit-output";
+    const FLUENT_BIT: &str = "/apis/apps/v1/namespaces/kbs-logging/daemonsets/fluent-bit";
+    assert_eq!(
+        api_get(state.path(), SECRET)["data"]["token"],
+        "czNjcmV0LXRva2Vu",
+        "the token, without its newline"
+    );
+    assert_eq!(
+        api_get(state.path(), FLUENT_BIT)["metadata"]["labels"][ADDON_LABEL],
+        "logging"
+    );
+    assert_eq!(
+        lab.exec(
+            "node-1",
+            "grep -rl s3cret /etc/kbs /tmp /root 2>/dev/null || true"
+        )
+        .trim(),
+        "",
+        "the token is in a file on the host"
+    );
+    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/logging.yaml");
+    objects(&yaml).iter().for_each(assert_valid_object);
+    for image in images_named(&yaml) {
+        for h in ["node-1", "node-2", "node-3"] {
+            assert!(
+                lab.exec(h, "ctr -n k8s.io images ls -q").contains(&image),
+                "{h} lacks {image}"
+            );
+        }
+    }
+    let out = apply(&logging, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+    // Off again: its objects and the Secret go.
+    let out = apply(&off, state.path(), &[]);
+    assert!(
+        out.contains("kubectl delete -f /etc/kbs/addons/logging.yaml"),
+        "{out}"
+    );
+    for path in [SECRET, FLUENT_BIT] {
+        assert_eq!(api_send(state.path(), "GET", path, None), 404, "{path}");
+    }
+    assert_eq!(
+        lab.exec("node-1", "ls /etc/kbs/addons").trim(),
+        "local-path-provisioner.yaml"
+    );
 }

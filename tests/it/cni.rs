@@ -26,14 +26,19 @@ fn sha256_of(path: &Path) -> String {
 /// A copy of the lab's bundle whose file `file` (a CNI or addon manifest) has `edit` applied (and
 /// its sum updated in bundle.toml), and a copy of the lab's inventory that uses it. The lab's own
 /// bundle is left as kbs made it.
-pub fn changed_bundle(lab: &Lab, dir: &Path, file: &str, edit: impl Fn(&str) -> String) -> PathBuf {
-    let inventory = std::fs::read_to_string(lab.inventory()).expect("inventory");
-    let bundle = inventory
+/// The bundle an inventory's text names.
+pub fn bundle_of(inventory: &str) -> String {
+    inventory
         .lines()
         .find_map(|l| l.strip_prefix("bundle = \""))
         .and_then(|l| l.split('"').next())
         .expect("the lab inventory names its bundle")
-        .to_string();
+        .to_string()
+}
+
+pub fn changed_bundle(lab: &Lab, dir: &Path, file: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+    let inventory = std::fs::read_to_string(lab.inventory()).expect("inventory");
+    let bundle = bundle_of(&inventory);
     let copy = dir.join("bundle");
     let st = std::process::Command::new("cp")
         .args(["-a", &bundle])
