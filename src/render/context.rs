@@ -351,6 +351,7 @@ pub struct MonitoringCtx {
     etcd_quota_ratio: f64,
     etcd_quota_percent: u32,
     textfile_dir: &'static str,
+    node_exporter_port: u16,
     /// `kbs status` warns this many days before a certificate expires.
     certificate_warn_days: u32,
     /// `kbs apply` renews a certificate this many days before it expires: one closer to expiry
@@ -365,6 +366,8 @@ struct EtcdTargetCtx {
     target: String,
 }
 
+/// node-exporter's port on every host's network (preflight checks it is free and reachable).
+pub const NODE_EXPORTER_PORT: u16 = 9100;
 /// The monitoring addon's namespace.
 pub const MONITORING_NAMESPACE: &str = "kbs-monitoring";
 /// Where node-exporter's textfile collector reads `*.prom` files on every host; kbs writes the
@@ -396,6 +399,7 @@ impl MonitoringCtx {
             etcd_quota_ratio: f64::from(crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT) / 100.0,
             etcd_quota_percent: crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT,
             textfile_dir: TEXTFILE_DIR,
+            node_exporter_port: NODE_EXPORTER_PORT,
             certificate_warn_days: crate::inventory::PkiSettings::WARN_DAYS,
             renew_before_days: plan.inventory.pki.renew_before_days,
         })

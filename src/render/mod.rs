@@ -19,7 +19,9 @@ use crate::plan::{ClusterPlan, PlannedHost};
 pub use crate::secrets::{ENCRYPTION_KEY_PLACEHOLDER, EncryptionKey};
 pub use context::VIP_INTERFACE_PLACEHOLDER;
 use context::{HostContext, KubeVipCtx, LoggingCtx, MemberCtx, MonitoringCtx};
-pub use context::{LOGGING_NAMESPACE, LOGGING_SECRET, MONITORING_NAMESPACE, TEXTFILE_DIR};
+pub use context::{
+    LOGGING_NAMESPACE, LOGGING_SECRET, MONITORING_NAMESPACE, NODE_EXPORTER_PORT, TEXTFILE_DIR,
+};
 use security::NamespaceCtx;
 pub use security::{
     ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, AUTHENTICATION_CONFIG_PATH, BASELINE_LIMITS,
