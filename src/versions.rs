@@ -309,6 +309,62 @@ pub struct CniRelease {
     pub sha256: String,
 }
 
+/// The addons kbs can install from their upstream release (`[addons]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddonKind {
+    MetricsServer,
+    LocalPathProvisioner,
+    /// Prometheus, node-exporter and kube-state-metrics, rendered by kbs (no upstream manifest).
+    Monitoring,
+    /// Fluent Bit, rendered by kbs (upstream ships a Helm chart).
+    Logging,
+}
+
+impl AddonKind {
+    pub const ALL: [Self; 4] = [
+        Self::MetricsServer,
+        Self::LocalPathProvisioner,
+        Self::Monitoring,
+        Self::Logging,
+    ];
+
+    /// The name in data/versions.toml, bundle.toml, labels and file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MetricsServer => "metrics-server",
+            Self::LocalPathProvisioner => "local-path-provisioner",
+            Self::Monitoring => "monitoring",
+            Self::Logging => "logging",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// An image an addon's manifest runs: its full name, and how the manifest writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddonImage {
+    pub name: String,
+    pub written: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddonRelease {
+    pub name: AddonKind,
+    pub version: String,
+    /// The release's own manifest (`{version}` substituted); empty where kbs renders the objects
+    /// from templates/ (upstream has no plain manifest).
+    pub manifest: String,
+    pub images: Vec<AddonImage>,
+    /// The manifest's pinned SHA-256; empty where none is pinned.
+    pub sha256: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
@@ -321,6 +377,8 @@ pub struct Catalog {
     pub downloads: Vec<DownloadSpec>,
     pub images: ImageSpecs,
     pub cni: Vec<CniRelease>,
+    #[serde(rename = "addon")]
+    pub addons: Vec<AddonRelease>,
     #[serde(rename = "removed_api")]
     pub removed_apis: Vec<RemovedApi>,
 }
@@ -406,6 +464,10 @@ impl Catalog {
 
     pub fn cni(&self, plugin: CniPlugin) -> Option<&CniRelease> {
         self.cni.iter().find(|c| c.plugin == plugin)
+    }
+
+    pub fn addon(&self, kind: AddonKind) -> Option<&AddonRelease> {
+        self.addons.iter().find(|a| a.name == kind)
     }
 }
 
@@ -557,6 +619,23 @@ mod tests {
         }
         for p in [CniPlugin::Flannel, CniPlugin::Calico, CniPlugin::Cilium] {
             assert!(c.cni(p).is_some(), "{p:?}");
+        }
+        for k in AddonKind::ALL {
+            let a = c.addon(k).unwrap_or_else(|| panic!("no [[addon]] {k:?}"));
+            assert!(
+                a.manifest.is_empty() || a.manifest.starts_with("https://"),
+                "{}",
+                a.manifest
+            );
+            assert!(!a.images.is_empty(), "{k:?}");
+            // Fully qualified: the bundle pulls them by this name.
+            for i in &a.images {
+                assert!(
+                    i.name.split('/').next().is_some_and(|h| h.contains('.')),
+                    "{}",
+                    i.name
+                );
+            }
         }
     }
 

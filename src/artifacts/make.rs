@@ -53,7 +53,9 @@ struct OutManifest {
     #[serde(rename = "image")]
     images: Vec<OutImage>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cni: Option<OutCni>,
+    cni: Option<OutRelease>,
+    #[serde(rename = "addon")]
+    addons: Vec<OutRelease>,
 }
 
 #[derive(Serialize)]
@@ -83,9 +85,13 @@ struct OutImage {
     hosts: HostClass,
 }
 
+/// A CNI or addon release's manifest; bundle.toml names a CNI by `plugin`, an addon by `name`.
 #[derive(Serialize)]
-struct OutCni {
-    plugin: String,
+struct OutRelease {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     version: String,
     source: String,
     sha256: String,
@@ -177,6 +183,7 @@ pub async fn make(inv: &Inventory, out: &Path, show_progress: bool) -> Result<Ma
         files: Vec::new(),
         images: Vec::new(),
         cni: None,
+        addons: Vec::new(),
     };
     let mut downloaded = 0;
     for r in results {
@@ -192,40 +199,49 @@ pub async fn make(inv: &Inventory, out: &Path, show_progress: bool) -> Result<Ma
             }
         }
     }
-    if let Some(release) = inv.cni.as_ref().and_then(|c| c.release.as_ref())
-        && let Some(url) = &release.manifest_url
+    // The CNI's and the addons' manifests: their sums are filled in as they are fetched.
+    let mut releases: Vec<(&str, Option<&String>, OutRelease)> = Vec::new();
+    if let Some(r) = inv.cni.as_ref().and_then(|c| c.release.as_ref())
+        && let Some(url) = &r.manifest_url
     {
-        let bytes = fetcher.bytes(url).await?;
-        let sha256 = super::sha256_hex(&bytes);
-        if let Some(pinned) = &release.sha256
-            && *pinned != sha256
-        {
-            return Err(ArtifactError::Checksum {
-                path: PathBuf::from(fetcher.rewrite(url)),
-                expected: pinned.clone(),
-                found: sha256,
-            });
+        releases.push((
+            url,
+            r.sha256.as_ref(),
+            OutRelease {
+                plugin: Some(r.plugin.as_str().into()),
+                name: None,
+                version: r.version.clone(),
+                source: format!("cni/{}-{}.yaml", r.plugin.as_str(), file_safe(&r.version)),
+                sha256: String::new(),
+            },
+        ));
+    }
+    // An addon kbs renders from templates/ has no manifest to fetch, only its images.
+    for a in &inv.addons {
+        let Some(url) = &a.manifest_url else { continue };
+        releases.push((
+            url,
+            a.sha256.as_ref(),
+            OutRelease {
+                plugin: None,
+                name: Some(a.kind.as_str().into()),
+                version: a.version.clone(),
+                source: format!("addons/{}-{}.yaml", a.kind.as_str(), file_safe(&a.version)),
+                sha256: String::new(),
+            },
+        ));
+    }
+    for (url, pinned, mut release) in releases {
+        let (download, sha256, n) =
+            fetch_manifest(&fetcher, out, url, pinned, &release.source).await?;
+        manifest.downloads.push(download);
+        downloaded += n;
+        release.sha256 = sha256;
+        if release.plugin.is_some() {
+            manifest.cni = Some(release);
+        } else {
+            manifest.addons.push(release);
         }
-        let source = format!(
-            "cni/{}-{}.yaml",
-            release.plugin.as_str(),
-            file_safe(&release.version)
-        );
-        let path = out.join(&source);
-        std::fs::create_dir_all(out.join("cni")).map_err(|e| io(out, e))?;
-        std::fs::write(&path, &bytes).map_err(|e| io(&path, e))?;
-        downloaded += bytes.len() as u64;
-        manifest.downloads.push(OutDownload {
-            fetched_from: fetcher.rewrite(url),
-            url: url.clone(),
-            sha256: sha256.clone(),
-        });
-        manifest.cni = Some(OutCni {
-            plugin: release.plugin.as_str().into(),
-            version: release.version.clone(),
-            source,
-            sha256,
-        });
     }
     // A stable order: the same inputs give the same bundle.toml.
     manifest.downloads.sort_by(|a, b| a.url.cmp(&b.url));
@@ -252,6 +268,46 @@ pub async fn make(inv: &Inventory, out: &Path, show_progress: bool) -> Result<Ma
         size: dir_size(out),
         elapsed: started.elapsed(),
     })
+}
+
+/// A release's manifest (a CNI's or an addon's) fetched to `out/source`, checked against its
+/// pinned sum where there is one: the download record, its SHA-256 and the bytes fetched.
+async fn fetch_manifest(
+    fetcher: &Fetcher,
+    out: &Path,
+    url: &str,
+    pinned: Option<&String>,
+    source: &str,
+) -> Result<(OutDownload, String, u64), ArtifactError> {
+    let bytes = fetcher.bytes(url).await?;
+    let sha256 = super::sha256_hex(&bytes);
+    if let Some(pinned) = pinned
+        && *pinned != sha256
+    {
+        return Err(ArtifactError::Checksum {
+            path: PathBuf::from(fetcher.rewrite(url)),
+            expected: pinned.clone(),
+            found: sha256,
+        });
+    }
+    let path = out.join(source);
+    let io = |source: std::io::Error| ArtifactError::Read {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    std::fs::write(&path, &bytes).map_err(io)?;
+    Ok((
+        OutDownload {
+            fetched_from: fetcher.rewrite(url),
+            url: url.to_string(),
+            sha256: sha256.clone(),
+        },
+        sha256,
+        bytes.len() as u64,
+    ))
 }
 
 fn puller(inv: &Inventory) -> Result<Puller, ArtifactError> {

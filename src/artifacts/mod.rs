@@ -38,7 +38,10 @@ struct Manifest {
     _downloads: Vec<toml::Value>,
     /// The CNI manifest made from a CNI release (`[cni] plugin`).
     #[serde(default)]
-    cni: Option<ManifestCni>,
+    cni: Option<ManifestRelease>,
+    /// The manifests of the addons' releases (`[addons]`).
+    #[serde(default, rename = "addon")]
+    addons: Vec<ManifestRelease>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,10 +58,12 @@ struct ManifestImage {
     hosts: HostClass,
 }
 
+/// A release's manifest: `[cni]` names it by `plugin`, `[[addon]]` by `name`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ManifestCni {
-    plugin: String,
+struct ManifestRelease {
+    #[serde(alias = "plugin")]
+    name: String,
     version: String,
     source: PathBuf,
     sha256: String,
@@ -127,10 +132,11 @@ pub struct Image {
     pub archive: Artifact,
 }
 
-/// The CNI manifest of a CNI release, as fetched (kbs renders the cluster's values into it).
+/// The manifest of a CNI or addon release, as fetched (kbs renders the cluster's values into it).
 #[derive(Debug, Clone)]
-pub struct CniManifest {
-    pub plugin: String,
+pub struct ReleaseManifest {
+    /// The CNI plugin or the addon.
+    pub name: String,
     pub version: String,
     pub content: Arc<[u8]>,
 }
@@ -178,7 +184,8 @@ pub struct Bundle {
     pub files: Vec<Artifact>,
     pub links: Vec<Link>,
     pub images: Vec<Image>,
-    pub cni: Option<CniManifest>,
+    pub cni: Option<ReleaseManifest>,
+    pub addons: Vec<ReleaseManifest>,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -365,14 +372,19 @@ impl Bundle {
                 },
             });
         }
-        let cni = match manifest.cni {
-            Some(c) => Some(CniManifest {
-                content: checked(&c.source, &c.sha256)?.bytes()?,
-                plugin: c.plugin,
-                version: c.version,
-            }),
-            None => None,
+        let release = |m: ManifestRelease| -> Result<ReleaseManifest, ArtifactError> {
+            Ok(ReleaseManifest {
+                content: checked(&m.source, &m.sha256)?.bytes()?,
+                name: m.name,
+                version: m.version,
+            })
         };
+        let cni = manifest.cni.map(release).transpose()?;
+        let addons = manifest
+            .addons
+            .into_iter()
+            .map(release)
+            .collect::<Result<_, _>>()?;
         let links = manifest
             .links
             .into_iter()
@@ -389,6 +401,7 @@ impl Bundle {
             links,
             images,
             cni,
+            addons,
         })
     }
 
@@ -404,6 +417,11 @@ impl Bundle {
 
     pub fn links_for<'a>(&'a self, host: &'a PlannedHost) -> impl Iterator<Item = &'a Link> {
         self.links.iter().filter(move |l| l.hosts.includes(host))
+    }
+
+    /// The fetched manifest of an addon's release.
+    pub fn addon(&self, name: &str) -> Option<&ReleaseManifest> {
+        self.addons.iter().find(|a| a.name == name)
     }
 
     pub fn images_for<'a>(&'a self, host: &'a PlannedHost) -> impl Iterator<Item = &'a Image> {

@@ -88,6 +88,16 @@ plugin = "calico"                  # flannel | calico | cilium (with a rendered 
 # version = "v3.32.1"              # the release kbs pins when unset
 # manifest = "calico.yaml"         # a hand-written manifest instead; relative to this file, or to [artifacts] bundle
 
+# [addons]                         # applied after the CNI (docs/addons.md)
+# metrics_server = true            # kubectl top, HPA
+# storage = "local-path"           # a default StorageClass on node-local disk (not replicated) | none
+# monitoring = true                # Prometheus, node-exporter, kube-state-metrics, alert rules (default off on 1 host)
+# [addons.logging]                 # Fluent Bit ships container logs and the audit log; off while output is unset
+# output = "loki"                  # syslog | http | loki | elasticsearch
+# host = "logs.example.net"        # an IP address or DNS name
+# port = 3100
+# token_file = "secrets/logs.token"  # optional: mode 0600 or 0400, yours; becomes a Kubernetes Secret
+
 # [artifacts]                      # where kubeadm, kubelet, etcd, containerd, the images... come from
 # bundle = "bundle"                # an air-gap bundle made by `kbs bundle` (docs/airgap.md); unset: apply downloads them here
 # mirrors = [{{ from = "https://dl.k8s.io/", to = "https://mirror.example/dl.k8s.io/" }}]

@@ -1,6 +1,7 @@
 //! What gets installed and from where: the Kubernetes version and its policy, `[versions]`,
 //! `[artifacts]`, `[registry]`, `[containerd]` and `[cni]`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,11 +11,13 @@ use super::error::Reporter;
 use super::raw::RawInventory;
 use super::validate::resolve_path;
 use super::{
-    ArtifactSettings, Artifacts, Cni, CniChoice, CniRelease, ContainerdSettings, EndpointMode,
-    Inventory, Mirror, Registry,
+    Addon, AddonImage, ArtifactSettings, Artifacts, Cni, CniChoice, CniRelease, ContainerdSettings,
+    EndpointMode, HostName, Inventory, LogOutput, LogOutputKind, Mirror, Registry,
+    SecuritySettings, StorageChoice,
 };
 use crate::versions::{
-    self, CniPlugin, Component, Components, HostClass, KubeVersion, Support, Version, catalog,
+    self, AddonKind, CniPlugin, Component, Components, HostClass, KubeVersion, Support, Version,
+    catalog,
 };
 
 /// kubeadm's v1beta4 configuration API, which kbs writes, starts at 1.31.
@@ -222,43 +225,14 @@ pub(super) fn registry(r: &mut Reporter, base: &Path, raw: &RawInventory) -> Opt
             "write the registry's host, port and optional path, without a scheme, e.g. \"registry.example:5000/k8s\"",
         );
     }
-    let mut file = |f: &Option<Spanned<String>>, field: &str, secret: bool| {
-        let f = f.as_ref()?;
-        let path = resolve_path(base, f.get_ref());
-        match std::fs::metadata(&path) {
-            Ok(m) if !m.is_file() => r.error(
-                f.span(),
-                format!("registry.{field}: {} is not a file", path.display()),
-                "not a file",
-                "give the path of a file",
-            ),
-            Ok(m)
-                if secret
-                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o077 != 0 =>
-            {
-                r.error(
-                    f.span(),
-                    format!(
-                        "registry.{field}: {} can be read by other users (mode {:o})",
-                        path.display(),
-                        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777
-                    ),
-                    "loose permissions",
-                    format!("it holds a password: chmod 600 {}", path.display()),
-                )
-            }
-            Ok(_) => {}
-            Err(e) => r.error(
-                f.span(),
-                format!("registry.{field}: cannot read {}: {e}", path.display()),
-                "cannot read",
-                "give the path of an existing file (relative to the inventory)",
-            ),
-        }
-        Some(path)
-    };
-    let ca_file = file(&reg.ca_file, "ca_file", false);
-    let credentials_file = file(&reg.credentials_file, "credentials_file", true);
+    let ca_file = reg
+        .ca_file
+        .as_ref()
+        .map(|f| checked_file(r, base, f, "registry.ca_file", None));
+    let credentials_file = reg
+        .credentials_file
+        .as_ref()
+        .map(|f| checked_file(r, base, f, "registry.credentials_file", Some("a password")));
     let ca_pem = match (&ca_file, &reg.ca_file) {
         (Some(p), Some(f)) => match std::fs::read_to_string(p) {
             Ok(t) if t.contains("-----BEGIN CERTIFICATE-----") => Some(t),
@@ -280,6 +254,197 @@ pub(super) fn registry(r: &mut Reporter, base: &Path, raw: &RawInventory) -> Opt
         ca_file,
         ca_pem,
         credentials_file,
+    })
+}
+
+/// A file `field` names, relative to the inventory: it must be a file. A secret (`holds`: what
+/// it holds) must also be owned by the user running kbs and readable by nobody else (0600 or
+/// 0400), as ssh insists for a private key.
+pub(super) fn checked_file(
+    r: &mut Reporter,
+    base: &Path,
+    f: &Spanned<String>,
+    field: &str,
+    holds: Option<&str>,
+) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let path = resolve_path(base, f.get_ref());
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    match std::fs::metadata(&path) {
+        Ok(m) if !m.is_file() => r.error(
+            f.span(),
+            format!("{field}: {} is not a file", path.display()),
+            "not a file",
+            "give the path of a file",
+        ),
+        Ok(m) if holds.is_some() && m.mode() & 0o077 != 0 => r.error(
+            f.span(),
+            format!(
+                "{field}: {} can be read by other users (mode {:o})",
+                path.display(),
+                m.mode() & 0o777
+            ),
+            "loose permissions",
+            format!(
+                "it holds {}: chmod 600 {}",
+                holds.unwrap_or_default(),
+                path.display()
+            ),
+        ),
+        Ok(m) if holds.is_some() && m.uid() != me => r.error(
+            f.span(),
+            format!(
+                "{field}: {} belongs to user id {}, not to the user running kbs ({me})",
+                path.display(),
+                m.uid()
+            ),
+            "not yours",
+            format!(
+                "it holds {}: chown it to the user who runs kbs",
+                holds.unwrap_or_default()
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => r.error(
+            f.span(),
+            format!("{field}: cannot read {}: {e}", path.display()),
+            "cannot read",
+            "give the path of an existing file (relative to the inventory)",
+        ),
+    }
+    path
+}
+
+/// `[addons.logging]`: off while `output` is unset; then `host` and `port` are needed, `uri` only
+/// means something for http, and `user` (with a token) for elasticsearch.
+pub(super) fn logging(r: &mut Reporter, base: &Path, raw: &RawInventory) -> Option<LogOutput> {
+    let l = raw.addons.logging.as_ref()?;
+    let Some(kind) = l.output.as_ref().map(|o| *o.get_ref()) else {
+        if let Some(h) = &l.host {
+            r.error(
+                h.span(),
+                "addons.logging has no output: nothing would ship the logs",
+                "no output",
+                "add output = \"syslog\", \"http\", \"loki\" or \"elasticsearch\"",
+            );
+        }
+        return None;
+    };
+    let output_span = l.output.as_ref().map(Spanned::span).unwrap_or_default();
+    let host = match &l.host {
+        Some(h) => match h.get_ref().parse::<IpAddr>() {
+            Ok(ip) => Some(HostName::Ip(ip)),
+            Err(_) if super::validate::is_dns_name(h.get_ref()) => {
+                Some(HostName::Dns(h.get_ref().clone()))
+            }
+            Err(_) => {
+                r.error(
+                    h.span(),
+                    format!(
+                        "addons.logging.host `{}` is neither an IP address nor a DNS name",
+                        h.get_ref()
+                    ),
+                    "not an address",
+                    "write the log receiver's address, e.g. \"logs.example.net\" or \"192.0.2.50\"",
+                );
+                None
+            }
+        },
+        None => {
+            r.error(
+                output_span.clone(),
+                format!("addons.logging.output = \"{}\" needs host", kind.as_str()),
+                "no host",
+                "add host = \"logs.example.net\" (the log receiver's address)",
+            );
+            None
+        }
+    };
+    let port = match &l.port {
+        Some(p) if *p.get_ref() == 0 => {
+            r.error(
+                p.span(),
+                "addons.logging.port 0 is not a port",
+                "not a port",
+                "write the receiver's port, 1 to 65535",
+            );
+            None
+        }
+        Some(p) => Some(*p.get_ref()),
+        None => {
+            r.error(
+                output_span.clone(),
+                format!("addons.logging.output = \"{}\" needs port", kind.as_str()),
+                "no port",
+                "add port = ... (e.g. 6514 for syslog over TLS, 3100 for Loki, 9200 for Elasticsearch)",
+            );
+            None
+        }
+    };
+    let uri = match (&l.uri, kind) {
+        (Some(u), LogOutputKind::Http)
+            if !u.get_ref().starts_with('/') || u.get_ref().contains(char::is_whitespace) =>
+        {
+            r.error(
+                u.span(),
+                format!("addons.logging.uri `{}` is not a request path", u.get_ref()),
+                "not a path",
+                "write the path the receiver takes logs on, starting with /, e.g. \"/ingest\"",
+            );
+            String::new()
+        }
+        (Some(u), LogOutputKind::Http) => u.get_ref().clone(),
+        (Some(u), _) => {
+            r.error(
+                u.span(),
+                format!(
+                    "addons.logging.uri is for output = \"http\", not \"{}\"",
+                    kind.as_str()
+                ),
+                "not used",
+                "remove uri",
+            );
+            String::new()
+        }
+        (None, _) => "/".into(),
+    };
+    let token_file = l
+        .token_file
+        .as_ref()
+        .map(|f| checked_file(r, base, f, "addons.logging.token_file", Some("a token")));
+    if let (Some(f), LogOutputKind::Syslog) = (&l.token_file, kind) {
+        r.error(
+            f.span(),
+            "addons.logging.token_file: syslog takes no token",
+            "not used",
+            "remove token_file, or use an output that authenticates (http, loki, elasticsearch)",
+        );
+    }
+    let user = l.user.as_ref().map(|u| u.get_ref().clone());
+    match (&l.user, kind, &l.token_file) {
+        (Some(u), k, _) if k != LogOutputKind::Elasticsearch => r.error(
+            u.span(),
+            format!("addons.logging.user is for output = \"elasticsearch\", not \"{}\"", k.as_str()),
+            "not used",
+            "remove user (http and loki send the token as a bearer token)",
+        ),
+        (None, LogOutputKind::Elasticsearch, Some(f)) => r.error(
+            f.span(),
+            "addons.logging.token_file for elasticsearch needs user: the token is that user's password",
+            "no user",
+            "add user = \"fluent-bit\" (the Elasticsearch user)",
+        ),
+        _ => {}
+    }
+    Some(LogOutput {
+        kind,
+        host: host?,
+        port: port?,
+        tls: l.tls.unwrap_or(true),
+        uri,
+        user,
+        token_file,
     })
 }
 
@@ -400,6 +565,99 @@ pub(super) fn cni(
     })
 }
 
+/// `[addons]`: metrics-server, the default StorageClass (local-path-provisioner), monitoring and
+/// logging (where `[addons.logging]` names an output),
+/// from the releases data/versions.toml pins; with the addons off only by their default, and why.
+pub(super) fn addons(
+    r: &mut Reporter,
+    raw: &RawInventory,
+    security: &SecuritySettings,
+    logging: bool,
+) -> (Vec<Addon>, Vec<(AddonKind, &'static str)>) {
+    let a = &raw.addons;
+    // metrics-server verifies each kubelet's serving certificate against the cluster CA (its
+    // manifest sets no --kubelet-insecure-tls): without signed serving certificates it scrapes
+    // nothing, so it is on by default only where they are.
+    let metrics_server = match &a.metrics_server {
+        Some(m) if *m.get_ref() && !security.kubelet_serving_certificates => {
+            r.error(
+                m.span(),
+                "addons.metrics_server = true needs kubelet serving certificates signed by the cluster CA",
+                "cannot verify the kubelets",
+                "remove security.kubelet_serving_certificates = false, or set addons.metrics_server = false",
+            );
+            false
+        }
+        Some(m) => *m.get_ref(),
+        None => security.kubelet_serving_certificates,
+    };
+    let storage = a
+        .storage
+        .as_ref()
+        .map_or(StorageChoice::LocalPath, |s| *s.get_ref());
+    let mut off_by_default = Vec::new();
+    if a.metrics_server.is_none() && !metrics_server {
+        off_by_default.push((
+            AddonKind::MetricsServer,
+            "off by default without signed kubelet serving certificates",
+        ));
+    }
+    // One host is a lab or an edge box: a Prometheus next to the workloads costs more there than
+    // it tells, and the alerts it has are about losing members, which one host cannot do.
+    let monitoring = a
+        .monitoring
+        .as_ref()
+        .map_or(raw.hosts.len() > 1, |m| *m.get_ref());
+    if a.monitoring.is_none() && !monitoring {
+        off_by_default.push((
+            AddonKind::Monitoring,
+            "off by default on a 1-host cluster (no members to lose, its resources are the workloads'); [addons] monitoring = true turns it on",
+        ));
+    }
+    let mut kinds = Vec::new();
+    if metrics_server {
+        kinds.push(AddonKind::MetricsServer);
+    }
+    if storage == StorageChoice::LocalPath {
+        kinds.push(AddonKind::LocalPathProvisioner);
+    }
+    if monitoring {
+        kinds.push(AddonKind::Monitoring);
+    }
+    if logging {
+        kinds.push(AddonKind::Logging);
+    }
+    let addons = kinds
+        .into_iter()
+        .filter_map(|k| catalog().addon(k))
+        .map(|rel| {
+            let vars = [("version", rel.version.clone())];
+            Addon {
+                kind: rel.name,
+                version: rel.version.clone(),
+                manifest_url: (!rel.manifest.is_empty())
+                    .then(|| versions::expand(&rel.manifest, &vars)),
+                sha256: (!rel.sha256.is_empty()).then(|| rel.sha256.clone()),
+                images: rel
+                    .images
+                    .iter()
+                    .map(|i| {
+                        let name = versions::expand(&i.name, &vars);
+                        AddonImage {
+                            written: i
+                                .written
+                                .as_ref()
+                                .map_or_else(|| name.clone(), |w| versions::expand(w, &vars)),
+                            name,
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    (addons, off_by_default)
+}
+
 fn manifest_path(
     r: &mut Reporter,
     base: &Path,
@@ -456,7 +714,7 @@ pub struct WantedImage {
 }
 
 /// The images the inventory's cluster needs: kubeadm's (minus etcd), kube-vip's in that mode, the
-/// CNI release's.
+/// CNI release's, the addons'.
 impl Inventory {
     pub fn images(&self) -> Vec<WantedImage> {
         let inv = self;
@@ -492,6 +750,12 @@ impl Inventory {
         if let Some(r) = inv.cni.as_ref().and_then(|c| c.release.as_ref()) {
             for i in &r.images {
                 push(i.clone(), HostClass::Node);
+            }
+        }
+        // Addons run on any node the scheduler picks.
+        for a in &inv.addons {
+            for i in &a.images {
+                push(i.name.clone(), HostClass::Node);
             }
         }
         out

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use russh::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 
-pub use crate::versions::{CniPlugin, Components, KubeVersion, Version};
+pub use crate::versions::{AddonKind, CniPlugin, Components, KubeVersion, Version};
 pub use components::{WantedImage, allow_unsupported_version};
 pub use error::{InventoryError, InventoryErrors};
 pub use hooks::{Hook, HookPoint};
@@ -48,6 +48,12 @@ pub struct Inventory {
     /// The CNI to apply once the control plane is up; `None` leaves networking to the operator.
     pub cni: Option<Cni>,
     pub security: SecuritySettings,
+    /// `[addons]`: what kbs applies after the CNI, each from its pinned upstream release.
+    pub addons: Vec<Addon>,
+    /// `[addons.logging]`: where the logging addon ships the logs; `None`: no logging addon.
+    pub logging: Option<LogOutput>,
+    /// Addons off only because of their default here, with why (for `kbs plan`).
+    pub addons_off_by_default: Vec<(AddonKind, &'static str)>,
     /// `[backup]`: scheduled etcd snapshots on the etcd hosts and the default backup recipient.
     pub backup: BackupSettings,
     pub hosts: Vec<Host>,
@@ -232,6 +238,76 @@ pub struct CniRelease {
     pub manifest_url: Option<String>,
     pub sha256: Option<String>,
     pub images: Vec<String>,
+}
+
+/// `[addons] storage`: the default StorageClass kbs installs, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageChoice {
+    LocalPath,
+    None,
+}
+
+/// `[addons.logging] output`: the kind of log receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogOutputKind {
+    Syslog,
+    Http,
+    Loki,
+    Elasticsearch,
+}
+
+impl LogOutputKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Syslog => "syslog",
+            Self::Http => "http",
+            Self::Loki => "loki",
+            Self::Elasticsearch => "elasticsearch",
+        }
+    }
+}
+
+/// Where the logging addon ships container logs and the API server's audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOutput {
+    pub kind: LogOutputKind,
+    pub host: HostName,
+    pub port: u16,
+    pub tls: bool,
+    /// http: the request path, `/...`.
+    pub uri: String,
+    /// elasticsearch: the user whose password the token is.
+    pub user: Option<String>,
+    /// The token or password (mode 0600 or 0400, owned by this user): it becomes a Kubernetes
+    /// Secret, and is read only when applied.
+    pub token_file: Option<PathBuf>,
+}
+
+/// An addon kbs applies after the CNI: its release, from data/versions.toml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addon {
+    pub kind: AddonKind,
+    pub version: String,
+    /// The release's manifest; `None`: kbs renders the objects from templates/.
+    pub manifest_url: Option<String>,
+    pub sha256: Option<String>,
+    pub images: Vec<AddonImage>,
+}
+
+/// An image an addon runs: its full upstream name, and the reference its manifest writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddonImage {
+    pub name: String,
+    pub written: String,
+}
+
+impl Addon {
+    /// "metrics-server v0.8.1".
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.kind.as_str(), self.version)
+    }
 }
 
 #[derive(Debug, Clone)]

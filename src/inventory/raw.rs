@@ -4,7 +4,10 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{CniChoice, EndpointMode, KeyAlgorithm, PodSecurityLevel, Role, Snapshotter};
+use super::{
+    CniChoice, EndpointMode, KeyAlgorithm, LogOutputKind, PodSecurityLevel, Role, Snapshotter,
+    StorageChoice,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +32,8 @@ pub(super) struct RawInventory {
     pub cni: RawCni,
     #[serde(default)]
     pub security: RawSecurity,
+    #[serde(default)]
+    pub addons: RawAddons,
     #[serde(default)]
     pub backup: Option<RawBackup>,
     #[serde(default, rename = "host")]
@@ -136,6 +141,31 @@ pub(super) struct RawCni {
     pub sha256: Option<Spanned<String>>,
     pub manifest: Option<Spanned<String>>,
     pub mtu: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAddons {
+    pub metrics_server: Option<Spanned<bool>>,
+    pub storage: Option<Spanned<StorageChoice>>,
+    pub monitoring: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub logging: Option<RawLogging>,
+}
+
+/// `[addons.logging]`: where Fluent Bit ships the logs; off while `output` is unset.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogging {
+    pub output: Option<Spanned<LogOutputKind>>,
+    pub host: Option<Spanned<String>>,
+    pub port: Option<Spanned<u16>>,
+    pub tls: Option<bool>,
+    /// http: the request path.
+    pub uri: Option<Spanned<String>>,
+    /// elasticsearch: the user the token is the password of.
+    pub user: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

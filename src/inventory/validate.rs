@@ -103,6 +103,8 @@ fn build(
     let artifacts = components::artifacts(r, base, &raw);
     let registry = components::registry(r, base, &raw);
     let cni = components::cni(r, base, &raw, &artifacts.source);
+    let logging = components::logging(r, base, &raw);
+    let (addons, addons_off_by_default) = components::addons(r, &raw, &security, logging.is_some());
     let typed_hosts: Vec<Option<Host>> = hosts.iter().map(|(h, _)| h.clone()).collect();
     let hooks = super::hooks::hooks(r, &raw, &typed_hosts);
     Some(Inventory {
@@ -117,6 +119,9 @@ fn build(
         registry,
         containerd: components::containerd(&raw),
         cni,
+        addons,
+        addons_off_by_default,
+        logging,
         security,
         backup,
         hosts: typed_hosts.into_iter().collect::<Option<_>>()?,
@@ -197,7 +202,7 @@ pub fn is_dns_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-fn is_dns_name(s: &str) -> bool {
+pub(super) fn is_dns_name(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 

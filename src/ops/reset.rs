@@ -17,6 +17,7 @@ pub(crate) const KBS_PATHS: &[&str] = &[
     "/etc/kubernetes",
     "/etc/kbs",
     "/var/lib/kubelet",
+    crate::render::TEXTFILE_DIR,
     "/etc/systemd/system/kbs-etcd@.service",
     "/etc/systemd/system/kbs-etcd-backup.service",
     "/etc/systemd/system/kbs-etcd-backup.timer",

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// The share of its quota past which an etcd member's database degrades the status; the
+/// monitoring addon's alert fires at the same share.
+pub const ETCD_QUOTA_DEGRADED_PERCENT: u32 = 80;
+
 use serde::{Deserialize, Serialize};
 
 use super::remove::RemovalAdvice;
@@ -260,10 +264,10 @@ pub async fn status(cx: &Ctx) -> Status {
             );
         }
         let quota = crate::versions::catalog().etcd_default_quota_bytes;
-        for m in etcd
-            .iter()
-            .filter(|m| m.db_size.is_some_and(|s| s > quota / 10 * 8))
-        {
+        for m in etcd.iter().filter(|m| {
+            m.db_size
+                .is_some_and(|s| s > quota / 100 * u64::from(ETCD_QUOTA_DEGRADED_PERCENT))
+        }) {
             worse(
                 Health::Degraded,
                 format!(

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use super::files::{Desired, ask_states, write_differing};
+use super::kubectl::{ADMIN_CONF, NEED_KUBECTL};
 use super::probe::Probe;
 use crate::artifacts::Bundle;
 use crate::context::{Ctx, RunError};
@@ -19,9 +20,6 @@ use crate::ssh::quote;
 const MANIFEST: &str = "/etc/kbs/cni/cni.yaml";
 /// The SHA-256 of the manifest last applied successfully.
 const APPLIED: &str = "/etc/kbs/cni/applied.sha256";
-pub(super) const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
-/// Fails the remote script early, with the reason, where kubectl is missing.
-pub(super) const NEED_KUBECTL: &str = "command -v kubectl >/dev/null || { echo 'kubectl is not installed: the bundle needs it for control planes' >&2; exit 1; }";
 const STEP: &str = "cni/apply";
 
 /// The manifest as it should be on `first`: a CNI release's from the bundle, or a hand-written one

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::probe::{Probe, Question};
 use crate::artifacts::sha256_hex;
 use crate::context::{Ctx, RunError};
-use crate::render::{HostResources, RenderInputs, RenderedFile, render_some_hosts};
+use crate::render::{HostResources, RenderInputs, RenderedFile, TEXTFILE_DIR, render_some_hosts};
 use crate::ssh::{FileAttrs, Session, quote};
 
 /// Which part of the workflow a rendered file belongs to.
@@ -86,9 +86,48 @@ pub(crate) fn render(
         encryption_key,
         host_resources,
     };
-    Ok(render_some_hosts(&cx.plan, &cx.templates, &inputs, |h| {
-        cx.in_scope(h)
-    })?)
+    let mut rendered = render_some_hosts(&cx.plan, &cx.templates, &inputs, |h| cx.in_scope(h))?;
+    for host in crate::pki::host_files(&cx.plan, &cx.state) {
+        if let Some(files) = rendered.get_mut(&host.host) {
+            files.push(certificate_expiry(&host)?);
+        }
+    }
+    Ok(rendered)
+}
+
+/// The expiry of every certificate kbs puts on the host, as node-exporter's textfile collector
+/// reads it: `kbs_certificate_expiry_timestamp_seconds{path="..."}`. Written from the state dir
+/// with the certificates themselves, so it changes exactly when kbs renews one; the monitoring
+/// addon alerts on it. A certificate not made yet (a dry run before the first run) is left out.
+fn certificate_expiry(host: &crate::pki::HostFiles) -> Result<RenderedFile, RunError> {
+    let mut text = String::from(
+        "# HELP kbs_certificate_expiry_timestamp_seconds When a certificate kbs installed expires (kbs apply renews it).\n\
+         # TYPE kbs_certificate_expiry_timestamp_seconds gauge\n",
+    );
+    for f in host
+        .files
+        .iter()
+        .filter(|f| f.remote.extension().is_some_and(|e| e == "crt"))
+    {
+        let Some(pem) = crate::state::read_optional(&f.local)? else {
+            continue;
+        };
+        let cert = crate::pki::CertInfo::from_pem(&pem).map_err(|e| RunError::Step {
+            host: host.host.clone(),
+            step: "pki".into(),
+            message: format!("{}: {e}", f.local.display()),
+        })?;
+        text.push_str(&format!(
+            "kbs_certificate_expiry_timestamp_seconds{{path=\"{}\"}} {}\n",
+            f.remote.display(),
+            cert.not_after.unix_timestamp()
+        ));
+    }
+    Ok(RenderedFile {
+        path: PathBuf::from(format!("{TEXTFILE_DIR}/kbs-certificates.prom")),
+        mode: 0o644,
+        content: text.into_bytes(),
+    })
 }
 
 /// A file as it should be on a host. The content is shared, not copied, between hosts (bundle
@@ -111,7 +150,7 @@ pub(crate) enum Body {
 }
 
 impl Body {
-    fn bytes(&self) -> Result<Arc<[u8]>, crate::artifacts::ArtifactError> {
+    pub fn bytes(&self) -> Result<Arc<[u8]>, crate::artifacts::ArtifactError> {
         match self {
             Self::Bytes(b) => Ok(b.clone()),
             Self::Bundle(c) => c.bytes(),
@@ -213,7 +252,7 @@ fn states_script(paths: &[&Path], sums: &str, record: bool) -> String {
     // together and merged into the record (replaced whole, so no reader sees half of it).
     let record = if record {
         format!(
-            "umask 077; mkdir -p {dir}; printf '%s%s\\n' \"$stale\" \"$sums\" | awk -v m={m} '\n\
+            "mkdir -p {dir}; umask 077; printf '%s%s\\n' \"$stale\" \"$sums\" | awk -v m={m} '\n\
              length($1) == 64 && substr($0, 65, 2) == \"  \" {{ sum[substr($0, 67)] = $1; next }}\n\
              {{ i = index($0, \" \"); key[substr($0, i + 1)] = substr($0, 1, i - 1) }}\n\
              END {{ while ((getline l < m) > 0) {{ p = l; sub(/^[^ ]* [^ ]* /, \"\", p); if (!(p in sum)) print l }}\n\

@@ -1,11 +1,12 @@
 //! `kbs apply` and `kbs add-node`: the phases that take bare hosts to a running cluster.
 //!
 //! The workflow is a literal list (`apply`): connect and gather facts, preflight, PKI, prepare
-//! hosts, etcd, the front, kubeadm init and joins, the CNI, namespace baselines, verify. Each phase reads what is on the hosts,
+//! hosts, etcd, the front, kubeadm init and joins, the CNI, namespace baselines, addons, verify. Each phase reads what is on the hosts,
 //! compares it with what the plan and the renderer want, and changes only the difference, so a
 //! second run changes nothing and a run cut off anywhere is finished by running it again. Every
 //! change goes through `Ctx::change`, which in `--dry-run` records what would happen instead.
 
+pub mod addons;
 mod baselines;
 mod cni;
 pub(crate) mod connect;
@@ -14,6 +15,7 @@ pub(crate) mod files;
 pub(crate) mod front;
 pub(crate) mod hooks;
 pub(crate) mod kubeadm;
+mod kubectl;
 mod preflight;
 pub(crate) mod prepare;
 pub(crate) mod probe;
@@ -133,6 +135,9 @@ pub async fn apply(
     cni::run(&cx, &bundle).instrument(phase("cni")).await?;
     baselines::run(&cx, &rendered)
         .instrument(phase("baselines"))
+        .await?;
+    addons::run(&cx, &bundle)
+        .instrument(phase("addons"))
         .await?;
     serving::run(&cx)
         .instrument(phase("kubelet-serving"))

@@ -93,6 +93,11 @@ fn needed_ports(plan: &ClusterPlan, host: &PlannedHost) -> Vec<(u16, &'static st
     }
     if host.has(Role::ControlPlane) || host.has(Role::Worker) {
         ports.push((10250, "kubelet"));
+        // The monitoring addon's node-exporter listens there on the host's network: a
+        // node_exporter the host runs already would keep it from starting.
+        if monitoring(plan) {
+            ports.push((crate::render::NODE_EXPORTER_PORT, "node_exporter"));
+        }
     }
     ports
 }
@@ -118,7 +123,30 @@ fn ports_between(plan: &ClusterPlan, from: &PlannedHost, to: &PlannedHost) -> Ve
     if node(to) && from.has(cp) {
         ports.push(10250);
     }
+    // The monitoring addon's Prometheus runs on any node and scrapes every etcd member's metrics
+    // listener, every kubelet and every node-exporter.
+    if monitoring(plan) && node(from) {
+        ports.extend(
+            plan.etcd
+                .iter()
+                .filter(|m| m.host == to.name)
+                .map(|m| m.metrics_port),
+        );
+        if node(to) {
+            ports.push(crate::render::NODE_EXPORTER_PORT);
+            if !from.has(cp) {
+                ports.push(10250);
+            }
+        }
+    }
     ports
+}
+
+fn monitoring(plan: &ClusterPlan) -> bool {
+    plan.inventory
+        .addons
+        .iter()
+        .any(|a| a.kind == crate::inventory::AddonKind::Monitoring)
 }
 
 /// Judges one host's facts. Pure, so every rule is unit-tested.
@@ -518,6 +546,33 @@ mod tests {
             .find(|c| c.name == name)
             .map(|c| c.status)
             .expect(name)
+    }
+
+    #[test]
+    fn monitoring_needs_the_metrics_ports_free_and_reachable() {
+        let p = plan();
+        assert!(monitoring(&p), "on for three hosts");
+        let (a, b) = (&p.hosts[0], &p.hosts[1]);
+        let member = p.etcd.iter().find(|m| m.host == b.name).expect("a member");
+        let between = ports_between(&p, a, b);
+        assert!(between.contains(&member.metrics_port), "{between:?}");
+        assert!(
+            between.contains(&crate::render::NODE_EXPORTER_PORT),
+            "{between:?}"
+        );
+        assert!(
+            needed_ports(&p, a).contains(&(crate::render::NODE_EXPORTER_PORT, "node_exporter"))
+        );
+        let mut inv = p.inventory.clone();
+        inv.addons
+            .retain(|x| x.kind != crate::inventory::AddonKind::Monitoring);
+        let off = ClusterPlan::new(inv);
+        assert!(!ports_between(&off, a, b).contains(&crate::render::NODE_EXPORTER_PORT));
+        assert!(
+            !needed_ports(&off, a)
+                .iter()
+                .any(|(p, _)| *p == crate::render::NODE_EXPORTER_PORT)
+        );
     }
 
     #[test]

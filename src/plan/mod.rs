@@ -55,7 +55,8 @@ pub struct EtcdMember {
     pub address: IpAddr,
     pub client_port: u16,
     pub peer_port: u16,
-    /// Plain-HTTP /metrics and /health, bound to 127.0.0.1.
+    /// Plain-HTTP /metrics and /health, bound to 127.0.0.1 (and to `address` with the
+    /// monitoring addon).
     pub metrics_port: u16,
     pub data_dir: PathBuf,
 }
@@ -67,6 +68,11 @@ impl EtcdMember {
             HostName::Ip(self.address),
             self.client_port
         )
+    }
+
+    /// `address:metrics_port`, where the monitoring addon scrapes the member.
+    pub fn metrics_target(&self) -> String {
+        format!("{}:{}", HostName::Ip(self.address), self.metrics_port)
     }
 
     pub fn peer_url(&self) -> String {

@@ -6,8 +6,8 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use super::{ClusterPlan, EtcdMember, FailureTolerance, Front, PlannedHost};
-use crate::inventory::{EndpointMode, Role};
-use crate::versions::Component;
+use crate::inventory::{Addon, EndpointMode, LogOutput, Role};
+use crate::versions::{AddonKind, Component};
 use crate::words::count;
 
 /// The ordered steps `kbs apply` will take for this plan.
@@ -74,6 +74,14 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
             names.join(", ")
         ));
     }
+    let addons = &plan.inventory.addons;
+    if !addons.is_empty() {
+        let names: Vec<String> = addons.iter().map(|a| a.describe()).collect();
+        last.push(format!(
+            "addons {}: kubectl apply on {first} where the cluster differs",
+            names.join(", ")
+        ));
+    }
     let no_cni = "no CNI is installed ([cni] manifest is unset)";
     steps.push(match (last.is_empty(), plan.inventory.cni.is_some()) {
         (true, _) => format!("{verify}; {no_cni}"),
@@ -110,6 +118,8 @@ struct JsonVersions {
     min_external_etcd: String,
     unsupported: Option<String>,
     images: Vec<String>,
+    /// "metrics-server v0.8.1", ...: the addons applied after the CNI.
+    addons: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -163,6 +173,7 @@ pub fn render_json(plan: &ClusterPlan) -> String {
                     .into_iter()
                     .map(|w| w.name)
                     .collect(),
+                addons: plan.inventory.addons.iter().map(|a| a.describe()).collect(),
             }
         },
         topology: plan.topology.as_str(),
@@ -250,6 +261,16 @@ fn versions_table(plan: &ClusterPlan) -> Table {
             },
         ]);
     }
+    for a in &inv.addons {
+        t.add_row(vec![
+            a.kind.as_str().to_string(),
+            a.version.clone(),
+            addon_note(a, inv.logging.as_ref()),
+        ]);
+    }
+    for (kind, why) in &inv.addons_off_by_default {
+        t.add_row(vec![kind.as_str().to_string(), "-".into(), (*why).into()]);
+    }
     let source = match &inv.artifacts.source {
         crate::inventory::Artifacts::Bundle(d) => format!("bundle {}", d.display()),
         crate::inventory::Artifacts::Online => "downloaded by apply on this machine".into(),
@@ -272,6 +293,39 @@ fn versions_table(plan: &ClusterPlan) -> Table {
         "imported into containerd on every node, checked by digest".into(),
     ]);
     t
+}
+
+/// What an addon gives the cluster, and its limits, for the versions table.
+fn addon_note(a: &Addon, logging: Option<&LogOutput>) -> String {
+    match a.kind {
+        AddonKind::MetricsServer => "addon ([addons] metrics_server): kubectl top and HPA".into(),
+        AddonKind::LocalPathProvisioner => {
+            "addon ([addons] storage): default StorageClass local-path; node-local storage, NOT replicated: a lost node loses its volumes".into()
+        }
+        AddonKind::Monitoring => {
+            // Prometheus is the version; the other two by their image tags.
+            let others: Vec<&str> = a
+                .images
+                .iter()
+                .skip(1)
+                .filter_map(|i| i.name.rsplit('/').next())
+                .collect();
+            format!(
+                "addon ([addons] monitoring): Prometheus with {}, alert rules (no Alertmanager); metrics kept 15 days, on the pod's node only",
+                others.join(", ")
+            )
+        }
+        AddonKind::Logging => match logging {
+            Some(l) => format!(
+                "addon ([addons.logging]): Fluent Bit ships container logs and the audit log to {} {}:{}{}",
+                l.kind.as_str(),
+                l.host,
+                l.port,
+                if l.tls { " over TLS" } else { ", NOT encrypted" }
+            ),
+            None => String::new(),
+        },
+    }
 }
 
 fn table(header: &[&str]) -> Table {

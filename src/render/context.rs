@@ -244,14 +244,21 @@ impl<'a> HostContext<'a> {
 }
 
 impl MemberCtx {
-    pub fn new(m: &EtcdMember) -> Self {
+    /// `expose_metrics`: the monitoring addon scrapes the member, so its plain-HTTP metrics
+    /// listener is on the member's address too, not only on 127.0.0.1.
+    pub fn new(m: &EtcdMember, expose_metrics: bool) -> Self {
+        let local = format!("http://127.0.0.1:{}", m.metrics_port);
         Self {
             name: m.name.clone(),
             data_dir: m.data_dir.display().to_string(),
             client_url: m.client_url(),
             local_client_url: format!("https://127.0.0.1:{}", m.client_port),
             peer_url: m.peer_url(),
-            metrics_url: format!("http://127.0.0.1:{}", m.metrics_port),
+            metrics_url: if expose_metrics {
+                format!("{local},http://{}", m.metrics_target())
+            } else {
+                local
+            },
         }
     }
 }
@@ -326,4 +333,123 @@ fn backup(plan: &ClusterPlan, host: &PlannedHost) -> Option<BackupCtx> {
         member: member.name.clone(),
         endpoint: member.client_url(),
     })
+}
+
+/// What templates/monitoring.yaml sees.
+#[derive(Serialize)]
+pub struct MonitoringCtx {
+    namespace: &'static str,
+    prometheus_image: String,
+    node_exporter_image: String,
+    kube_state_metrics_image: String,
+    retention: &'static str,
+    /// The kubelets are scraped only where their serving certificates are signed by the cluster
+    /// CA, so Prometheus can verify them.
+    kubelet_tls: bool,
+    etcd: Vec<EtcdTargetCtx>,
+    /// `kbs status`'s threshold for a member's database against its quota.
+    etcd_quota_ratio: f64,
+    etcd_quota_percent: u32,
+    textfile_dir: &'static str,
+    node_exporter_port: u16,
+    /// `kbs status` warns this many days before a certificate expires.
+    certificate_warn_days: u32,
+    /// `kbs apply` renews a certificate this many days before it expires: one closer to expiry
+    /// means apply has not run since.
+    renew_before_days: u32,
+}
+
+#[derive(Serialize)]
+struct EtcdTargetCtx {
+    name: String,
+    /// `address:metrics_port`.
+    target: String,
+}
+
+/// node-exporter's port on every host's network (preflight checks it is free and reachable).
+pub const NODE_EXPORTER_PORT: u16 = 9100;
+/// The monitoring addon's namespace.
+pub const MONITORING_NAMESPACE: &str = "kbs-monitoring";
+/// Where node-exporter's textfile collector reads `*.prom` files on every host; kbs writes the
+/// expiry of its certificates there (phases/files.rs).
+pub const TEXTFILE_DIR: &str = "/var/lib/kbs/node-exporter";
+
+impl MonitoringCtx {
+    /// `images`: the addon's, in data/versions.toml's order (Prometheus, node-exporter,
+    /// kube-state-metrics).
+    pub fn new(plan: &ClusterPlan, images: &[String]) -> Option<Self> {
+        let [prometheus, node_exporter, kube_state_metrics] = images else {
+            return None;
+        };
+        Some(Self {
+            namespace: MONITORING_NAMESPACE,
+            prometheus_image: prometheus.clone(),
+            node_exporter_image: node_exporter.clone(),
+            kube_state_metrics_image: kube_state_metrics.clone(),
+            retention: "15d",
+            kubelet_tls: plan.inventory.security.kubelet_serving_certificates,
+            etcd: plan
+                .etcd
+                .iter()
+                .map(|m| EtcdTargetCtx {
+                    name: m.name.clone(),
+                    target: m.metrics_target(),
+                })
+                .collect(),
+            etcd_quota_ratio: f64::from(crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT) / 100.0,
+            etcd_quota_percent: crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT,
+            textfile_dir: TEXTFILE_DIR,
+            node_exporter_port: NODE_EXPORTER_PORT,
+            certificate_warn_days: crate::inventory::PkiSettings::WARN_DAYS,
+            renew_before_days: plan.inventory.pki.renew_before_days,
+        })
+    }
+}
+
+/// The logging addon's namespace, and the Secret there that holds the output's token.
+pub const LOGGING_NAMESPACE: &str = "kbs-logging";
+pub const LOGGING_SECRET: &str = "fluent-bit-output";
+
+/// What templates/logging.yaml sees.
+#[derive(Serialize)]
+pub struct LoggingCtx {
+    namespace: &'static str,
+    image: String,
+    output: &'static str,
+    host: String,
+    port: u16,
+    tls: bool,
+    uri: String,
+    user: Option<String>,
+    /// The Secret with the token, which Fluent Bit gets as an environment variable; none
+    /// without `token_file`.
+    secret: Option<&'static str>,
+    /// The API server's audit log on the control planes; none when it is off.
+    audit_log: Option<String>,
+}
+
+impl LoggingCtx {
+    pub fn new(plan: &ClusterPlan, image: String) -> Option<Self> {
+        let inv = &plan.inventory;
+        let l = inv.logging.as_ref()?;
+        Some(Self {
+            namespace: LOGGING_NAMESPACE,
+            image,
+            output: l.kind.as_str(),
+            // Bare, also an IPv6 address: Fluent Bit's Host takes no brackets.
+            host: match &l.host {
+                HostName::Ip(ip) => ip.to_string(),
+                HostName::Dns(name) => name.clone(),
+            },
+            port: l.port,
+            tls: l.tls,
+            uri: l.uri.clone(),
+            user: l.user.clone(),
+            secret: l.token_file.is_some().then_some(LOGGING_SECRET),
+            audit_log: inv
+                .security
+                .audit_log
+                .then(|| super::security::AUDIT_LOG_PATH.to_string()),
+        })
+    }
 }

@@ -13,12 +13,15 @@ mod templates;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::inventory::{EndpointMode, Role};
+use crate::inventory::{Addon, AddonKind, EndpointMode, Role};
 use crate::plan::{ClusterPlan, PlannedHost};
 
 pub use crate::secrets::{ENCRYPTION_KEY_PLACEHOLDER, EncryptionKey};
 pub use context::VIP_INTERFACE_PLACEHOLDER;
-use context::{HostContext, KubeVipCtx, MemberCtx};
+use context::{HostContext, KubeVipCtx, LoggingCtx, MemberCtx, MonitoringCtx};
+pub use context::{
+    LOGGING_NAMESPACE, LOGGING_SECRET, MONITORING_NAMESPACE, NODE_EXPORTER_PORT, TEXTFILE_DIR,
+};
 use security::NamespaceCtx;
 pub use security::{
     ADMISSION_CONFIG_PATH, AUDIT_POLICY_PATH, AUTHENTICATION_CONFIG_PATH, BASELINE_LIMITS,
@@ -150,6 +153,42 @@ impl RenderError {
     }
 }
 
+/// The objects of an addon upstream ships no plain manifest for, rendered from its template
+/// (`templates/<addon>.yaml`); `None` for an addon with a release manifest.
+pub fn addon_manifest(
+    plan: &ClusterPlan,
+    templates: &Templates,
+    addon: &Addon,
+) -> Result<Option<String>, RenderError> {
+    if addon.manifest_url.is_some() {
+        return Ok(None);
+    }
+    let name = format!("{}.yaml", addon.kind.as_str());
+    let mut ctx = tera::Context::new();
+    match addon.kind {
+        AddonKind::Monitoring => {
+            let images: Vec<String> = addon.images.iter().map(|i| i.name.clone()).collect();
+            let m = MonitoringCtx::new(plan, &images).ok_or_else(|| RenderError::Template {
+                name: name.clone(),
+                message: "data/versions.toml must list the images of Prometheus, node-exporter and kube-state-metrics, in that order".into(),
+            })?;
+            ctx.insert("monitoring", &m);
+        }
+        AddonKind::Logging => {
+            let image = addon.images.first().map(|i| i.name.clone());
+            let l = image
+                .and_then(|i| LoggingCtx::new(plan, i))
+                .ok_or_else(|| RenderError::Template {
+                    name: name.clone(),
+                    message: "logging needs [addons.logging] and Fluent Bit's image in data/versions.toml".into(),
+                })?;
+            ctx.insert("logging", &l);
+        }
+        AddonKind::MetricsServer | AddonKind::LocalPathProvisioner => {}
+    }
+    templates.render(&name, &ctx).map(Some)
+}
+
 /// Every host's files, keyed by host name; each list sorted by path.
 pub fn render_host_files(
     plan: &ClusterPlan,
@@ -279,6 +318,11 @@ fn host_files(
     }
 
     let members: Vec<_> = plan.etcd.iter().filter(|m| m.host == host.name).collect();
+    let monitoring = plan
+        .inventory
+        .addons
+        .iter()
+        .any(|a| a.kind == AddonKind::Monitoring);
     if !members.is_empty() {
         r.file(
             "kbs-etcd@.service",
@@ -286,7 +330,7 @@ fn host_files(
             0o644,
         )?;
         for m in members {
-            r.ctx.insert("member", &MemberCtx::new(m));
+            r.ctx.insert("member", &MemberCtx::new(m, monitoring));
             r.file(
                 "etcd-member.env",
                 &format!("/etc/kbs/etcd/{}.env", m.name),

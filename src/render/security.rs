@@ -16,6 +16,8 @@ pub const AUTHENTICATION_CONFIG_PATH: &str = "/etc/kubernetes/authentication/con
 /// kubeadm reads per-node patches from here on init and join (`patches.directory`).
 pub const KUBEADM_PATCHES_DIR: &str = "/etc/kubernetes/kubeadm/patches";
 const AUDIT_LOG_DIR: &str = "/var/log/kubernetes/audit";
+/// The API server's audit log (the logging addon ships it).
+pub(super) const AUDIT_LOG_PATH: &str = "/var/log/kubernetes/audit/audit.log";
 
 /// TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are not configurable in Go).
 const CIPHER_SUITES: [&str; 6] = [
@@ -312,7 +314,7 @@ fn apiserver(s: &SecuritySettings, authn_config: bool, nodes: usize) -> (Vec<Arg
     push("tls-cipher-suites", &CIPHER_SUITES.join(","));
     if s.audit_log {
         push("audit-policy-file", AUDIT_POLICY_PATH);
-        push("audit-log-path", &format!("{AUDIT_LOG_DIR}/audit.log"));
+        push("audit-log-path", AUDIT_LOG_PATH);
         push("audit-log-maxage", &s.audit_log_max_age_days.to_string());
         push("audit-log-maxbackup", &s.audit_log_max_backups.to_string());
         push("audit-log-maxsize", &s.audit_log_max_size_mb.to_string());

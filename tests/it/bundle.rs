@@ -108,13 +108,17 @@ fn lab_bundle_checks_every_file_refuses_corruption_and_resumes() {
     let dir = tempfile::tempdir().expect("tmp");
 
     // A whole bundle: every file and image as bundle.toml says, the images kubeadm lists for the
-    // version under the names the hosts use (the lab registry's), the CNI release's manifest.
+    // version under the names the hosts use (the lab registry's), the CNI release's manifest,
+    // the addons' manifests and images (metrics-server, local-path-provisioner and its busybox).
     let out_dir = dir.path().join("bundle");
     let out = kbs_bundle(&lab.inventory(), &out_dir);
     assert!(out.status.success(), "{}", text(&out));
     let full = fetched_mib(&out);
     let (files, images) = assert_bundle_consistent(&out_dir);
-    assert!(files >= 20 && images == 8, "{files} files, {images} images");
+    assert!(
+        files >= 20 && images == 11,
+        "{files} files, {images} images"
+    );
     let toml = std::fs::read_to_string(out_dir.join("bundle.toml")).expect("bundle.toml");
     let reg = format!("{}:5000", lab.ip(3));
     for name in [
@@ -122,6 +126,8 @@ fn lab_bundle_checks_every_file_refuses_corruption_and_resumes() {
         format!("{reg}/coredns:v1.14.6"),
         format!("{reg}/pause:3.10.2"),
         format!("{reg}/flannel-io/flannel:v0.28.9"),
+        format!("{reg}/metrics-server/metrics-server:v0.8.1"),
+        format!("{reg}/library/busybox:1.37.0"),
     ] {
         assert!(
             toml.contains(&format!("name = \"{name}\"")),

@@ -23,17 +23,22 @@ fn sha256_of(path: &Path) -> String {
     kbs::artifacts::sha256_hex(&std::fs::read(path).expect("read manifest"))
 }
 
-/// A copy of the lab's bundle whose CNI manifest has `edit` applied (and its sum updated in
-/// bundle.toml), and a copy of the lab's inventory that uses it. The lab's own bundle is left as
-/// kbs made it.
-fn changed_bundle(lab: &Lab, dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
-    let inventory = std::fs::read_to_string(lab.inventory()).expect("inventory");
-    let bundle = inventory
+/// A copy of the lab's bundle whose file `file` (a CNI or addon manifest) has `edit` applied (and
+/// its sum updated in bundle.toml), and a copy of the lab's inventory that uses it. The lab's own
+/// bundle is left as kbs made it.
+/// The bundle an inventory's text names.
+pub fn bundle_of(inventory: &str) -> String {
+    inventory
         .lines()
         .find_map(|l| l.strip_prefix("bundle = \""))
         .and_then(|l| l.split('"').next())
         .expect("the lab inventory names its bundle")
-        .to_string();
+        .to_string()
+}
+
+pub fn changed_bundle(lab: &Lab, dir: &Path, file: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+    let inventory = std::fs::read_to_string(lab.inventory()).expect("inventory");
+    let bundle = bundle_of(&inventory);
     let copy = dir.join("bundle");
     let st = std::process::Command::new("cp")
         .args(["-a", &bundle])
@@ -41,12 +46,12 @@ fn changed_bundle(lab: &Lab, dir: &Path, edit: impl Fn(&str) -> String) -> PathB
         .status()
         .expect("cp");
     assert!(st.success());
-    let cni = copy.join(format!("cni/flannel-{FLANNEL}.yaml"));
+    let cni = copy.join(file);
     let old = sha256_of(&cni);
     let text = std::fs::read_to_string(&cni).expect("cni.yaml");
     std::fs::write(&cni, edit(&text)).expect("write cni.yaml");
     let manifest = std::fs::read_to_string(copy.join("bundle.toml")).expect("bundle.toml");
-    assert!(manifest.contains(&old), "bundle.toml lists cni.yaml's sum");
+    assert!(manifest.contains(&old), "bundle.toml lists {file}'s sum");
     std::fs::write(
         copy.join("bundle.toml"),
         manifest.replace(&old, &sha256_of(&cni)),
@@ -135,9 +140,12 @@ fn lab_cni_applied_once_then_only_when_it_changes() {
 
     // Changed (a new bundle with another backend): a dry run only reports it, a run applies it.
     let dir = tempfile::tempdir().expect("tmp");
-    let changed = changed_bundle(&lab, dir.path(), |t| {
-        t.replace("\"Type\": \"vxlan\"", "\"Type\": \"host-gw\"")
-    });
+    let changed = changed_bundle(
+        &lab,
+        dir.path(),
+        &format!("cni/flannel-{FLANNEL}.yaml"),
+        |t| t.replace("\"Type\": \"vxlan\"", "\"Type\": \"host-gw\""),
+    );
     let out = apply(&changed, state.path(), &["--dry-run"]);
     assert!(
         out.contains("would kubectl apply -f /etc/kbs/cni/cni.yaml (changed CNI manifest"),

@@ -2,6 +2,7 @@
 //! Everything here talks to real things: OpenSSH `sshd` on loopback (sshd.rs), the Docker lab
 //! (lab.rs), openssl, etcd, haproxy, keepalived and systemd-analyze.
 
+mod addons;
 mod apply;
 mod bundle;
 mod check;

@@ -473,10 +473,10 @@ fn plan_warns_for_each_relaxed_default_only() {
     let (_d, strict) = write_inventory(&format!("{base}\n{TIGHTENED}"));
     let out = stdout_of(kbs().arg("plan").arg(&strict));
     assert!(!out.contains("security:"), "{out}");
-    // The namespace baselines are a step of apply, after the CNI and before verify.
+    // The namespace baselines are a step of apply, after the CNI and before the addons and verify.
     assert!(
         out.contains(
-            "namespace baselines shop, lab: kubectl apply on node-1 where the cluster differs, then verify"
+            "namespace baselines shop, lab: kubectl apply on node-1 where the cluster differs; addons "
         ),
         "{out}"
     );

@@ -1,0 +1,489 @@
+//! Addons (`[addons]`): each enabled addon's release manifest, from the bundle (or, for an addon
+//! upstream ships no plain manifest for, its objects from templates/), is rendered with the
+//! cluster's values, put on the first control plane as `/etc/kbs/addons/<addon>.yaml` and
+//! applied where the cluster differs (`super::kubectl`), after the CNI. Every object carries
+//! `app.kubernetes.io/managed-by: kbs` and `kbs.io/addon: <addon>`. The file left on the host is
+//! the record of what kbs installed: an addon the inventory no longer enables is removed with
+//! `kubectl delete -f` of that file, so exactly its objects go, and nothing else; an object a new
+//! release of an addon no longer has is deleted the same way, before the new file replaces it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::files::{Desired, sync};
+use super::kubectl::{ADMIN_CONF, NEED_KUBECTL, Objects, apply_differing};
+use crate::artifacts::Bundle;
+use crate::context::{Ctx, RunError};
+use crate::inventory::{Addon, AddonKind, Inventory};
+use crate::render::{LOGGING_NAMESPACE, LOGGING_SECRET};
+use crate::ssh::Exec;
+
+const DIR: &str = "/etc/kbs/addons";
+const STEP: &str = "addons/apply";
+const REMOVE: &str = "addons/remove";
+const PRUNE: &str = "addons/prune";
+const SECRET: &str = "addons/secret";
+/// The labels every object an addon installs carries.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const ADDON_LABEL: &str = "kbs.io/addon";
+/// The pod template annotation that holds the hash of the configuration its pods mount.
+pub const CONFIG_SUM: &str = "kbs.io/config-sha256";
+/// The annotation that makes a StorageClass the cluster's default.
+const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+
+fn path_of(kind: AddonKind) -> PathBuf {
+    PathBuf::from(format!("{DIR}/{}.yaml", kind.as_str()))
+}
+
+/// The objects of `addon`'s release `manifest` as kbs applies them: every image under its pinned
+/// name (in the site's registry when there is one), the kbs labels on every object, and the
+/// storage addon's StorageClass marked default. An image the data file does not list is an error:
+/// the bundle would not hold it.
+pub fn render(addon: &Addon, manifest: &str, inv: &Inventory) -> Result<String, String> {
+    let final_name = |name: &str| {
+        inv.registry
+            .as_ref()
+            .map_or_else(|| name.to_string(), |r| r.map(name))
+    };
+    let mut text = String::with_capacity(manifest.len());
+    for line in manifest.lines() {
+        // `image: X` as a mapping entry or list item, also inside a ConfigMap's embedded YAML.
+        let image = line.find("image:").and_then(|at| {
+            let before = line[..at].trim_start().trim_start_matches("- ");
+            (before.is_empty()).then(|| (at, line[at + 6..].trim().trim_matches(['"', '\''])))
+        });
+        match image {
+            Some((at, written)) => {
+                let Some(i) = addon.images.iter().find(|i| i.written == written) else {
+                    return Err(format!(
+                        "the manifest runs image `{written}`, which data/versions.toml does not list for {}: the bundle does not hold it",
+                        addon.describe()
+                    ));
+                };
+                text.push_str(&line[..at]);
+                text.push_str("image: ");
+                text.push_str(&final_name(&i.name));
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|e| format!("the manifest of {} is not YAML: {e}", addon.describe()))?;
+    let mut objects = Vec::new();
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        let mut obj = doc;
+        let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+            return Err(format!(
+                "an object of the {} manifest has no metadata",
+                addon.describe()
+            ));
+        };
+        let labels = entry_map(meta, "labels");
+        labels.insert(MANAGED_BY.into(), "kbs".into());
+        labels.insert(ADDON_LABEL.into(), addon.kind.as_str().into());
+        if addon.kind == AddonKind::LocalPathProvisioner
+            && obj.get("kind").and_then(Value::as_str) == Some("StorageClass")
+            && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            entry_map(meta, "annotations").insert(DEFAULT_CLASS.into(), "true".into());
+        }
+        objects.push(obj);
+    }
+    roll_on_config_change(&mut objects);
+    let yaml = serde_saphyr::to_string_multiple(&objects)
+        .map_err(|e| format!("cannot write the {} objects: {e}", addon.describe()))?;
+    Ok(format!(
+        "# {}, rendered by kbs (docs/addons.md).\n{yaml}",
+        addon.describe()
+    ))
+}
+
+/// A workload's pod template carries the hash of the ConfigMaps of the same file it mounts: a
+/// changed configuration rolls its pods, which `kubectl apply` of the ConfigMap alone would not
+/// (Prometheus reads its configuration only when it starts).
+fn roll_on_config_change(objects: &mut [Value]) {
+    let data: Vec<(String, String)> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .filter_map(|o| {
+            Some((
+                o["metadata"]["name"].as_str()?.into(),
+                o["data"].to_string(),
+            ))
+        })
+        .collect();
+    for o in objects.iter_mut().filter(|o| {
+        matches!(
+            o["kind"].as_str(),
+            Some("Deployment" | "DaemonSet" | "StatefulSet")
+        )
+    }) {
+        let mounted: String = o["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["configMap"]["name"].as_str())
+            .filter_map(|name| data.iter().find(|(n, _)| n == name))
+            .map(|(_, d)| d.as_str())
+            .collect();
+        if mounted.is_empty() {
+            continue;
+        }
+        let sum = crate::artifacts::sha256_hex(mounted.as_bytes());
+        if let Some(meta) = o
+            .pointer_mut("/spec/template/metadata")
+            .and_then(Value::as_object_mut)
+        {
+            entry_map(meta, "annotations").insert(CONFIG_SUM.into(), sum.into());
+        }
+    }
+}
+
+/// The Secret with the logging output's token, read from `token_file` (its mode was checked when
+/// the inventory loaded). It goes to kubectl on stdin only: never in a file on the host, in a
+/// process's arguments or in a log.
+fn output_secret(token_file: &std::path::Path) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let token = std::fs::read(token_file)
+        .map_err(|e| format!("cannot read {}: {e}", token_file.display()))?;
+    let token = token.trim_ascii_end();
+    if token.is_empty() {
+        return Err(format!(
+            "{} is empty: it must hold the logging output's token",
+            token_file.display()
+        ));
+    }
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": LOGGING_SECRET,
+            "namespace": LOGGING_NAMESPACE,
+            "labels": {MANAGED_BY: "kbs", ADDON_LABEL: AddonKind::Logging.as_str()},
+        },
+        "type": "Opaque",
+        "data": {"token": base64::engine::general_purpose::STANDARD.encode(token)},
+    });
+    Ok(secret.to_string().into_bytes())
+}
+
+/// Each object of a rendered file by what names it: apiVersion, kind, namespace and name.
+fn identities(yaml: &str) -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap_or_default();
+    docs.iter()
+        .filter(|o| o.is_object())
+        .map(|o| {
+            let mut meta = Map::new();
+            for k in ["name", "namespace"] {
+                if let Some(v) = o["metadata"].get(k) {
+                    meta.insert(k.into(), v.clone());
+                }
+            }
+            serde_json::json!({"apiVersion": o["apiVersion"], "kind": o["kind"], "metadata": meta})
+        })
+        .collect()
+}
+
+/// The objects of the file applied before (`old`) that the new one no longer has: a new release
+/// of the addon dropped them, and kbs installed them, so they go.
+fn dropped(old: &str, new: &str) -> Vec<Value> {
+    let keep = identities(new);
+    identities(old)
+        .into_iter()
+        .filter(|o| !keep.contains(o))
+        .collect()
+}
+
+/// `meta[key]` as a map, made when absent.
+fn entry_map<'a>(meta: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let v = meta.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !v.is_object() {
+        *v = Value::Object(Map::new());
+    }
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("made an object just above"),
+    }
+}
+
+pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
+    let Some(first) = cx.plan.first_control_plane() else {
+        return Ok(());
+    };
+    let host = first.name.as_str();
+    // add-node without the first control plane in scope leaves the running cluster alone.
+    if !cx.in_scope(host) {
+        return Ok(());
+    }
+    let inv = &cx.plan.inventory;
+    let bad = |message: String| RunError::Step {
+        host: host.into(),
+        step: "addons".into(),
+        message,
+    };
+    let mut files = Vec::new();
+    for a in &inv.addons {
+        let text = match crate::render::addon_manifest(&cx.plan, &cx.templates, a)
+            .map_err(|e| bad(e.to_string()))?
+        {
+            Some(text) => text,
+            None => {
+                let m = bundle
+                    .addon(a.kind.as_str())
+                    .filter(|m| m.version == a.version)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "the bundle in {} holds no manifest for {}: make it again with `kbs bundle` from this inventory",
+                            bundle.dir.display(),
+                            a.describe()
+                        ))
+                    })?;
+                String::from_utf8(m.content.to_vec())
+                    .map_err(|_| bad(format!("the {} manifest is not UTF-8 text", a.describe())))?
+            }
+        };
+        let content = render(a, &text, inv).map_err(bad)?;
+        files.push(Desired::new(
+            path_of(a.kind),
+            0o644,
+            None,
+            content.into_bytes().into(),
+        ));
+    }
+    let hp = cx.progress.host(host, "addons");
+    let s = cx.session(host).await?;
+    // Before the new files replace the old ones, which are the record of what kbs installed.
+    for (a, f) in inv.addons.iter().zip(&files) {
+        let cmd = format!("cat {} 2>/dev/null || true", crate::ssh::quote(&f.path));
+        let old = Ctx::root(&s, host, "addons/read", Exec::new(&cmd)).await?;
+        let gone = dropped(&old, &String::from_utf8_lossy(&f.content.bytes()?));
+        if gone.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = gone
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or("?"),
+                    o["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        let what = format!(
+            "kubectl delete {} (no longer in addon {})",
+            names.join(" "),
+            a.describe()
+        );
+        let list = serde_saphyr::to_string_multiple(&gone)
+            .map_err(|e| bad(format!("cannot write the objects to delete: {e}")))?;
+        cx.change(host, PRUNE, what, async {
+            let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
+            let cmd = format!(
+                "{NEED_KUBECTL}; kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -f -"
+            );
+            let cmd = Exec::new(&cmd)
+                .stdin(list.as_bytes())
+                .on_line(&show)
+                .timeout(Duration::from_secs(120));
+            Ctx::root(&s, host, PRUNE, cmd).await
+        })
+        .await?;
+    }
+    sync(cx, host, "addons/manifest", &files).await?;
+    for (a, f) in inv.addons.iter().zip(&files) {
+        let content = f.content.bytes()?;
+        let objects = Objects {
+            path: Some(&f.path),
+            content: &content,
+            what: format!("addon {}", a.describe()),
+        };
+        apply_differing(cx, &s, host, &hp, STEP, &objects).await?;
+    }
+    // After the logging addon's file, which makes its namespace.
+    if let Some(token_file) = inv.logging.as_ref().and_then(|l| l.token_file.as_ref()) {
+        let secret = output_secret(token_file).map_err(bad)?;
+        let objects = Objects {
+            path: None,
+            content: &secret,
+            what: format!(
+                "Secret {LOGGING_NAMESPACE}/{LOGGING_SECRET}, the logging output's token"
+            ),
+        };
+        apply_differing(cx, &s, host, &hp, SECRET, &objects).await?;
+    }
+    // Addons applied before that the inventory no longer enables.
+    let listed = Ctx::root(
+        &s,
+        host,
+        "addons/list",
+        Exec::new(&format!("ls -1 {DIR} 2>/dev/null || true")),
+    )
+    .await?;
+    let disabled = listed
+        .lines()
+        .filter_map(|l| AddonKind::from_name(l.strip_suffix(".yaml")?))
+        .filter(|k| !inv.addons.iter().any(|a| a.kind == *k));
+    for kind in disabled {
+        let path = path_of(kind);
+        let what = format!(
+            "kubectl delete -f {} (addon {} is disabled: the objects kbs installed for it)",
+            path.display(),
+            kind.as_str()
+        );
+        cx.change(host, REMOVE, what, async {
+            let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
+            let p = crate::ssh::quote(&path);
+            // The output's token is not in the file (it never touches the host's disk).
+            let secret = if kind == AddonKind::Logging {
+                format!(
+                    "kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -n {LOGGING_NAMESPACE} secret {LOGGING_SECRET} && "
+                )
+            } else {
+                String::new()
+            };
+            // The file goes only once its objects are gone: a run cut off deletes them again.
+            let cmd = format!(
+                "{NEED_KUBECTL}; {secret}kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -f {p} && rm -f {p}"
+            );
+            let cmd = Exec::new(&cmd)
+                .on_line(&show)
+                .timeout(Duration::from_secs(120));
+            Ctx::root(&s, host, REMOVE, cmd).await
+        })
+        .await?;
+    }
+    hp.finish(None);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn inventory(extra: &str) -> Inventory {
+        let text = format!(
+            "[cluster]\nname = \"t\"\npod_subnet = \"10.32.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+             [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n{extra}\n\
+             [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n"
+        );
+        Inventory::parse(Path::new("i.toml"), &text).expect("valid")
+    }
+
+    fn local_path(inv: &Inventory) -> &Addon {
+        inv.addons
+            .iter()
+            .find(|a| a.kind == AddonKind::LocalPathProvisioner)
+            .expect("on by default")
+    }
+
+    #[test]
+    fn images_are_pinned_and_in_the_registry_and_objects_labelled() {
+        let inv = inventory("[registry]\naddress = \"reg.example:5000\"\n");
+        let a = local_path(&inv);
+        let v = &a.version;
+        let manifest = format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: local-path\nprovisioner: rancher.io/local-path\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: local-path-config\n  namespace: local-path-storage\ndata:\n  helperPod.yaml: |-\n    spec:\n      containers:\n      - name: helper-pod\n        image: busybox\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: p\nspec:\n  template:\n    spec:\n      containers:\n        - name: p\n          image: rancher/local-path-provisioner:{v}\n"
+        );
+        let out = render(a, &manifest, &inv).expect("renders");
+        assert!(
+            out.contains(&format!(
+                "reg.example:5000/rancher/local-path-provisioner:{v}"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("image: reg.example:5000/library/busybox:"),
+            "{out}"
+        );
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("YAML");
+        assert_eq!(docs.len(), 3);
+        for d in &docs {
+            assert_eq!(d["metadata"]["labels"][MANAGED_BY], "kbs", "{d}");
+            assert_eq!(
+                d["metadata"]["labels"][ADDON_LABEL],
+                "local-path-provisioner"
+            );
+        }
+        assert_eq!(docs[0]["metadata"]["annotations"][DEFAULT_CLASS], "true");
+        assert!(docs[2]["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn a_changed_config_map_rolls_the_pods_that_mount_it() {
+        let inv = inventory("");
+        let manifest = |setting: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: conf\ndata:\n  a.yml: {setting}\n---\n\
+                 apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: uses\nspec:\n  template:\n    metadata:\n      labels: {{app: x}}\n    spec:\n      volumes:\n        - name: c\n          configMap:\n            name: conf\n---\n\
+                 apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: other\nspec:\n  template:\n    metadata:\n      labels: {{app: y}}\n    spec: {{}}\n"
+            )
+        };
+        let sums = |setting: &str| {
+            let out = render(local_path(&inv), &manifest(setting), &inv).expect("renders");
+            let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("YAML");
+            (
+                docs[1]["spec"]["template"]["metadata"]["annotations"][CONFIG_SUM].clone(),
+                docs[2]["spec"]["template"]["metadata"]
+                    .get("annotations")
+                    .cloned(),
+            )
+        };
+        let (one, untouched) = sums("one");
+        assert!(one.as_str().is_some_and(|s| s.len() == 64), "{one}");
+        assert_eq!(untouched, None, "mounts no ConfigMap of the file");
+        assert_eq!(sums("one").0, one, "the same configuration, the same pods");
+        assert_ne!(sums("two").0, one);
+    }
+
+    #[test]
+    fn the_output_secret_holds_the_token_file_without_its_newline() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let secret: Value =
+            serde_json::from_slice(&output_secret(&path).expect("made")).expect("JSON");
+        assert_eq!(secret["data"]["token"], "czNjcmV0");
+        assert_eq!(secret["metadata"]["namespace"], LOGGING_NAMESPACE);
+        assert_eq!(secret["metadata"]["labels"][ADDON_LABEL], "logging");
+        std::fs::write(&path, "\n").expect("write");
+        let e = output_secret(&path).expect_err("empty");
+        assert!(e.contains("is empty"), "{e}");
+    }
+
+    #[test]
+    fn objects_a_new_file_no_longer_has_are_dropped() {
+        let old = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: x\nspec: {}\n---\n\
+                   apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n  namespace: x\n";
+        let new = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: x\n  labels: {a: b}\n";
+        let gone = dropped(old, new);
+        assert_eq!(
+            gone,
+            [
+                serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "x"}})
+            ]
+        );
+        // Nothing applied before (a new cluster) or nothing dropped: nothing to delete.
+        assert!(dropped("", new).is_empty());
+        assert!(dropped(old, old).is_empty());
+    }
+
+    #[test]
+    fn an_image_the_data_file_does_not_list_is_refused() {
+        let inv = inventory("");
+        let e = render(
+            local_path(&inv),
+            "kind: Pod\nmetadata:\n  name: x\nspec:\n  containers:\n  - image: evil.example/x:1\n",
+            &inv,
+        )
+        .expect_err("unlisted image");
+        assert!(e.contains("`evil.example/x:1`"), "{e}");
+    }
+}

@@ -1,0 +1,965 @@
+//! Addons (`[addons]`): every object kbs renders is a valid object of the Kubernetes API (its
+//! typed struct reads and writes it back without losing a field), and on the lab the addons are
+//! applied after the CNI through the API into etcd, with their images in the bundle and in
+//! containerd on every node; a second run changes nothing, an object deleted by hand comes back,
+//! an object a new release drops is deleted, and an addon turned off loses exactly its objects.
+
+use std::path::Path;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kbs::inventory::{Addon, AddonKind, Inventory};
+use kbs::phases::addons::{ADDON_LABEL, MANAGED_BY, render};
+use kbs::plan::ClusterPlan;
+use kbs::render::{Templates, addon_manifest};
+use serde_json::Value;
+
+use crate::cni::{bundle_of, changed_bundle};
+use crate::common::{api_get, api_send, apply, ok, root};
+use crate::lab::{Lab, up};
+
+/// The lab's manifest of each addon with a release manifest (what the lab mirror serves at the
+/// release's URL); kbs's own objects for the others.
+fn manifest(a: &Addon, inv: &Inventory) -> String {
+    let file = match a.kind {
+        AddonKind::MetricsServer => "metrics-server.yaml",
+        AddonKind::LocalPathProvisioner => "local-path-storage.yaml",
+        AddonKind::Monitoring | AddonKind::Logging => {
+            let plan = ClusterPlan::new(inv.clone());
+            return addon_manifest(&plan, &Templates::builtin().expect("templates"), a)
+                .expect("renders")
+                .expect("kbs renders these");
+        }
+    };
+    std::fs::read_to_string(root().join("tests/lab/addons").join(file)).expect("lab manifest")
+}
+
+/// `obj` read into `T` and written back: the same JSON, so no field is unknown or misspelt.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) {
+    let typed: T = serde_json::from_value(obj.clone())
+        .unwrap_or_else(|e| panic!("{e}: not a valid {}: {obj:#}", obj["kind"]));
+    let back = serde_json::to_value(&typed).expect("serialise");
+    assert_eq!(&back, obj, "fields lost in the typed round trip");
+}
+
+/// Checks `obj` against the API's typed struct for its apiVersion and kind (k8s-openapi, the
+/// oldest Kubernetes minor kbs deploys); a kind with no check here fails the test.
+fn assert_valid_object(obj: &Value) {
+    let av = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    match (av, kind) {
+        ("v1", "Namespace") => round_trip::<Namespace>(obj),
+        ("v1", "ServiceAccount") => round_trip::<ServiceAccount>(obj),
+        ("v1", "Service") => round_trip::<Service>(obj),
+        ("v1", "ConfigMap") => {
+            round_trip::<ConfigMap>(obj);
+            // local-path-provisioner's helper pod, created from this text at run time.
+            if let Some(pod) = obj["data"]["helperPod.yaml"].as_str() {
+                let pod: Value = serde_saphyr::from_str(pod).expect("helperPod.yaml is YAML");
+                round_trip::<Pod>(&pod);
+            }
+        }
+        ("apps/v1", "Deployment") => round_trip::<Deployment>(obj),
+        ("apps/v1", "DaemonSet") => round_trip::<DaemonSet>(obj),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<ClusterRole>(obj),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            round_trip::<ClusterRoleBinding>(obj)
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>(obj),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<RoleBinding>(obj),
+        ("storage.k8s.io/v1", "StorageClass") => round_trip::<StorageClass>(obj),
+        ("apiregistration.k8s.io/v1", "APIService") => round_trip::<APIService>(obj),
+        other => panic!("no typed check for {other:?}: add its k8s-openapi type here"),
+    }
+}
+
+fn objects(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("rendered YAML")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+/// Every `image:` a rendered manifest names (also inside a ConfigMap's embedded YAML).
+fn images_named(yaml: &str) -> Vec<String> {
+    let mut out: Vec<String> = yaml
+        .lines()
+        .filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix("image: "))
+        .map(|i| i.trim_matches(['"', '\'']).to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn lab_like_inventory(extra: &str) -> Inventory {
+    let text = format!(
+        "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+         [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n\
+         [registry]\naddress = \"192.0.2.3:5000\"\n{extra}\n\
+         [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n\
+         [[host]]\nname = \"n2\"\naddress = \"192.0.2.12\"\n\
+         [[host]]\nname = \"n3\"\naddress = \"192.0.2.13\"\n"
+    );
+    Inventory::parse(Path::new("i.toml"), &text).expect("valid")
+}
+
+#[test]
+fn rendered_addon_objects_are_valid_api_objects_whose_images_the_bundle_holds() {
+    let inv = lab_like_inventory("");
+    let kinds: Vec<AddonKind> = inv.addons.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        AddonKind::ALL[..3],
+        "all addons but logging (no output) are on by default on 3 hosts"
+    );
+    let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
+    for a in &inv.addons {
+        let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+        let objs = objects(&yaml);
+        assert!(objs.len() > 3, "{yaml}");
+        for o in &objs {
+            assert_valid_object(o);
+            assert_eq!(o["metadata"]["labels"][MANAGED_BY], "kbs");
+            assert_eq!(o["metadata"]["labels"][ADDON_LABEL], a.kind.as_str());
+        }
+        for image in images_named(&yaml) {
+            assert!(
+                image.starts_with("192.0.2.3:5000/") && bundled.contains(&image),
+                "{image} of {} is not one of the bundle's images {bundled:?}",
+                a.describe()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_misspelt_field_fails_the_typed_check() {
+    let bad: Value = serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "x"}, "provisioner": "p", "volumeBindingMod": "WaitForFirstConsumer"
+    });
+    let caught = std::panic::catch_unwind(|| assert_valid_object(&bad));
+    assert!(caught.is_err(), "volumeBindingMod slipped through");
+}
+
+#[test]
+fn addons_can_be_turned_off_and_metrics_server_needs_verifiable_kubelets() {
+    let inv = lab_like_inventory(
+        "[addons]\nmetrics_server = false\nstorage = \"none\"\nmonitoring = false\n",
+    );
+    assert!(inv.addons.is_empty());
+    assert!(
+        inv.images()
+            .iter()
+            .all(|w| !w.name.contains("metrics-server") && !w.name.contains("busybox"))
+    );
+    // Without signed kubelet serving certificates metrics-server is off unless asked for, and
+    // asking for it is an error naming the field.
+    let inv = lab_like_inventory("[security]\nkubelet_serving_certificates = false\n");
+    assert_eq!(
+        inv.addons.iter().map(|a| a.kind).collect::<Vec<_>>(),
+        [AddonKind::LocalPathProvisioner, AddonKind::Monitoring]
+    );
+    assert_eq!(inv.addons_off_by_default[0].0, AddonKind::MetricsServer);
+    let text = "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+                [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n\
+                [security]\nkubelet_serving_certificates = false\n\
+                [addons]\nmetrics_server = true\nstorage = \"local-pth\"\n\
+                [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n";
+    let e = Inventory::parse(Path::new("inv.toml"), text).expect_err("refused");
+    let first = &e.errors[0];
+    assert!(
+        first.message.contains("unknown variant `local-pth`"),
+        "{}",
+        first.message
+    );
+    assert_eq!(first.location(), "inv.toml:12:11");
+    assert!(
+        first
+            .help
+            .as_deref()
+            .unwrap_or_default()
+            .contains("did you mean `local-path`"),
+        "{:?}",
+        first.help
+    );
+    let text = text.replace("local-pth", "local-path");
+    let e = Inventory::parse(Path::new("inv.toml"), &text).expect_err("refused");
+    let first = &e.errors[0];
+    assert_eq!(first.location(), "inv.toml:11:18");
+    assert!(
+        first
+            .message
+            .contains("addons.metrics_server = true needs kubelet serving certificates"),
+        "{}",
+        first.message
+    );
+}
+
+#[test]
+fn monitoring_is_on_from_two_hosts_and_the_plan_says_why_not_on_one() {
+    let one = "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+               [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n{extra}\n\
+               [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n";
+    let parse = |extra: &str| {
+        Inventory::parse(Path::new("i.toml"), &one.replace("{extra}", extra)).expect("valid")
+    };
+    let inv = parse("");
+    assert!(inv.addons.iter().all(|a| a.kind != AddonKind::Monitoring));
+    assert_eq!(inv.addons_off_by_default.len(), 1);
+    assert_eq!(inv.addons_off_by_default[0].0, AddonKind::Monitoring);
+    let (dir, path) = crate::common::write_inventory(&one.replace("{extra}", ""));
+    let plan = crate::common::stdout_of(crate::common::kbs().args(["plan"]).arg(&path));
+    drop(dir);
+    assert!(
+        plan.contains("monitoring") && plan.contains("off by default on a 1-host cluster"),
+        "{plan}"
+    );
+    // Asked for on one host: on, and no reason to give.
+    let inv = parse("[addons]\nmonitoring = true\n");
+    assert!(inv.addons.iter().any(|a| a.kind == AddonKind::Monitoring));
+    assert!(inv.addons_off_by_default.is_empty());
+    // Turned off on three: off, no images in the bundle.
+    let inv = lab_like_inventory("[addons]\nmonitoring = false\n");
+    assert!(inv.addons.iter().all(|a| a.kind != AddonKind::Monitoring));
+    assert!(inv.addons_off_by_default.is_empty());
+    assert!(inv.images().iter().all(|w| !w.name.contains("prometheus")));
+    let e = Inventory::parse(
+        Path::new("inv.toml"),
+        &one.replace("{extra}", "[addons]\nmonitoring = \"yes\"\n"),
+    )
+    .expect_err("not a bool");
+    assert_eq!(e.errors[0].location(), "inv.toml:9:14");
+}
+
+/// The rendered monitoring ConfigMap's files, checked by Prometheus's own promtool (Debian's
+/// `prometheus` package; tests/run installs it): the alert rules, and the configuration but for
+/// its Kubernetes service discovery.
+#[test]
+fn monitoring_config_and_alert_rules_pass_promtool() {
+    let inv = lab_like_inventory("");
+    let a = inv
+        .addons
+        .iter()
+        .find(|a| a.kind == AddonKind::Monitoring)
+        .expect("on for 3 hosts");
+    let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+    let cm = objects(&yaml)
+        .into_iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("the prometheus ConfigMap");
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("kbs-alerts.yml");
+    std::fs::write(
+        &rules,
+        cm["data"]["kbs-alerts.yml"].as_str().expect("rules"),
+    )
+    .expect("write");
+    let config = cm["data"]["prometheus.yml"].as_str().expect("config");
+    // Every member's metrics listener is a target, and the rules name what the issue asks for.
+    for m in ["192.0.2.11:2381", "192.0.2.12:2381", "192.0.2.13:2381"] {
+        assert!(config.contains(m), "{m} not scraped:\n{config}");
+    }
+    let text = cm["data"]["kbs-alerts.yml"].as_str().unwrap_or_default();
+    for alert in [
+        "EtcdMemberDown",
+        "EtcdQuorumAtRisk",
+        "EtcdNoLeader",
+        "EtcdDatabaseNearQuota",
+        "APIServerErrors",
+        "NodeNotReady",
+        "KbsCertificateExpiresSoon",
+        "KbsCertificateRenewalOverdue",
+    ] {
+        assert!(text.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    assert!(text.contains("> 0.8\n"), "kbs status's 80%:\n{text}");
+    let config = config.replace(
+        "/etc/prometheus/kbs-alerts.yml",
+        &rules.display().to_string(),
+    );
+    // Debian builds Prometheus without Kubernetes service discovery, so its promtool refuses
+    // `kubernetes_sd_configs`: those blocks go (what they select is tested on a real cluster
+    // only); the rest of each job is checked.
+    let mut config: Value = serde_saphyr::from_str(&config).expect("config is YAML");
+    let mut discovered = 0;
+    for job in config["scrape_configs"].as_array_mut().expect("jobs") {
+        if let Some(job) = job.as_object_mut()
+            && job.remove("kubernetes_sd_configs").is_some()
+        {
+            discovered += 1;
+        }
+    }
+    assert_eq!(discovered, 3, "apiserver, kubelet, node-exporter");
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config_path,
+        serde_saphyr::to_string(&config).expect("YAML"),
+    )
+    .expect("write");
+    promtool(&["check", "rules"], Some(&rules), None);
+    // What fires, on made-up series (promtool's clock starts at 0).
+    let summary = |alert: &str| -> String {
+        let groups: Value = serde_saphyr::from_str(text).expect("rules YAML");
+        groups["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .find(|r| r["alert"] == alert)
+            .and_then(|r| r["annotations"]["summary"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no {alert}"))
+    };
+    let cert = "kbs_certificate_expiry_timestamp_seconds";
+    let day = 86_400;
+    let tests = serde_json::json!({
+        "rule_files": [rules.display().to_string()],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                // 10 days left: past kbs's renewal point (30 days) and its warning (90).
+                {"series": format!("{cert}{{path=\"/a.crt\"}}"), "values": format!("{}x20", 10 * day)},
+                // 60 days left: warned about only. 200 days: nothing.
+                {"series": format!("{cert}{{path=\"/b.crt\"}}"), "values": format!("{}x20", 60 * day)},
+                {"series": format!("{cert}{{path=\"/c.crt\"}}"), "values": format!("{}x20", 200 * day)},
+                // One of three etcd members answers: no quorum.
+                {"series": "up{job=\"etcd\",instance=\"m1\"}", "values": "1x20"},
+                {"series": "up{job=\"etcd\",instance=\"m2\"}", "values": "0x20"},
+                {"series": "up{job=\"etcd\",instance=\"m3\"}", "values": "0x20"},
+                // 84% of the 2 GiB quota, for 20 minutes.
+                {"series": "etcd_mvcc_db_total_size_in_bytes{job=\"etcd\",instance=\"m1\"}", "values": "1800000000x20"},
+                {"series": "etcd_server_quota_backend_bytes{job=\"etcd\",instance=\"m1\"}", "values": "2147483648x20"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "2m", "alertname": "KbsCertificateRenewalOverdue", "exp_alerts": [
+                    {"exp_labels": {"severity": "critical", "path": "/a.crt"},
+                     "exp_annotations": {"summary": summary("KbsCertificateRenewalOverdue")}}]},
+                {"eval_time": "2m", "alertname": "KbsCertificateExpiresSoon", "exp_alerts": [
+                    {"exp_labels": {"severity": "warning", "path": "/a.crt"},
+                     "exp_annotations": {"summary": summary("KbsCertificateExpiresSoon")}},
+                    {"exp_labels": {"severity": "warning", "path": "/b.crt"},
+                     "exp_annotations": {"summary": summary("KbsCertificateExpiresSoon")}}]},
+                {"eval_time": "3m", "alertname": "EtcdQuorumAtRisk", "exp_alerts": [
+                    {"exp_labels": {"severity": "critical"},
+                     "exp_annotations": {"summary": summary("EtcdQuorumAtRisk")}}]},
+                {"eval_time": "5m", "alertname": "EtcdDatabaseNearQuota", "exp_alerts": []},
+                {"eval_time": "15m", "alertname": "EtcdDatabaseNearQuota", "exp_alerts": [
+                    {"exp_labels": {"severity": "warning", "job": "etcd", "instance": "m1"},
+                     "exp_annotations": {"summary": summary("EtcdDatabaseNearQuota")}}]},
+            ],
+        }],
+    });
+    let tests_path = dir.path().join("tests.yml");
+    std::fs::write(&tests_path, tests.to_string()).expect("write");
+    promtool(&["test", "rules"], Some(&tests_path), None);
+    // --syntax-only: the service account's files exist only in the pod.
+    promtool(
+        &["check", "config", "--syntax-only"],
+        Some(&config_path),
+        None,
+    );
+}
+
+/// `promtool ARGS [FILE]`, with `stdin` on its standard input; fails the test with its report.
+fn promtool(args: &[&str], file: Option<&Path>, stdin: Option<&str>) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(args)
+        .args(file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; tests/run installs it)");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .expect("write to promtool");
+    drop(input);
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn etcd_metrics_listen_on_the_member_address_only_with_monitoring() {
+    let env_of = |inv: &Inventory| {
+        let files = crate::common::render(
+            &ClusterPlan::new(inv.clone()),
+            &kbs::render::RenderInputs::default(),
+        );
+        let f = files["n1"]
+            .iter()
+            .find(|f| {
+                f.path.extension().is_some_and(|e| e == "env")
+                    && f.path.starts_with("/etc/kbs/etcd")
+            })
+            .expect("etcd member env");
+        crate::common::text(f)
+            .lines()
+            .find(|l| l.starts_with("ETCD_LISTEN_METRICS_URLS="))
+            .expect("metrics URLs")
+            .to_string()
+    };
+    assert_eq!(
+        env_of(&lab_like_inventory("")),
+        "ETCD_LISTEN_METRICS_URLS=http://127.0.0.1:2381,http://192.0.2.11:2381"
+    );
+    assert_eq!(
+        env_of(&lab_like_inventory("[addons]\nmonitoring = false\n")),
+        "ETCD_LISTEN_METRICS_URLS=http://127.0.0.1:2381"
+    );
+}
+
+/// A token file as the logging addon wants it: the user's, with `mode`.
+fn token_file(dir: &Path, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("logs-{mode:o}.token"));
+    std::fs::write(&path, "s3cret-token\n").expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path
+}
+
+fn logging_config(a: &Addon, inv: &Inventory) -> String {
+    let yaml = render(a, &manifest(a, inv), inv).expect("renders");
+    let cm = objects(&yaml)
+        .into_iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("the fluent-bit ConfigMap");
+    cm["data"]["fluent-bit.conf"]
+        .as_str()
+        .expect("config")
+        .to_string()
+}
+
+fn logging_addon(inv: &Inventory) -> &Addon {
+    inv.addons
+        .iter()
+        .find(|a| a.kind == AddonKind::Logging)
+        .expect("on with an output")
+}
+
+#[test]
+fn logging_ships_to_the_output_the_inventory_names_with_the_token_only_in_a_secret() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = token_file(dir.path(), 0o600);
+    for (output, extra, name) in [
+        ("loki", "port = 3100\n", "loki"),
+        ("http", "port = 8443\nuri = \"/ingest\"\n", "http"),
+        (
+            "elasticsearch",
+            "port = 9200\nuser = \"fluent-bit\"\n",
+            "es",
+        ),
+    ] {
+        let inv = lab_like_inventory(&format!(
+            "[addons.logging]\noutput = \"{output}\"\nhost = \"logs.example.net\"\n{extra}token_file = \"{}\"\n",
+            token.display()
+        ));
+        let a = logging_addon(&inv);
+        let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+        for o in objects(&yaml) {
+            assert_valid_object(&o);
+            assert_eq!(o["metadata"]["labels"][ADDON_LABEL], "logging");
+        }
+        assert!(!yaml.contains("s3cret"), "the token is in the objects");
+        let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
+        for image in images_named(&yaml) {
+            assert!(bundled.contains(&image), "{image} not in the bundle");
+        }
+        let conf = logging_config(a, &inv);
+        assert!(
+            conf.contains(&format!("Name              {name}\n")),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("Host              logs.example.net"),
+            "{conf}"
+        );
+        assert!(conf.contains("${KBS_LOGGING_TOKEN}"), "{conf}");
+        assert!(
+            conf.contains("tls.verify        On"),
+            "TLS by default: {conf}"
+        );
+        // The audit log is on by default, and shipped.
+        assert!(
+            conf.contains("Path              /var/log/kubernetes/audit/audit.log"),
+            "{conf}"
+        );
+        assert!(yaml.contains("secretKeyRef"), "{yaml}");
+    }
+    // syslog over plain TCP to an IP address; no token, so no Secret referenced.
+    let inv = lab_like_inventory(
+        "[addons.logging]\noutput = \"syslog\"\nhost = \"192.0.2.50\"\nport = 514\ntls = false\n",
+    );
+    let a = logging_addon(&inv);
+    let conf = logging_config(a, &inv);
+    assert!(conf.contains("Mode              tcp"), "{conf}");
+    assert!(
+        !conf.contains("KBS_LOGGING_TOKEN") && !conf.contains("tls"),
+        "{conf}"
+    );
+    let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+    assert!(!yaml.contains("secretKeyRef"), "{yaml}");
+    assert!(lab_like_inventory("").logging.is_none());
+    // kbs plan lists it, and says the logs go unencrypted.
+    let text = "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+                [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n\
+                [addons.logging]\noutput = \"syslog\"\nhost = \"192.0.2.50\"\nport = 514\ntls = false\n\
+                [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n";
+    let (_d, path) = crate::common::write_inventory(text);
+    let plan = crate::common::stdout_of(
+        crate::common::kbs()
+            .args(["plan", "--output", "json"])
+            .arg(&path),
+    );
+    assert!(plan.contains("\"logging 4.2.2\""), "{plan}");
+    let plan = crate::common::stdout_of(crate::common::kbs().arg("plan").arg(&path));
+    // The table wraps its notes: the words, without the table's lines.
+    let words: Vec<&str> = plan
+        .split_whitespace()
+        .filter(|w| !["│", "┆"].contains(w))
+        .collect();
+    let words = words.join(" ");
+    assert!(
+        words.contains("Fluent Bit ships container logs and the audit log to syslog 192.0.2.50:514, NOT encrypted"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn logging_settings_that_cannot_work_are_refused_with_their_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let loose = token_file(dir.path(), 0o644);
+    let ok = token_file(dir.path(), 0o400);
+    let head = "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+                [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n[addons.logging]\n";
+    let refused = |logging: &str| {
+        let text = format!("{head}{logging}[[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n");
+        let e = Inventory::parse(Path::new("inv.toml"), &text).expect_err("refused");
+        let first = &e.errors[0];
+        (
+            first.location(),
+            format!(
+                "{} {}",
+                first.message,
+                first.help.as_deref().unwrap_or_default()
+            ),
+        )
+    };
+    let (at, why) = refused(&format!(
+        "output = \"loki\"\nhost = \"logs.example.net\"\nport = 3100\ntoken_file = \"{}\"\n",
+        loose.display()
+    ));
+    assert_eq!(at, "inv.toml:12:14");
+    assert!(
+        why.contains("can be read by other users (mode 644)") && why.contains("chmod 600"),
+        "{why}"
+    );
+    let (at, why) = refused("output = \"loki\"\nhost = \"logs example\"\nport = 3100\n");
+    assert_eq!(at, "inv.toml:10:8");
+    assert!(
+        why.contains("neither an IP address nor a DNS name"),
+        "{why}"
+    );
+    let (at, why) = refused("output = \"loki\"\nhost = \"logs.example.net\"\n");
+    assert_eq!(at, "inv.toml:9:10");
+    assert!(why.contains("needs port"), "{why}");
+    let (at, why) = refused("output = \"loki\"\nhost = \"logs.example.net\"\nport = 70000\n");
+    assert_eq!(at, "inv.toml:11:8");
+    assert!(why.contains("70000"), "{why}");
+    let (at, why) = refused("output = \"lokki\"\n");
+    assert_eq!(at, "inv.toml:9:10");
+    assert!(why.contains("did you mean `loki`"), "{why}");
+    let (_, why) =
+        refused("output = \"loki\"\nhost = \"logs.example.net\"\nport = 3100\nuri = \"/x\"\n");
+    assert!(why.contains("uri is for output = \"http\""), "{why}");
+    let (at, why) = refused(&format!(
+        "output = \"syslog\"\nhost = \"logs.example.net\"\nport = 6514\ntoken_file = \"{}\"\n",
+        ok.display()
+    ));
+    assert_eq!(at, "inv.toml:12:14");
+    assert!(why.contains("syslog takes no token"), "{why}");
+    // Someone else's file, even 0400: refused (as root, the test can give it away).
+    let theirs = token_file(dir.path(), 0o640);
+    std::fs::set_permissions(&theirs, std::os::unix::fs::PermissionsExt::from_mode(0o400))
+        .expect("chmod");
+    if std::os::unix::fs::chown(&theirs, Some(65534), None).is_ok() {
+        let (at, why) = refused(&format!(
+            "output = \"loki\"\nhost = \"logs.example.net\"\nport = 3100\ntoken_file = \"{}\"\n",
+            theirs.display()
+        ));
+        assert_eq!(at, "inv.toml:12:14");
+        assert!(why.contains("belongs to user id 65534"), "{why}");
+    }
+    let (_, why) = refused(&format!(
+        "output = \"elasticsearch\"\nhost = \"logs.example.net\"\nport = 9200\ntoken_file = \"{}\"\n",
+        ok.display()
+    ));
+    assert!(why.contains("needs user"), "{why}");
+}
+
+/// The lab inventory with `extra` appended (an `[addons]` table), next to it.
+fn with_addons(lab: &Lab, dir: &Path, extra: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(lab.inventory()).expect("inventory");
+    // [addons] goes before the first [[host]], among the tables.
+    let at = text.find("\n[[host]]").expect("hosts");
+    let path = dir.join("inventory.toml");
+    std::fs::write(&path, format!("{}\n{extra}\n{}", &text[..at], &text[at..]))
+        .expect("write inventory");
+    path
+}
+
+const METRICS_DEPLOYMENT: &str = "/apis/apps/v1/namespaces/kube-system/deployments/metrics-server";
+const APISERVICE: &str = "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io";
+const STORAGE_CLASS: &str = "/apis/storage.k8s.io/v1/storageclasses/local-path";
+const LOCAL_PATH_DEPLOYMENT: &str =
+    "/apis/apps/v1/namespaces/local-path-storage/deployments/local-path-provisioner";
+const PROMETHEUS: &str = "/apis/apps/v1/namespaces/kbs-monitoring/deployments/prometheus";
+const NODE_EXPORTER: &str = "/apis/apps/v1/namespaces/kbs-monitoring/daemonsets/node-exporter";
+
+/// The API path of a rendered object (core or named group; namespaced or not).
+fn api_path(o: &Value) -> String {
+    let av = o["apiVersion"].as_str().unwrap_or_default();
+    let group = if av.contains('/') {
+        format!("/apis/{av}")
+    } else {
+        format!("/api/{av}")
+    };
+    let plural = format!("{}s", o["kind"].as_str().unwrap_or_default().to_lowercase());
+    let name = o["metadata"]["name"].as_str().unwrap_or_default();
+    match o["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{group}/namespaces/{ns}/{plural}/{name}"),
+        None => format!("{group}/{plural}/{name}"),
+    }
+}
+
+#[test]
+fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
+    let Some(lab) = up(&["3"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    let inventory = lab.inventory();
+    let inv = Inventory::load(&inventory).expect("lab inventory");
+
+    let out = apply(&inventory, state.path(), &[]);
+    let at = |needle: &str| {
+        out.find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` not in:\n{out}"))
+    };
+    let cni = at("kubectl apply -f /etc/kbs/cni/cni.yaml");
+    for a in &inv.addons {
+        let line = format!(
+            "kubectl apply -f /etc/kbs/addons/{}.yaml (addon {}: ",
+            a.kind.as_str(),
+            a.describe()
+        );
+        assert!(
+            cni < at(&line),
+            "{} applied before the CNI:\n{out}",
+            a.kind.as_str()
+        );
+    }
+
+    // Stored through the API, labelled; the storage class is the default.
+    for path in [
+        METRICS_DEPLOYMENT,
+        APISERVICE,
+        STORAGE_CLASS,
+        LOCAL_PATH_DEPLOYMENT,
+        PROMETHEUS,
+        NODE_EXPORTER,
+    ] {
+        let obj = api_get(state.path(), path);
+        assert_eq!(obj["metadata"]["labels"][MANAGED_BY], "kbs", "{obj}");
+    }
+    // The expiry of kbs's certificates on each node, in node-exporter's textfile collector
+    // format (checked by promtool), the CA's about ten years ahead.
+    let prom = lab.exec(
+        "node-1",
+        "cat /var/lib/kbs/node-exporter/kbs-certificates.prom",
+    );
+    let ca = prom
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "kbs_certificate_expiry_timestamp_seconds{path=\"/etc/kubernetes/pki/ca.crt\"} ",
+            )
+        })
+        .and_then(|t| t.parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no CA expiry in:\n{prom}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(ca - now > 5 * 365 * 86400, "{prom}");
+    assert!(
+        prom.contains("path=\"/etc/kbs/etcd/pki/server.crt\""),
+        "{prom}"
+    );
+    promtool(&["check", "metrics"], None, Some(&prom));
+    // etcd's metrics listener is on each member's address, where Prometheus scrapes it.
+    let env = lab.exec("node-1", "cat /etc/kbs/etcd/*.env");
+    assert!(
+        env.contains(&format!(",http://{}:2381", lab.ip(11))),
+        "{env}"
+    );
+    let sc = api_get(state.path(), STORAGE_CLASS);
+    assert_eq!(
+        sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    assert_eq!(
+        api_get(state.path(), METRICS_DEPLOYMENT)["metadata"]["labels"][ADDON_LABEL],
+        "metrics-server"
+    );
+
+    // What kbs applied is valid API objects, and every image they run is in the bundle and in
+    // containerd on every node (the addons may be scheduled on any).
+    let bundle = std::fs::read_to_string(lab.run_dir().join("bundle/bundle.toml")).expect("bundle");
+    let in_containerd: Vec<String> = ["node-1", "node-2", "node-3"]
+        .iter()
+        .map(|h| lab.exec(h, "ctr -n k8s.io images ls -q"))
+        .collect();
+    for a in &inv.addons {
+        let yaml = lab.exec(
+            "node-1",
+            &format!("cat /etc/kbs/addons/{}.yaml", a.kind.as_str()),
+        );
+        objects(&yaml).iter().for_each(assert_valid_object);
+        let images = images_named(&yaml);
+        assert!(!images.is_empty());
+        for image in images {
+            assert!(
+                image.starts_with(&format!("{}:5000/", lab.ip(3))),
+                "{image}"
+            );
+            assert!(
+                bundle.contains(&format!("name = \"{image}\"")),
+                "{image} not in bundle.toml"
+            );
+            for (i, list) in in_containerd.iter().enumerate() {
+                assert!(list.contains(&image), "node-{} lacks {image}", i + 1);
+            }
+        }
+    }
+
+    // A second run changes nothing.
+    let rv = api_get(state.path(), METRICS_DEPLOYMENT)["metadata"]["resourceVersion"].clone();
+    let out = apply(&inventory, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+    assert_eq!(
+        api_get(state.path(), METRICS_DEPLOYMENT)["metadata"]["resourceVersion"],
+        rv
+    );
+
+    // An object deleted by hand comes back, and only its addon is applied again.
+    lab.exec(
+        "node-1",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf delete deployment metrics-server -n kube-system",
+    );
+    assert_eq!(api_send(state.path(), "GET", METRICS_DEPLOYMENT, None), 404);
+    let out = apply(&inventory, state.path(), &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/addons/metrics-server.yaml (addon metrics-server"),
+        "{out}"
+    );
+    assert!(!out.contains("local-path-provisioner.yaml"), "{out}");
+    assert_eq!(
+        api_get(state.path(), METRICS_DEPLOYMENT)["kind"],
+        "Deployment"
+    );
+
+    // A new release that no longer has an object: it is deleted, the rest stays.
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = format!("addons/metrics-server-{}.yaml", inv.addons[0].version);
+    let newer = changed_bundle(&lab, dir.path(), &file, |t| {
+        t.split("---\napiVersion: apiregistration.k8s.io/v1")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    });
+    let out = apply(&newer, state.path(), &[]);
+    assert!(
+        out.contains(
+            "kubectl delete APIService/v1beta1.metrics.k8s.io (no longer in addon metrics-server"
+        ),
+        "{out}"
+    );
+    assert_eq!(api_send(state.path(), "GET", APISERVICE, None), 404);
+    assert_eq!(
+        api_get(state.path(), METRICS_DEPLOYMENT)["kind"],
+        "Deployment"
+    );
+    let out = apply(&newer, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+
+    // Turned off: a dry run only says so; a run deletes the objects kbs installed for them and
+    // nothing else (the other addon and the CNI stay).
+    let monitoring = inv
+        .addons
+        .iter()
+        .find(|a| a.kind == AddonKind::Monitoring)
+        .expect("on for 3 hosts");
+    let monitoring_objects = objects(&manifest(monitoring, &inv));
+    let dir = tempfile::tempdir().expect("tmp");
+    let off = with_addons(
+        &lab,
+        dir.path(),
+        "[addons]\nmetrics_server = false\nmonitoring = false\n",
+    );
+    let out = apply(&off, state.path(), &["--dry-run"]);
+    assert!(
+        out.contains("would kubectl delete -f /etc/kbs/addons/metrics-server.yaml (addon metrics-server is disabled"),
+        "{out}"
+    );
+    assert_eq!(
+        api_get(state.path(), METRICS_DEPLOYMENT)["kind"],
+        "Deployment"
+    );
+    let out = apply(&off, state.path(), &[]);
+    assert!(
+        out.contains("kubectl delete -f /etc/kbs/addons/metrics-server.yaml"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kubectl delete -f /etc/kbs/addons/monitoring.yaml"),
+        "{out}"
+    );
+    let metrics_objects = objects(&manifest(&inv.addons[0], &inv));
+    for path in [
+        METRICS_DEPLOYMENT,
+        APISERVICE,
+        "/api/v1/namespaces/kube-system/services/metrics-server",
+        "/api/v1/namespaces/kube-system/serviceaccounts/metrics-server",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:metrics-server",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/rolebindings/metrics-server-auth-reader",
+    ] {
+        assert_eq!(
+            api_send(state.path(), "GET", path, None),
+            404,
+            "{path} is still there"
+        );
+    }
+    assert_eq!(
+        metrics_objects.len(),
+        9,
+        "the test lists the manifest's objects"
+    );
+    assert!(monitoring_objects.len() > 10);
+    for o in &monitoring_objects {
+        let path = api_path(o);
+        assert_eq!(
+            api_send(state.path(), "GET", &path, None),
+            404,
+            "{path} is still there"
+        );
+    }
+    for path in [
+        STORAGE_CLASS,
+        LOCAL_PATH_DEPLOYMENT,
+        "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel-ds",
+    ] {
+        assert_eq!(
+            api_send(state.path(), "GET", path, None),
+            200,
+            "{path} went too"
+        );
+    }
+    assert_eq!(
+        lab.exec("node-1", "ls /etc/kbs/addons").trim(),
+        "local-path-provisioner.yaml"
+    );
+    let out = apply(&off, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+
+    // Logging on, shipping to Loki with a token: a bundle that holds Fluent Bit's image, the
+    // token in the Secret and nowhere on the host or in kbs's output.
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = token_file(dir.path(), 0o600);
+    let logging = with_addons(
+        &lab,
+        dir.path(),
+        &format!(
+            "[addons]\nmetrics_server = false\nmonitoring = false\n[addons.logging]\noutput = \"loki\"\nhost = \"{}\"\nport = 3100\ntoken_file = \"{}\"\n",
+            lab.ip(3),
+            token.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&logging).expect("inventory");
+    let bundle = dir.path().join("bundle");
+    std::fs::write(
+        &logging,
+        text.replace(&bundle_of(&text), &bundle.to_string_lossy()),
+    )
+    .expect("write inventory");
+    ok(&crate::common::kbs()
+        .arg("bundle")
+        .arg(&logging)
+        .output()
+        .expect("kbs bundle"));
+    let out = apply(&logging, state.path(), &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/addons/logging.yaml (addon logging"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kubectl apply -f - (Secret kbs-logging/fluent-bit-output"),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
+    const SECRET: &str = "/api/v1/namespaces/kbs-logging/secrets/fluent-bit-output";
+    const FLUENT_BIT: &str = "/apis/apps/v1/namespaces/kbs-logging/daemonsets/fluent-bit";
+    assert_eq!(
+        api_get(state.path(), SECRET)["data"]["token"],
+        "czNjcmV0LXRva2Vu",
+        "the token, without its newline"
+    );
+    assert_eq!(
+        api_get(state.path(), FLUENT_BIT)["metadata"]["labels"][ADDON_LABEL],
+        "logging"
+    );
+    assert_eq!(
+        lab.exec(
+            "node-1",
+            "grep -rl s3cret /etc/kbs /tmp /root 2>/dev/null || true"
+        )
+        .trim(),
+        "",
+        "the token is in a file on the host"
+    );
+    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/logging.yaml");
+    objects(&yaml).iter().for_each(assert_valid_object);
+    for image in images_named(&yaml) {
+        for h in ["node-1", "node-2", "node-3"] {
+            assert!(
+                lab.exec(h, "ctr -n k8s.io images ls -q").contains(&image),
+                "{h} lacks {image}"
+            );
+        }
+    }
+    let out = apply(&logging, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+    // Off again: its objects and the Secret go.
+    let out = apply(&off, state.path(), &[]);
+    assert!(
+        out.contains("kubectl delete -f /etc/kbs/addons/logging.yaml"),
+        "{out}"
+    );
+    for path in [SECRET, FLUENT_BIT] {
+        assert_eq!(api_send(state.path(), "GET", path, None), 404, "{path}");
+    }
+    assert_eq!(
+        lab.exec("node-1", "ls /etc/kbs/addons").trim(),
+        "local-path-provisioner.yaml"
+    );
+}
