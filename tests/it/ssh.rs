@@ -61,7 +61,11 @@ async fn exec_on_three_hosts_in_parallel() {
     let c = connector(tmp.path(), false);
 
     let cmd = "echo out; echo err >&2; exit 3";
-    let results = exec_on_all(&c, &targets, cmd, &ExecOptions::default(), &quiet()).await;
+    let keep = ExecOptions {
+        keep_connections: true,
+        ..Default::default()
+    };
+    let results = exec_on_all(&c, &targets, cmd, &keep, &quiet()).await;
     assert_eq!(results.len(), 3);
     for (r, t) in results.iter().zip(&targets) {
         assert_eq!(r.host, t.name);
@@ -79,20 +83,22 @@ async fn exec_on_three_hosts_in_parallel() {
         "{report}"
     );
 
-    // The second command reuses the sessions (one connection per host per run).
-    let results = exec_on_all(
-        &c,
-        &targets,
-        "echo $SSH_CONNECTION",
-        &ExecOptions::default(),
-        &quiet(),
-    )
-    .await;
+    // The second command reuses the kept sessions (one connection per host per run)...
+    let results = exec_on_all(&c, &targets, "echo $SSH_CONNECTION", &keep, &quiet()).await;
     let mut report = Vec::new();
     assert_eq!(print_report(&results, &mut report).expect("report"), 0);
     for h in &hosts {
         let accepted = h.log().matches("Accepted publickey").count();
         assert_eq!(accepted, 1, "one login per host expected: {}", h.log());
+    }
+    // ... and by default (`kbs exec`) each host's connection is closed when its command ends.
+    let results = exec_on_all(&c, &targets, "true", &ExecOptions::default(), &quiet()).await;
+    assert!(results.iter().all(|r| r.result.is_ok()));
+    let again = exec_on_all(&c, &targets, "true", &ExecOptions::default(), &quiet()).await;
+    assert!(again.iter().all(|r| r.result.is_ok()));
+    for h in &hosts {
+        let accepted = h.log().matches("Accepted publickey").count();
+        assert_eq!(accepted, 2, "a new login after a closing run: {}", h.log());
     }
 }
 
