@@ -45,6 +45,23 @@ def hosts_cpu_ns(names):
 IDLE_SECONDS = 5
 
 
+def run_resumed(label, size, args, nodes):
+    """`run`, and once more if it failed (kbs resumes where it stopped): on a loaded lab the API
+    stand-in can fall behind hundreds of requests at once. Both runs are counted."""
+    try:
+        return run(label, size, args, nodes)
+    except SystemExit:
+        first = LAST_FAILED
+        again = run(label + " (resumed)", size, args, nodes)
+        for k in ("wall", "kbs_cpu", "hosts_cpu", "cmds"):
+            again[k] += first[k]
+        again["rss_mb"] = max(again["rss_mb"], first["rss_mb"])
+        return again
+
+
+LAST_FAILED = {}
+
+
 def run(label, size, args, nodes):
     """Runs kbs once; its wall time, own CPU and peak RSS (wait4), the hosts' CPU, SSH commands.
 
@@ -65,13 +82,17 @@ def run(label, size, args, nodes):
         stdout, stderr = out.read(), err.read()
     hosts_s = max(0.0, (hosts_cpu_ns(nodes) - before - idle_rate * wall) / 1e9)
     # status exits 1 when degraded (a bench cluster may be); anything else must succeed.
-    if p.returncode != 0 and not (label == "status" and p.returncode == 1):
-        sys.stderr.write(f"scale: kbs {' '.join(args)} failed:\n{stdout}\n{stderr}\n")
-        raise SystemExit(1)
     m = re.search(r"SSH: (\d+) commands? on (\d+) hosts? \(most on one host: (\d+)", stderr)
     cmds, touched, most = (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (0, 0, 0)
-    return dict(label=label, size=size, wall=wall, kbs_cpu=ru.ru_utime + ru.ru_stime,
+    result = dict(label=label, size=size, wall=wall, kbs_cpu=ru.ru_utime + ru.ru_stime,
                 rss_mb=ru.ru_maxrss / 1024, hosts_cpu=hosts_s, cmds=cmds, touched=touched, most=most)
+    if p.returncode != 0 and not (label == "status" and p.returncode == 1):
+        errors = "\n".join(l for l in stderr.splitlines() if "×" in l or "│" in l)
+        sys.stderr.write(f"scale: kbs {' '.join(args)} failed:\n{errors}\n")
+        LAST_FAILED.clear()
+        LAST_FAILED.update(result)
+        raise SystemExit(1)
+    return result
 
 
 def trimmed(inventory, n, out):
@@ -96,11 +117,11 @@ def main(sizes):
             nodes = [f"kbs-lab{suffix}-node-{i}" for i in range(1, n + ADDED + 1)]
             sd = state / str(n)
             common = ["--state-dir", str(sd)]
-            rows.append(run("apply from bare", n, ["apply", str(part), *common], nodes))
+            rows.append(run_resumed("apply from bare", n, ["apply", str(part), *common], nodes))
             rows.append(run("no-op apply", n, ["apply", str(part), *common], nodes))
             rows.append(run("status", n, ["status", str(part), *common], nodes))
             new = ",".join(f"node-{i}" for i in range(n + 1, n + ADDED + 1))
-            rows.append(run(f"add-node of {ADDED}", n, ["add-node", full, *common, "--host", new], nodes))
+            rows.append(run_resumed(f"add-node of {ADDED}", n, ["add-node", full, *common, "--host", new], nodes))
             report(rows)
     finally:
         lab("down")
