@@ -362,18 +362,8 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
+    use super::super::cni::tests::inventory;
     use super::*;
-
-    fn inventory(extra: &str) -> Inventory {
-        let text = format!(
-            "[cluster]\nname = \"t\"\npod_subnet = \"10.32.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
-             [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n{extra}\n\
-             [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n"
-        );
-        Inventory::parse(Path::new("i.toml"), &text).expect("valid")
-    }
 
     fn local_path(inv: &Inventory) -> &Addon {
         inv.addons

@@ -155,13 +155,14 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::Path;
 
     use super::*;
     use crate::inventory::Inventory;
 
-    fn inventory(extra: &str) -> Inventory {
+    /// A one-host inventory with `extra` tables (the addons' tests use it too).
+    pub(in crate::phases) fn inventory(extra: &str) -> Inventory {
         let text = format!(
             "[cluster]\nname = \"t\"\npod_subnet = \"10.32.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
              [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n{extra}\n\
