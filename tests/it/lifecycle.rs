@@ -59,10 +59,49 @@ fn tls_endpoints(lab: &Lab) -> Vec<String> {
         .collect()
 }
 
-/// Polls /readyz through the VIP every 300 ms until stopped: (answered, failed, longest outage).
+/// Polls /readyz through the VIP every 300 ms until stopped.
 pub(crate) struct Poller {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(u32, u32, Duration)>,
+    handle: std::thread::JoinHandle<Availability>,
+}
+
+/// What a [`Poller`] saw.
+pub(crate) struct Availability {
+    pub(crate) good: u32,
+    /// Each failed probe: when (since the poller started) and why.
+    pub(crate) failures: Vec<(Duration, String)>,
+    pub(crate) longest: Duration,
+}
+
+impl Availability {
+    /// The API stayed up through `what`: at most one probe in ten failed and no outage lasted
+    /// over 3 s. Otherwise panics with every failure, timed, to tell an API server restart from
+    /// an etcd leader change.
+    pub(crate) fn assert_up(&self, what: &str) {
+        let bad = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
+        assert!(
+            self.good >= 10,
+            "the poller hardly ran during {what}: {} answers, {bad} failures",
+            self.good
+        );
+        let failures: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(t, why)| format!("  at {:.1}s: {why}", t.as_secs_f64()))
+            .collect();
+        eprintln!(
+            "availability during {what}: {} answered, {bad} failed\n{}",
+            self.good,
+            failures.join("\n")
+        );
+        assert!(
+            bad * 10 <= self.good + bad && self.longest <= Duration::from_secs(3),
+            "the API was down too long during {what}: {} answered, {bad} failed, longest outage {:?}\n{}",
+            self.good,
+            self.longest,
+            failures.join("\n")
+        );
+    }
 }
 
 impl Poller {
@@ -73,37 +112,54 @@ impl Poller {
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
-            let (mut good, mut bad) = (0, 0);
-            let mut longest = Duration::ZERO;
+            let start = Instant::now();
+            let mut seen = Availability {
+                good: 0,
+                failures: Vec::new(),
+                longest: Duration::ZERO,
+            };
             let mut down_since: Option<Instant> = None;
             while !flag.load(Ordering::Relaxed) {
+                let at = start.elapsed();
                 let r = rt.block_on(async {
-                    tokio::time::timeout(
+                    let resp = tokio::time::timeout(
                         Duration::from_secs(3),
-                        client.get(format!("{server}/readyz")).send(),
+                        client.get(format!("{server}/readyz?verbose")).send(),
                     )
                     .await
-                });
-                if matches!(r, Ok(Ok(ref resp)) if resp.status().is_success()) {
-                    good += 1;
-                    if let Some(t) = down_since.take() {
-                        longest = longest.max(t.elapsed());
+                    .map_err(|_| "no answer within 3 s".to_string())?
+                    .map_err(|e| format!("{e:?}"))?;
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
+                    if status.is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!("{status}: {}", body.trim()))
                     }
-                } else {
-                    bad += 1;
-                    down_since.get_or_insert_with(Instant::now);
+                });
+                match r {
+                    Ok(()) => {
+                        seen.good += 1;
+                        if let Some(t) = down_since.take() {
+                            seen.longest = seen.longest.max(t.elapsed());
+                        }
+                    }
+                    Err(why) => {
+                        seen.failures.push((at, why));
+                        down_since.get_or_insert_with(Instant::now);
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(300));
             }
             if let Some(t) = down_since {
-                longest = longest.max(t.elapsed());
+                seen.longest = seen.longest.max(t.elapsed());
             }
-            (good, bad, longest)
+            seen
         });
         Self { stop, handle }
     }
 
-    pub(crate) fn finish(self) -> (u32, u32, Duration) {
+    pub(crate) fn finish(self) -> Availability {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().expect("poller")
     }
@@ -153,7 +209,7 @@ fn lab_certs_renew_rolls_without_api_outage_and_recovers_expired_certificates() 
     std::thread::sleep(Duration::from_secs(2));
     let out = run(&lab, state.path(), &["certs", "renew"], &[]);
     std::thread::sleep(Duration::from_secs(1));
-    let (good, bad, longest) = poller.finish();
+    let seen = poller.finish();
     let log = ok(&out);
     assert!(!log.contains("restarted together"), "{log}");
     let after: Vec<String> = tls_endpoints(&lab)
@@ -163,14 +219,7 @@ fn lab_certs_renew_rolls_without_api_outage_and_recovers_expired_certificates() 
     for ((addr, b), a) in tls_endpoints(&lab).iter().zip(&before).zip(&after) {
         assert_ne!(b, a, "{addr} still serves its old certificate");
     }
-    assert!(
-        good >= 10,
-        "the poller hardly ran: {good} answers, {bad} failures"
-    );
-    assert!(
-        bad * 10 <= good + bad && longest <= Duration::from_secs(3),
-        "the API was down too long during the renewal: {good} answered, {bad} failed, longest outage {longest:?}"
-    );
+    seen.assert_up("certs renew");
     assert_etcd_healthy(state.path(), &eps);
     let check = check_hosts(&lab, state.path());
     assert!(check.status.success(), "{}", text(&check));
@@ -240,15 +289,12 @@ fn lab_certs_renew_rolls_without_api_outage_and_recovers_expired_certificates() 
     assert_eq!(expiring.status.code(), Some(1), "{}", text(&expiring));
     let poller = Poller::start(state.path());
     let log = ok(&run(&lab, state.path(), &["apply"], &[]));
-    let (good, bad, longest) = poller.finish();
+    let seen = poller.finish();
     assert!(
         log.contains("restart the API server, controller-manager and scheduler (new certificates)"),
         "{log}"
     );
-    assert!(
-        bad * 10 <= good + bad && longest <= Duration::from_secs(3),
-        "the API was down too long during apply's renewal: {good} answered, {bad} failed, longest outage {longest:?}"
-    );
+    seen.assert_up("apply's renewal");
     for addr in tls_endpoints(&lab) {
         let c = served(&addr);
         assert!(
