@@ -80,7 +80,7 @@ pub enum RunError {
         "fix the hosts above and run the same command again; nothing was changed on any host"
     ))]
     Unreachable { count: usize, details: String },
-    #[error("preflight failed on {0}")]
+    #[error("preflight failed: {0}")]
     #[diagnostic(help(
         "fix what the table above shows, or skip a check deliberately with --skip-check NAME; nothing was changed on any host"
     ))]

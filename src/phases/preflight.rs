@@ -333,16 +333,46 @@ pub fn evaluate(plan: &ClusterPlan, host: &PlannedHost, f: &Facts) -> Vec<Check>
     out
 }
 
-/// Each host opens a TCP connection to every port it will use on the other hosts (etcd, API
-/// server, kubelet), all at once. An answer, even "connection refused" before anything listens, proves
+/// How many of the next workers (in inventory order, wrapping) a worker probes for node-to-node
+/// ports: a ring, so that every worker is probed by as many others, and the probes grow with the
+/// host count, not with its square (1,000 nodes probing each other would be a million probes).
+const RING_PEERS: usize = 3;
+
+/// The hosts `host` probes: every other host from a control plane (its API server reaches every
+/// kubelet); else the control planes, the etcd hosts and the next [`RING_PEERS`] workers.
+fn probed<'a>(plan: &'a ClusterPlan, host: &PlannedHost) -> Vec<&'a PlannedHost> {
+    let others = plan.hosts.iter().filter(|h| h.name != host.name);
+    if host.has(Role::ControlPlane) {
+        return others.collect();
+    }
+    let nodes: Vec<&PlannedHost> = plan
+        .hosts
+        .iter()
+        .filter(|h| h.has(Role::Worker) && !h.has(Role::ControlPlane))
+        .collect();
+    let ring: Vec<&str> = nodes
+        .iter()
+        .position(|h| h.name == host.name)
+        .map(|at| {
+            (1..=RING_PEERS.min(nodes.len() - 1))
+                .map(|k| nodes[(at + k) % nodes.len()].name.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    others
+        .filter(|h| {
+            h.has(Role::ControlPlane) || h.has(Role::Etcd) || ring.contains(&h.name.as_str())
+        })
+        .collect()
+}
+
+/// Each host opens a TCP connection to every port it will use on the hosts it probes ([`probed`]:
+/// etcd, API server, kubelet), all at once. An answer, even "connection refused" before anything listens, proves
 /// the path is open; silence for 3 s means a firewall drops it. Probing the real ports, not SSH,
 /// also spares every sshd a connection per peer.
 async fn reachability(cx: &Ctx, host: &PlannedHost) -> Result<Check, RunError> {
-    let wanted: Vec<(String, IpAddr, u16)> = cx
-        .plan
-        .hosts
-        .iter()
-        .filter(|h| h.name != host.name)
+    let wanted: Vec<(String, IpAddr, u16)> = probed(&cx.plan, host)
+        .into_iter()
         .flat_map(|h| {
             ports_between(&cx.plan, host, h)
                 .into_iter()
@@ -424,11 +454,14 @@ pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, RunError> {
         (cx.plan.hosts.iter().position(|h| h.name == a.host), a.name)
             .cmp(&(cx.plan.hosts.iter().position(|h| h.name == b.host), b.name))
     });
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| c.status == CheckStatus::Fail)
-        .map(|c| format!("{}/{}", c.host, c.name))
-        .collect();
+    // One part per failed check, its hosts shortened as in the table: bounded at any host count.
+    let mut failed: Vec<(&str, Vec<&str>)> = Vec::new();
+    for c in checks.iter().filter(|c| c.status == CheckStatus::Fail) {
+        match failed.iter_mut().find(|(name, _)| *name == c.name) {
+            Some((_, hosts)) => hosts.push(&c.host),
+            None => failed.push((c.name, vec![&c.host])),
+        }
+    }
     let shown = checks.iter().any(|c| c.status != CheckStatus::Pass);
     if shown {
         cx.progress.suspend(|| eprintln!("{}", table(&checks)));
@@ -436,7 +469,11 @@ pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, RunError> {
     if failed.is_empty() {
         Ok(checks)
     } else {
-        Err(RunError::Preflight(failed.join(", ")))
+        let parts: Vec<String> = failed
+            .iter()
+            .map(|(name, hosts)| format!("{name} on {}", some_hosts(hosts)))
+            .collect();
+        Err(RunError::Preflight(parts.join("; ")))
     }
 }
 
@@ -453,6 +490,16 @@ impl CheckStatus {
             CheckStatus::Fail => "FAIL",
             CheckStatus::Skipped => "skipped",
         }
+    }
+}
+
+/// "a", "a, b" or "a, b and N more": a host list that stays short at any host count.
+fn some_hosts(names: &[&str]) -> String {
+    match names {
+        [one] => (*one).to_string(),
+        [a, b] => format!("{a}, {b}"),
+        [a, b, rest @ ..] => format!("{a}, {b} and {} more", rest.len()),
+        [] => String::new(),
     }
 }
 
@@ -494,12 +541,7 @@ pub fn render_table(checks: &[Check], all: bool) -> String {
     }
     for (first, members) in groups {
         let names: Vec<&str> = members.iter().map(|c| c.host.as_str()).collect();
-        let host = match names.as_slice() {
-            [one] => (*one).to_string(),
-            [a, b] => format!("{a}, {b}"),
-            [a, b, rest @ ..] => format!("{a}, {b} and {} more", rest.len()),
-            [] => String::new(),
-        };
+        let host = some_hosts(&names);
         let found = if members.iter().all(|c| c.found == first.found) {
             first.found.clone()
         } else {
@@ -521,6 +563,7 @@ const GROUP_FROM: usize = 10;
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::path::Path;
 
     use super::*;
@@ -572,6 +615,42 @@ mod tests {
             !needed_ports(&off, a)
                 .iter()
                 .any(|(p, _)| *p == crate::render::NODE_EXPORTER_PORT)
+        );
+    }
+
+    #[test]
+    fn probes_grow_with_the_host_count_not_its_square() {
+        let mut text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/three-host.toml"),
+        )
+        .expect("read");
+        for i in 4..=40 {
+            text.push_str(&format!(
+                "\n[[host]]\nname = \"node-{i}\"\naddress = \"192.0.2.{}\"\n",
+                10 + i
+            ));
+        }
+        let p = ClusterPlan::new(Inventory::parse(Path::new("40.toml"), &text).expect("valid"));
+        assert!(monitoring(&p), "node-to-node ports are probed");
+        let mut probed_by: BTreeMap<&str, usize> = BTreeMap::new();
+        for h in &p.hosts {
+            let targets = probed(&p, h);
+            let expected = if h.has(Role::ControlPlane) {
+                39
+            } else {
+                3 + RING_PEERS
+            };
+            assert_eq!(targets.len(), expected, "{}", h.name);
+            for t in targets {
+                *probed_by.entry(t.name.as_str()).or_default() += 1;
+            }
+        }
+        // Each worker is still reached from every control plane and from its ring neighbours.
+        assert!(
+            p.hosts
+                .iter()
+                .all(|h| probed_by.get(h.name.as_str()) >= Some(&(2 + RING_PEERS))),
+            "{probed_by:?}"
         );
     }
 
