@@ -8,6 +8,7 @@ use std::path::Path;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
@@ -27,7 +28,7 @@ fn manifest(a: &Addon, inv: &Inventory) -> String {
     let file = match a.kind {
         AddonKind::MetricsServer => "metrics-server.yaml",
         AddonKind::LocalPathProvisioner => "local-path-storage.yaml",
-        AddonKind::Monitoring | AddonKind::Logging => {
+        AddonKind::Monitoring | AddonKind::Logging | AddonKind::Ingress => {
             let plan = ClusterPlan::new(inv.clone());
             return addon_manifest(&plan, &Templates::builtin().expect("templates"), a)
                 .expect("renders")
@@ -71,6 +72,7 @@ fn assert_valid_object(obj: &Value) {
         ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>(obj),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<RoleBinding>(obj),
         ("storage.k8s.io/v1", "StorageClass") => round_trip::<StorageClass>(obj),
+        ("networking.k8s.io/v1", "IngressClass") => round_trip::<IngressClass>(obj),
         ("apiregistration.k8s.io/v1", "APIService") => round_trip::<APIService>(obj),
         other => panic!("no typed check for {other:?}: add its k8s-openapi type here"),
     }
@@ -418,6 +420,184 @@ fn etcd_metrics_listen_on_the_member_address_only_with_monitoring() {
     assert_eq!(
         env_of(&lab_like_inventory("[addons]\nmonitoring = false\n")),
         "ETCD_LISTEN_METRICS_URLS=http://127.0.0.1:2381"
+    );
+}
+
+fn ingress_objects(inv: &Inventory) -> Vec<Value> {
+    let a = inv
+        .addons
+        .iter()
+        .find(|a| a.kind == AddonKind::Ingress)
+        .expect("on with [addons.ingress]");
+    let yaml = render(a, &manifest(a, inv), inv).expect("renders");
+    let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
+    for image in images_named(&yaml) {
+        assert!(bundled.contains(&image), "{image} not in {bundled:?}");
+    }
+    let objs = objects(&yaml);
+    for o in &objs {
+        assert_valid_object(o);
+        assert_eq!(o["metadata"]["labels"][ADDON_LABEL], "ingress");
+    }
+    objs
+}
+
+fn of_kind<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn ingress_is_off_until_asked_for_and_exposed_as_the_inventory_says() {
+    let inv = lab_like_inventory("");
+    assert!(inv.addons.iter().all(|a| a.kind != AddonKind::Ingress));
+    assert!(inv.images().iter().all(|w| !w.name.contains("traefik")));
+
+    // On node ports (the default): a Deployment behind a NodePort Service; the class is default.
+    let objs = ingress_objects(&lab_like_inventory("[addons.ingress]\n"));
+    let kinds: Vec<&str> = objs.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "IngressClass",
+            "Deployment",
+            "Service"
+        ]
+    );
+    let class = of_kind(&objs, "IngressClass");
+    assert_eq!(class["spec"]["controller"], "traefik.io/ingress-controller");
+    assert_eq!(
+        class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    let svc = of_kind(&objs, "Service");
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    let node_ports: Vec<&Value> = svc["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| &p["nodePort"])
+        .collect();
+    assert_eq!(node_ports, [30080, 30443]);
+    let pod = &of_kind(&objs, "Deployment")["spec"]["template"]["spec"];
+    assert!(!pod.to_string().contains("hostPort"), "{pod}");
+    assert_eq!(
+        of_kind(&objs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+
+    // Other node ports, not the default class.
+    let objs = ingress_objects(&lab_like_inventory(
+        "[addons.ingress]\nhttp_node_port = 31080\nhttps_node_port = 31443\ndefault_class = false\n",
+    ));
+    assert_eq!(
+        of_kind(&objs, "Service")["spec"]["ports"][1]["nodePort"],
+        31443
+    );
+    assert!(
+        of_kind(&objs, "IngressClass")["metadata"]
+            .get("annotations")
+            .is_none()
+    );
+
+    // On the VIP: a DaemonSet on the control planes, tolerating their taint, on host ports 80
+    // and 443 (so its namespace is privileged), and no node ports.
+    let objs = ingress_objects(&lab_like_inventory(
+        "[addons.ingress]\nexposure = \"vip\"\n",
+    ));
+    let ds = of_kind(&objs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["nodeSelector"]["node-role.kubernetes.io/control-plane"],
+        ""
+    );
+    assert_eq!(
+        pod["tolerations"][0]["key"],
+        "node-role.kubernetes.io/control-plane"
+    );
+    let host_ports: Vec<&Value> = pod["containers"][0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p.get("hostPort"))
+        .collect();
+    assert_eq!(host_ports, [80, 443]);
+    assert_eq!(of_kind(&objs, "Service")["spec"]["type"], "ClusterIP");
+    assert!(!of_kind(&objs, "Service").to_string().contains("nodePort"));
+    assert_eq!(
+        of_kind(&objs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+}
+
+#[test]
+fn ingress_settings_the_cluster_cannot_have_are_refused_where_written() {
+    let text = |endpoint: &str, ingress: &str| {
+        format!(
+            "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+             [endpoint]\n{endpoint}\n\
+             [addons.ingress]\n{ingress}\
+             [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n"
+        )
+    };
+    let refused = |endpoint: &str, ingress: &str| {
+        let e =
+            Inventory::parse(Path::new("inv.toml"), &text(endpoint, ingress)).expect_err("refused");
+        let first = &e.errors[0];
+        (
+            first.location(),
+            format!(
+                "{} {}",
+                first.message,
+                first.help.as_deref().unwrap_or_default()
+            ),
+        )
+    };
+    let vip = "mode = \"vip\"\naddress = \"192.0.2.100\"";
+    let (at, why) = refused(
+        "mode = \"external\"\naddress = \"lb.example.net\"",
+        "exposure = \"vip\"\n",
+    );
+    assert_eq!(at, "inv.toml:9:12");
+    assert!(
+        why.contains("needs a VIP, but endpoint.mode is \"external\""),
+        "{why}"
+    );
+    let (at, why) = refused(vip, "exposure = \"node-port\"\n");
+    assert_eq!(at, "inv.toml:9:12");
+    assert!(why.contains("did you mean `node-ports`"), "{why}");
+    let (at, why) = refused(vip, "http_node_port = 8080\n");
+    assert_eq!(at, "inv.toml:9:18");
+    assert!(why.contains("outside the node port range"), "{why}");
+    let (_, why) = refused(vip, "http_node_port = 30443\n");
+    assert!(why.contains("both 30443"), "{why}");
+    let (at, why) = refused(vip, "exposure = \"vip\"\nhttps_node_port = 30443\n");
+    assert_eq!(at, "inv.toml:10:19");
+    assert!(
+        why.contains("node ports are for exposure = \"node-ports\""),
+        "{why}"
+    );
+    let (_, why) = refused(&format!("{vip}\nport = 443"), "exposure = \"vip\"\n");
+    assert!(why.contains("takes ports 80 and 443"), "{why}");
+    let (_, why) = refused(vip, "exposure = \"vip\"\nclass = \"x\"\n");
+    assert!(why.contains("class"), "{why}");
+    // kube-vip is a VIP too; kbs plan names the exposure.
+    let ok = text(
+        "mode = \"kube-vip\"\naddress = \"192.0.2.100\"",
+        "exposure = \"vip\"\n",
+    );
+    assert!(Inventory::parse(Path::new("inv.toml"), &ok).is_ok());
+    let (dir, path) = crate::common::write_inventory(&ok);
+    let plan = crate::common::stdout_of(crate::common::kbs().args(["plan"]).arg(&path));
+    drop(dir);
+    assert!(
+        plan.contains("ingress") && plan.contains("v3.8.0") && plan.contains("ports 80 and 443"),
+        "{plan}"
     );
 }
 
