@@ -789,6 +789,23 @@ fn logging_settings_that_cannot_work_are_refused_with_their_place() {
     assert!(why.contains("needs user"), "{why}");
 }
 
+/// `inventory` pointed at a bundle of its own in `dir`, made with `kbs bundle` (it holds the images
+/// of the addons `inventory` turns on).
+fn own_bundle(inventory: &Path, dir: &Path) {
+    let text = std::fs::read_to_string(inventory).expect("inventory");
+    let bundle = dir.join("bundle");
+    std::fs::write(
+        inventory,
+        text.replace(&bundle_of(&text), &bundle.to_string_lossy()),
+    )
+    .expect("write inventory");
+    ok(&crate::common::kbs()
+        .arg("bundle")
+        .arg(inventory)
+        .output()
+        .expect("kbs bundle"));
+}
+
 /// The lab inventory with `extra` appended (an `[addons]` table), next to it.
 fn with_addons(lab: &Lab, dir: &Path, extra: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(lab.inventory()).expect("inventory");
@@ -816,7 +833,13 @@ fn api_path(o: &Value) -> String {
     } else {
         format!("/api/{av}")
     };
-    let plural = format!("{}s", o["kind"].as_str().unwrap_or_default().to_lowercase());
+    let kind = o["kind"].as_str().unwrap_or_default().to_lowercase();
+    // client-go's guess from a kind (IngressClass: ingressclasses).
+    let plural = if kind.ends_with('s') {
+        format!("{kind}es")
+    } else {
+        format!("{kind}s")
+    };
     let name = o["metadata"]["name"].as_str().unwrap_or_default();
     match o["metadata"]["namespace"].as_str() {
         Some(ns) => format!("{group}/namespaces/{ns}/{plural}/{name}"),
@@ -1075,18 +1098,7 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
             token.display()
         ),
     );
-    let text = std::fs::read_to_string(&logging).expect("inventory");
-    let bundle = dir.path().join("bundle");
-    std::fs::write(
-        &logging,
-        text.replace(&bundle_of(&text), &bundle.to_string_lossy()),
-    )
-    .expect("write inventory");
-    ok(&crate::common::kbs()
-        .arg("bundle")
-        .arg(&logging)
-        .output()
-        .expect("kbs bundle"));
+    own_bundle(&logging, dir.path());
     let out = apply(&logging, state.path(), &[]);
     assert!(
         out.contains("kubectl apply -f /etc/kbs/addons/logging.yaml (addon logging"),
@@ -1137,6 +1149,74 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
     );
     for path in [SECRET, FLUENT_BIT] {
         assert_eq!(api_send(state.path(), "GET", path, None), 404, "{path}");
+    }
+    assert_eq!(
+        lab.exec("node-1", "ls /etc/kbs/addons").trim(),
+        "local-path-provisioner.yaml"
+    );
+
+    // Ingress on (node ports), from a bundle that holds Traefik's image.
+    let dir = tempfile::tempdir().expect("tmp");
+    let ingress = with_addons(
+        &lab,
+        dir.path(),
+        "[addons]\nmetrics_server = false\nmonitoring = false\n[addons.ingress]\n",
+    );
+    own_bundle(&ingress, dir.path());
+    let out = apply(&ingress, state.path(), &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/addons/ingress.yaml (addon ingress"),
+        "{out}"
+    );
+    const CLASS: &str = "/apis/networking.k8s.io/v1/ingressclasses/traefik";
+    const SERVICE: &str = "/api/v1/namespaces/kbs-ingress/services/traefik";
+    assert_eq!(
+        api_get(state.path(), CLASS)["metadata"]["labels"][ADDON_LABEL],
+        "ingress"
+    );
+    assert_eq!(
+        api_get(state.path(), SERVICE)["spec"]["ports"][0]["nodePort"],
+        30080
+    );
+    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/ingress.yaml");
+    let ingress_objects = objects(&yaml);
+    ingress_objects.iter().for_each(assert_valid_object);
+    let images = images_named(&yaml);
+    assert_eq!(images.len(), 1, "{images:?}");
+    for h in ["node-1", "node-2", "node-3"] {
+        assert!(
+            lab.exec(h, "ctr -n k8s.io images ls -q")
+                .contains(&images[0]),
+            "{h} lacks {}",
+            images[0]
+        );
+    }
+    let out = apply(&ingress, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+    // The IngressClass deleted by hand comes back.
+    assert_eq!(api_send(state.path(), "DELETE", CLASS, None), 200);
+    let out = apply(&ingress, state.path(), &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/addons/ingress.yaml (addon ingress"),
+        "{out}"
+    );
+    assert_eq!(api_get(state.path(), CLASS)["kind"], "IngressClass");
+    // Off: exactly its objects go.
+    let out = apply(&off, state.path(), &[]);
+    assert!(
+        out.contains("kubectl delete -f /etc/kbs/addons/ingress.yaml"),
+        "{out}"
+    );
+    for o in &ingress_objects {
+        let path = api_path(o);
+        assert_eq!(api_send(state.path(), "GET", &path, None), 404, "{path}");
+    }
+    for path in [STORAGE_CLASS, LOCAL_PATH_DEPLOYMENT] {
+        assert_eq!(
+            api_send(state.path(), "GET", path, None),
+            200,
+            "{path} went too"
+        );
     }
     assert_eq!(
         lab.exec("node-1", "ls /etc/kbs/addons").trim(),
