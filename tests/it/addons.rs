@@ -1201,7 +1201,39 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         "{out}"
     );
     assert_eq!(api_get(state.path(), CLASS)["kind"], "IngressClass");
-    // Off: exactly its objects go.
+    // Moved to the VIP (the lab's front is keepalived): the Deployment a DaemonSet replaces is
+    // deleted, and the DaemonSet on the control planes holds host ports 80 and 443.
+    let text = std::fs::read_to_string(&ingress).expect("inventory");
+    std::fs::write(
+        &ingress,
+        text.replace(
+            "[addons.ingress]\n",
+            "[addons.ingress]\nexposure = \"vip\"\n",
+        ),
+    )
+    .expect("write inventory");
+    let out = apply(&ingress, state.path(), &[]);
+    assert!(
+        out.contains("kubectl delete Deployment/traefik (no longer in addon ingress"),
+        "{out}"
+    );
+    const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/kbs-ingress/deployments/traefik";
+    assert_eq!(api_send(state.path(), "GET", DEPLOYMENT, None), 404);
+    let ds = api_get(
+        state.path(),
+        "/apis/apps/v1/namespaces/kbs-ingress/daemonsets/traefik",
+    );
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["ports"][1]["hostPort"],
+        443
+    );
+    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/ingress.yaml");
+    let mut ingress_objects = ingress_objects;
+    ingress_objects.extend(objects(&yaml));
+    ingress_objects.iter().for_each(assert_valid_object);
+    let out = apply(&ingress, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+    // Off: exactly its objects go (those of both exposures).
     let out = apply(&off, state.path(), &[]);
     assert!(
         out.contains("kubectl delete -f /etc/kbs/addons/ingress.yaml"),
