@@ -319,14 +319,17 @@ pub enum AddonKind {
     Monitoring,
     /// Fluent Bit, rendered by kbs (upstream ships a Helm chart).
     Logging,
+    /// Traefik as the ingress controller, rendered by kbs (upstream ships a Helm chart).
+    Ingress,
 }
 
 impl AddonKind {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::MetricsServer,
         Self::LocalPathProvisioner,
         Self::Monitoring,
         Self::Logging,
+        Self::Ingress,
     ];
 
     /// The name in data/versions.toml, bundle.toml, labels and file names.
@@ -336,6 +339,7 @@ impl AddonKind {
             Self::LocalPathProvisioner => "local-path-provisioner",
             Self::Monitoring => "monitoring",
             Self::Logging => "logging",
+            Self::Ingress => "ingress",
         }
     }
 

@@ -97,6 +97,8 @@ plugin = "calico"                  # flannel | calico | cilium (with a rendered 
 # host = "logs.example.net"        # an IP address or DNS name
 # port = 3100
 # token_file = "secrets/logs.token"  # optional: mode 0600 or 0400, yours; becomes a Kubernetes Secret
+# [addons.ingress]                 # Traefik, IngressClass traefik (the default class); off without this table
+# exposure = "node-ports"          # node-ports (30080, 30443; http_node_port, https_node_port) | vip (80, 443 on the VIP)
 
 # [artifacts]                      # where kubeadm, kubelet, etcd, containerd, the images... come from
 # bundle = "bundle"                # an air-gap bundle made by `kbs bundle` (docs/airgap.md); unset: apply downloads them here

@@ -12,8 +12,8 @@ use super::raw::RawInventory;
 use super::validate::resolve_path;
 use super::{
     Addon, AddonImage, ArtifactSettings, Artifacts, Cni, CniChoice, CniRelease, ContainerdSettings,
-    EndpointMode, HostName, Inventory, LogOutput, LogOutputKind, Mirror, Registry,
-    SecuritySettings, StorageChoice,
+    Endpoint, EndpointMode, HostName, IngressExposure, IngressExposureKind, IngressSettings,
+    Inventory, LogOutput, LogOutputKind, Mirror, Registry, SecuritySettings, StorageChoice,
 };
 use crate::versions::{
     self, AddonKind, CniPlugin, Component, Components, HostClass, KubeVersion, Support, Version,
@@ -448,6 +448,116 @@ pub(super) fn logging(r: &mut Reporter, base: &Path, raw: &RawInventory) -> Opti
     })
 }
 
+/// kube-apiserver's default `--service-node-port-range` (kbs does not change it).
+const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// `[addons.ingress]`: Traefik, on while the table is there. On node ports (the default: it works
+/// behind any front) or on the VIP, which needs a VIP (keepalived or kube-vip) and ports 80 and
+/// 443 free on the control planes.
+pub(super) fn ingress(
+    r: &mut Reporter,
+    raw: &RawInventory,
+    endpoint: Option<&Endpoint>,
+) -> Option<IngressSettings> {
+    let i = raw.addons.ingress.as_ref()?;
+    let kind = i
+        .exposure
+        .as_ref()
+        .map_or(IngressExposureKind::NodePorts, |e| *e.get_ref());
+    let exposure_span = i.exposure.as_ref().map(Spanned::span).unwrap_or_default();
+    let mut ok = true;
+    let exposure = match kind {
+        IngressExposureKind::NodePorts => {
+            let mut port = |f: &Option<Spanned<u16>>, name: &str, default: u16| match f {
+                Some(p) if !NODE_PORTS.contains(p.get_ref()) => {
+                    r.error(
+                        p.span(),
+                        format!(
+                            "addons.ingress.{name} {} is outside the node port range",
+                            p.get_ref()
+                        ),
+                        "not a node port",
+                        format!(
+                            "write a port from {} to {} (kube-apiserver's --service-node-port-range), e.g. {default}",
+                            NODE_PORTS.start(),
+                            NODE_PORTS.end()
+                        ),
+                    );
+                    ok = false;
+                    default
+                }
+                Some(p) => *p.get_ref(),
+                None => default,
+            };
+            let http = port(&i.http_node_port, "http_node_port", 30080);
+            let https = port(&i.https_node_port, "https_node_port", 30443);
+            if http == https {
+                let span = i
+                    .https_node_port
+                    .as_ref()
+                    .or(i.http_node_port.as_ref())
+                    .map(Spanned::span)
+                    .unwrap_or_default();
+                r.error(
+                    span,
+                    format!("addons.ingress: http_node_port and https_node_port are both {http}"),
+                    "the same port",
+                    "give HTTP and HTTPS different node ports, e.g. 30080 and 30443",
+                );
+                ok = false;
+            }
+            IngressExposure::NodePorts { http, https }
+        }
+        IngressExposureKind::Vip => {
+            for f in [&i.http_node_port, &i.https_node_port]
+                .into_iter()
+                .flatten()
+            {
+                r.error(
+                    f.span(),
+                    "addons.ingress node ports are for exposure = \"node-ports\"",
+                    "not used",
+                    "remove it: on the VIP the controller listens on 80 and 443",
+                );
+                ok = false;
+            }
+            match endpoint {
+                Some(e) if !matches!(e.mode, EndpointMode::Vip | EndpointMode::KubeVip) => {
+                    r.error(
+                        exposure_span.clone(),
+                        format!(
+                            "addons.ingress.exposure = \"vip\" needs a VIP, but endpoint.mode is \"{}\"",
+                            e.mode.as_str()
+                        ),
+                        "no VIP",
+                        "use exposure = \"node-ports\" (and point the site's load balancer at them), or endpoint.mode = \"vip\" or \"kube-vip\"",
+                    );
+                    ok = false;
+                }
+                Some(e)
+                    if [e.port, e.apiserver_port]
+                        .iter()
+                        .any(|p| [80, 443].contains(p)) =>
+                {
+                    r.error(
+                        exposure_span.clone(),
+                        "addons.ingress.exposure = \"vip\" takes ports 80 and 443 on the control planes, where the API server's endpoint listens",
+                        "port taken",
+                        "move endpoint.port (and the API servers' port) off 80 and 443, or use exposure = \"node-ports\"",
+                    );
+                    ok = false;
+                }
+                _ => {}
+            }
+            IngressExposure::Vip
+        }
+    };
+    ok.then_some(IngressSettings {
+        exposure,
+        default_class: i.default_class.unwrap_or(true),
+    })
+}
+
 pub(super) fn containerd(raw: &RawInventory) -> ContainerdSettings {
     ContainerdSettings {
         snapshotter: raw.containerd.snapshotter.unwrap_or_default(),
@@ -565,14 +675,15 @@ pub(super) fn cni(
     })
 }
 
-/// `[addons]`: metrics-server, the default StorageClass (local-path-provisioner), monitoring and
-/// logging (where `[addons.logging]` names an output),
+/// `[addons]`: metrics-server, the default StorageClass (local-path-provisioner), monitoring,
+/// logging (where `[addons.logging]` names an output) and ingress (where `[addons.ingress]` is),
 /// from the releases data/versions.toml pins; with the addons off only by their default, and why.
 pub(super) fn addons(
     r: &mut Reporter,
     raw: &RawInventory,
     security: &SecuritySettings,
     logging: bool,
+    ingress: bool,
 ) -> (Vec<Addon>, Vec<(AddonKind, &'static str)>) {
     let a = &raw.addons;
     // metrics-server verifies each kubelet's serving certificate against the cluster CA (its
@@ -626,6 +737,9 @@ pub(super) fn addons(
     }
     if logging {
         kinds.push(AddonKind::Logging);
+    }
+    if ingress {
+        kinds.push(AddonKind::Ingress);
     }
     let addons = kinds
         .into_iter()

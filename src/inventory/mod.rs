@@ -52,6 +52,8 @@ pub struct Inventory {
     pub addons: Vec<Addon>,
     /// `[addons.logging]`: where the logging addon ships the logs; `None`: no logging addon.
     pub logging: Option<LogOutput>,
+    /// `[addons.ingress]`: how the ingress controller is reached; `None`: no ingress addon.
+    pub ingress: Option<IngressSettings>,
     /// Addons off only because of their default here, with why (for `kbs plan`).
     pub addons_off_by_default: Vec<(AddonKind, &'static str)>,
     /// `[backup]`: scheduled etcd snapshots on the etcd hosts and the default backup recipient.
@@ -267,6 +269,31 @@ impl LogOutputKind {
             Self::Elasticsearch => "elasticsearch",
         }
     }
+}
+
+/// `[addons.ingress] exposure`, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngressExposureKind {
+    NodePorts,
+    Vip,
+}
+
+/// Where traffic from outside reaches the ingress controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngressExposure {
+    /// A NodePort Service: every node's `http` and `https` port.
+    NodePorts { http: u16, https: u16 },
+    /// The controller on every control plane with host ports 80 and 443: the VIP's 80 and 443
+    /// reach whichever control plane holds it.
+    Vip,
+}
+
+/// The ingress addon (Traefik): its exposure, and whether its IngressClass is the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressSettings {
+    pub exposure: IngressExposure,
+    pub default_class: bool,
 }
 
 /// Where the logging addon ships container logs and the API server's audit log.

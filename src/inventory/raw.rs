@@ -5,8 +5,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    CniChoice, EndpointMode, KeyAlgorithm, LogOutputKind, PodSecurityLevel, Role, Snapshotter,
-    StorageChoice,
+    CniChoice, EndpointMode, IngressExposureKind, KeyAlgorithm, LogOutputKind, PodSecurityLevel,
+    Role, Snapshotter, StorageChoice,
 };
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +151,18 @@ pub(super) struct RawAddons {
     pub monitoring: Option<Spanned<bool>>,
     #[serde(default)]
     pub logging: Option<RawLogging>,
+    #[serde(default)]
+    pub ingress: Option<RawIngress>,
+}
+
+/// `[addons.ingress]`: Traefik; on while the table is there.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIngress {
+    pub exposure: Option<Spanned<IngressExposureKind>>,
+    pub http_node_port: Option<Spanned<u16>>,
+    pub https_node_port: Option<Spanned<u16>>,
+    pub default_class: Option<bool>,
 }
 
 /// `[addons.logging]`: where Fluent Bit ships the logs; off while `output` is unset.

@@ -104,7 +104,9 @@ fn build(
     let registry = components::registry(r, base, &raw);
     let cni = components::cni(r, base, &raw, &artifacts.source);
     let logging = components::logging(r, base, &raw);
-    let (addons, addons_off_by_default) = components::addons(r, &raw, &security, logging.is_some());
+    let ingress = components::ingress(r, &raw, endpoint.as_ref());
+    let (addons, addons_off_by_default) =
+        components::addons(r, &raw, &security, logging.is_some(), ingress.is_some());
     let typed_hosts: Vec<Option<Host>> = hosts.iter().map(|(h, _)| h.clone()).collect();
     let hooks = super::hooks::hooks(r, &raw, &typed_hosts);
     Some(Inventory {
@@ -122,6 +124,7 @@ fn build(
         addons,
         addons_off_by_default,
         logging,
+        ingress,
         security,
         backup,
         hosts: typed_hosts.into_iter().collect::<Option<_>>()?,

@@ -90,6 +90,13 @@ fn needed_ports(plan: &ClusterPlan, host: &PlannedHost) -> Vec<(u16, &'static st
         if plan.front.mode == EndpointMode::Vip {
             ports.push((plan.inventory.endpoint.port, "haproxy"));
         }
+        // The ingress addon on the VIP: its host ports would take the traffic of a server the
+        // host runs there already.
+        if plan.inventory.ingress.as_ref().map(|i| i.exposure)
+            == Some(crate::inventory::IngressExposure::Vip)
+        {
+            ports.extend([(80, "traefik"), (443, "traefik")]);
+        }
     }
     if host.has(Role::ControlPlane) || host.has(Role::Worker) {
         ports.push((10250, "kubelet"));
@@ -651,6 +658,28 @@ mod tests {
                 .iter()
                 .all(|h| probed_by.get(h.name.as_str()) >= Some(&(2 + RING_PEERS))),
             "{probed_by:?}"
+        );
+    }
+
+    #[test]
+    fn ingress_on_the_vip_needs_80_and_443_free_on_the_control_planes() {
+        let p = plan();
+        let cp = p
+            .hosts
+            .iter()
+            .find(|h| h.has(Role::ControlPlane))
+            .expect("a control plane");
+        assert!(!needed_ports(&p, cp).iter().any(|(p, _)| *p == 80));
+        let mut inv = p.inventory.clone();
+        inv.ingress = Some(crate::inventory::IngressSettings {
+            exposure: crate::inventory::IngressExposure::Vip,
+            default_class: true,
+        });
+        let on = ClusterPlan::new(inv);
+        let ports = needed_ports(&on, cp);
+        assert!(
+            ports.contains(&(80, "traefik")) && ports.contains(&(443, "traefik")),
+            "{ports:?}"
         );
     }
 

@@ -6,7 +6,7 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use super::{ClusterPlan, EtcdMember, FailureTolerance, Front, PlannedHost};
-use crate::inventory::{Addon, EndpointMode, LogOutput, Role};
+use crate::inventory::{Addon, EndpointMode, IngressExposure, Inventory, Role};
 use crate::versions::{AddonKind, Component};
 use crate::words::count;
 
@@ -265,7 +265,7 @@ fn versions_table(plan: &ClusterPlan) -> Table {
         t.add_row(vec![
             a.kind.as_str().to_string(),
             a.version.clone(),
-            addon_note(a, inv.logging.as_ref()),
+            addon_note(a, inv),
         ]);
     }
     for (kind, why) in &inv.addons_off_by_default {
@@ -296,7 +296,7 @@ fn versions_table(plan: &ClusterPlan) -> Table {
 }
 
 /// What an addon gives the cluster, and its limits, for the versions table.
-fn addon_note(a: &Addon, logging: Option<&LogOutput>) -> String {
+fn addon_note(a: &Addon, inv: &Inventory) -> String {
     match a.kind {
         AddonKind::MetricsServer => "addon ([addons] metrics_server): kubectl top and HPA".into(),
         AddonKind::LocalPathProvisioner => {
@@ -315,13 +315,25 @@ fn addon_note(a: &Addon, logging: Option<&LogOutput>) -> String {
                 others.join(", ")
             )
         }
-        AddonKind::Logging => match logging {
+        AddonKind::Logging => match &inv.logging {
             Some(l) => format!(
                 "addon ([addons.logging]): Fluent Bit ships container logs and the audit log to {} {}:{}{}",
                 l.kind.as_str(),
                 l.host,
                 l.port,
                 if l.tls { " over TLS" } else { ", NOT encrypted" }
+            ),
+            None => String::new(),
+        },
+        AddonKind::Ingress => match inv.ingress.as_ref().map(|i| (i.exposure, i.default_class)) {
+            Some((exposure, default_class)) => format!(
+                "addon ([addons.ingress]): Traefik, IngressClass traefik{}, on {}",
+                if default_class { " (the default)" } else { "" },
+                match exposure {
+                    IngressExposure::Vip => "the VIP's ports 80 and 443".to_string(),
+                    IngressExposure::NodePorts { http, https } =>
+                        format!("every node's ports {http} (HTTP) and {https} (HTTPS)"),
+                }
             ),
             None => String::new(),
         },

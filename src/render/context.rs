@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::inventory::{EndpointMode, HostName, Role};
+use crate::inventory::{EndpointMode, HostName, IngressExposure, Role};
 use crate::plan::{ClusterPlan, EtcdMember, PlannedHost};
 
 use super::RenderInputs;
@@ -450,6 +450,38 @@ impl LoggingCtx {
                 .security
                 .audit_log
                 .then(|| super::security::AUDIT_LOG_PATH.to_string()),
+        })
+    }
+}
+
+pub const INGRESS_NAMESPACE: &str = "kbs-ingress";
+
+/// What templates/ingress.yaml sees.
+#[derive(Serialize)]
+pub struct IngressCtx {
+    namespace: &'static str,
+    image: String,
+    default_class: bool,
+    /// Host ports 80 and 443 on the control planes (the VIP); else a NodePort Service on these.
+    vip: bool,
+    http_node_port: Option<u16>,
+    https_node_port: Option<u16>,
+}
+
+impl IngressCtx {
+    pub fn new(plan: &ClusterPlan, image: String) -> Option<Self> {
+        let i = plan.inventory.ingress.as_ref()?;
+        let (vip, http_node_port, https_node_port) = match i.exposure {
+            IngressExposure::Vip => (true, None, None),
+            IngressExposure::NodePorts { http, https } => (false, Some(http), Some(https)),
+        };
+        Some(Self {
+            namespace: INGRESS_NAMESPACE,
+            image,
+            default_class: i.default_class,
+            vip,
+            http_node_port,
+            https_node_port,
         })
     }
 }

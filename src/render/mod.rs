@@ -18,9 +18,10 @@ use crate::plan::{ClusterPlan, PlannedHost};
 
 pub use crate::secrets::{ENCRYPTION_KEY_PLACEHOLDER, EncryptionKey};
 pub use context::VIP_INTERFACE_PLACEHOLDER;
-use context::{HostContext, KubeVipCtx, LoggingCtx, MemberCtx, MonitoringCtx};
+use context::{HostContext, IngressCtx, KubeVipCtx, LoggingCtx, MemberCtx, MonitoringCtx};
 pub use context::{
-    LOGGING_NAMESPACE, LOGGING_SECRET, MONITORING_NAMESPACE, NODE_EXPORTER_PORT, TEXTFILE_DIR,
+    INGRESS_NAMESPACE, LOGGING_NAMESPACE, LOGGING_SECRET, MONITORING_NAMESPACE, NODE_EXPORTER_PORT,
+    TEXTFILE_DIR,
 };
 use security::NamespaceCtx;
 pub use security::{
@@ -183,6 +184,18 @@ pub fn addon_manifest(
                     message: "logging needs [addons.logging] and Fluent Bit's image in data/versions.toml".into(),
                 })?;
             ctx.insert("logging", &l);
+        }
+        AddonKind::Ingress => {
+            let image = addon.images.first().map(|i| i.name.clone());
+            let i = image
+                .and_then(|i| IngressCtx::new(plan, i))
+                .ok_or_else(|| RenderError::Template {
+                    name: name.clone(),
+                    message:
+                        "ingress needs [addons.ingress] and Traefik's image in data/versions.toml"
+                            .into(),
+                })?;
+            ctx.insert("ingress", &i);
         }
         AddonKind::MetricsServer | AddonKind::LocalPathProvisioner => {}
     }

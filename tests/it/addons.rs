@@ -8,6 +8,7 @@ use std::path::Path;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
@@ -27,7 +28,7 @@ fn manifest(a: &Addon, inv: &Inventory) -> String {
     let file = match a.kind {
         AddonKind::MetricsServer => "metrics-server.yaml",
         AddonKind::LocalPathProvisioner => "local-path-storage.yaml",
-        AddonKind::Monitoring | AddonKind::Logging => {
+        AddonKind::Monitoring | AddonKind::Logging | AddonKind::Ingress => {
             let plan = ClusterPlan::new(inv.clone());
             return addon_manifest(&plan, &Templates::builtin().expect("templates"), a)
                 .expect("renders")
@@ -71,6 +72,7 @@ fn assert_valid_object(obj: &Value) {
         ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>(obj),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<RoleBinding>(obj),
         ("storage.k8s.io/v1", "StorageClass") => round_trip::<StorageClass>(obj),
+        ("networking.k8s.io/v1", "IngressClass") => round_trip::<IngressClass>(obj),
         ("apiregistration.k8s.io/v1", "APIService") => round_trip::<APIService>(obj),
         other => panic!("no typed check for {other:?}: add its k8s-openapi type here"),
     }
@@ -421,6 +423,184 @@ fn etcd_metrics_listen_on_the_member_address_only_with_monitoring() {
     );
 }
 
+fn ingress_objects(inv: &Inventory) -> Vec<Value> {
+    let a = inv
+        .addons
+        .iter()
+        .find(|a| a.kind == AddonKind::Ingress)
+        .expect("on with [addons.ingress]");
+    let yaml = render(a, &manifest(a, inv), inv).expect("renders");
+    let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
+    for image in images_named(&yaml) {
+        assert!(bundled.contains(&image), "{image} not in {bundled:?}");
+    }
+    let objs = objects(&yaml);
+    for o in &objs {
+        assert_valid_object(o);
+        assert_eq!(o["metadata"]["labels"][ADDON_LABEL], "ingress");
+    }
+    objs
+}
+
+fn of_kind<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn ingress_is_off_until_asked_for_and_exposed_as_the_inventory_says() {
+    let inv = lab_like_inventory("");
+    assert!(inv.addons.iter().all(|a| a.kind != AddonKind::Ingress));
+    assert!(inv.images().iter().all(|w| !w.name.contains("traefik")));
+
+    // On node ports (the default): a Deployment behind a NodePort Service; the class is default.
+    let objs = ingress_objects(&lab_like_inventory("[addons.ingress]\n"));
+    let kinds: Vec<&str> = objs.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "IngressClass",
+            "Deployment",
+            "Service"
+        ]
+    );
+    let class = of_kind(&objs, "IngressClass");
+    assert_eq!(class["spec"]["controller"], "traefik.io/ingress-controller");
+    assert_eq!(
+        class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    let svc = of_kind(&objs, "Service");
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    let node_ports: Vec<&Value> = svc["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| &p["nodePort"])
+        .collect();
+    assert_eq!(node_ports, [30080, 30443]);
+    let pod = &of_kind(&objs, "Deployment")["spec"]["template"]["spec"];
+    assert!(!pod.to_string().contains("hostPort"), "{pod}");
+    assert_eq!(
+        of_kind(&objs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+
+    // Other node ports, not the default class.
+    let objs = ingress_objects(&lab_like_inventory(
+        "[addons.ingress]\nhttp_node_port = 31080\nhttps_node_port = 31443\ndefault_class = false\n",
+    ));
+    assert_eq!(
+        of_kind(&objs, "Service")["spec"]["ports"][1]["nodePort"],
+        31443
+    );
+    assert!(
+        of_kind(&objs, "IngressClass")["metadata"]
+            .get("annotations")
+            .is_none()
+    );
+
+    // On the VIP: a DaemonSet on the control planes, tolerating their taint, on host ports 80
+    // and 443 (so its namespace is privileged), and no node ports.
+    let objs = ingress_objects(&lab_like_inventory(
+        "[addons.ingress]\nexposure = \"vip\"\n",
+    ));
+    let ds = of_kind(&objs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["nodeSelector"]["node-role.kubernetes.io/control-plane"],
+        ""
+    );
+    assert_eq!(
+        pod["tolerations"][0]["key"],
+        "node-role.kubernetes.io/control-plane"
+    );
+    let host_ports: Vec<&Value> = pod["containers"][0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p.get("hostPort"))
+        .collect();
+    assert_eq!(host_ports, [80, 443]);
+    assert_eq!(of_kind(&objs, "Service")["spec"]["type"], "ClusterIP");
+    assert!(!of_kind(&objs, "Service").to_string().contains("nodePort"));
+    assert_eq!(
+        of_kind(&objs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+}
+
+#[test]
+fn ingress_settings_the_cluster_cannot_have_are_refused_where_written() {
+    let text = |endpoint: &str, ingress: &str| {
+        format!(
+            "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+             [endpoint]\n{endpoint}\n\
+             [addons.ingress]\n{ingress}\
+             [[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n"
+        )
+    };
+    let refused = |endpoint: &str, ingress: &str| {
+        let e =
+            Inventory::parse(Path::new("inv.toml"), &text(endpoint, ingress)).expect_err("refused");
+        let first = &e.errors[0];
+        (
+            first.location(),
+            format!(
+                "{} {}",
+                first.message,
+                first.help.as_deref().unwrap_or_default()
+            ),
+        )
+    };
+    let vip = "mode = \"vip\"\naddress = \"192.0.2.100\"";
+    let (at, why) = refused(
+        "mode = \"external\"\naddress = \"lb.example.net\"",
+        "exposure = \"vip\"\n",
+    );
+    assert_eq!(at, "inv.toml:9:12");
+    assert!(
+        why.contains("needs a VIP, but endpoint.mode is \"external\""),
+        "{why}"
+    );
+    let (at, why) = refused(vip, "exposure = \"node-port\"\n");
+    assert_eq!(at, "inv.toml:9:12");
+    assert!(why.contains("did you mean `node-ports`"), "{why}");
+    let (at, why) = refused(vip, "http_node_port = 8080\n");
+    assert_eq!(at, "inv.toml:9:18");
+    assert!(why.contains("outside the node port range"), "{why}");
+    let (_, why) = refused(vip, "http_node_port = 30443\n");
+    assert!(why.contains("both 30443"), "{why}");
+    let (at, why) = refused(vip, "exposure = \"vip\"\nhttps_node_port = 30443\n");
+    assert_eq!(at, "inv.toml:10:19");
+    assert!(
+        why.contains("node ports are for exposure = \"node-ports\""),
+        "{why}"
+    );
+    let (_, why) = refused(&format!("{vip}\nport = 443"), "exposure = \"vip\"\n");
+    assert!(why.contains("takes ports 80 and 443"), "{why}");
+    let (_, why) = refused(vip, "exposure = \"vip\"\nclass = \"x\"\n");
+    assert!(why.contains("class"), "{why}");
+    // kube-vip is a VIP too; kbs plan names the exposure.
+    let ok = text(
+        "mode = \"kube-vip\"\naddress = \"192.0.2.100\"",
+        "exposure = \"vip\"\n",
+    );
+    assert!(Inventory::parse(Path::new("inv.toml"), &ok).is_ok());
+    let (dir, path) = crate::common::write_inventory(&ok);
+    let plan = crate::common::stdout_of(crate::common::kbs().args(["plan"]).arg(&path));
+    drop(dir);
+    assert!(
+        plan.contains("ingress") && plan.contains("v3.8.0") && plan.contains("ports 80 and 443"),
+        "{plan}"
+    );
+}
+
 /// A token file as the logging addon wants it: the user's, with `mode`.
 fn token_file(dir: &Path, mode: u32) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -609,6 +789,23 @@ fn logging_settings_that_cannot_work_are_refused_with_their_place() {
     assert!(why.contains("needs user"), "{why}");
 }
 
+/// `inventory` pointed at a bundle of its own in `dir`, made with `kbs bundle` (it holds the images
+/// of the addons `inventory` turns on).
+fn own_bundle(inventory: &Path, dir: &Path) {
+    let text = std::fs::read_to_string(inventory).expect("inventory");
+    let bundle = dir.join("bundle");
+    std::fs::write(
+        inventory,
+        text.replace(&bundle_of(&text), &bundle.to_string_lossy()),
+    )
+    .expect("write inventory");
+    ok(&crate::common::kbs()
+        .arg("bundle")
+        .arg(inventory)
+        .output()
+        .expect("kbs bundle"));
+}
+
 /// The lab inventory with `extra` appended (an `[addons]` table), next to it.
 fn with_addons(lab: &Lab, dir: &Path, extra: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(lab.inventory()).expect("inventory");
@@ -636,7 +833,13 @@ fn api_path(o: &Value) -> String {
     } else {
         format!("/api/{av}")
     };
-    let plural = format!("{}s", o["kind"].as_str().unwrap_or_default().to_lowercase());
+    let kind = o["kind"].as_str().unwrap_or_default().to_lowercase();
+    // client-go's guess from a kind (IngressClass: ingressclasses).
+    let plural = if kind.ends_with('s') {
+        format!("{kind}es")
+    } else {
+        format!("{kind}s")
+    };
     let name = o["metadata"]["name"].as_str().unwrap_or_default();
     match o["metadata"]["namespace"].as_str() {
         Some(ns) => format!("{group}/namespaces/{ns}/{plural}/{name}"),
@@ -895,18 +1098,7 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
             token.display()
         ),
     );
-    let text = std::fs::read_to_string(&logging).expect("inventory");
-    let bundle = dir.path().join("bundle");
-    std::fs::write(
-        &logging,
-        text.replace(&bundle_of(&text), &bundle.to_string_lossy()),
-    )
-    .expect("write inventory");
-    ok(&crate::common::kbs()
-        .arg("bundle")
-        .arg(&logging)
-        .output()
-        .expect("kbs bundle"));
+    own_bundle(&logging, dir.path());
     let out = apply(&logging, state.path(), &[]);
     assert!(
         out.contains("kubectl apply -f /etc/kbs/addons/logging.yaml (addon logging"),
@@ -957,6 +1149,106 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
     );
     for path in [SECRET, FLUENT_BIT] {
         assert_eq!(api_send(state.path(), "GET", path, None), 404, "{path}");
+    }
+    assert_eq!(
+        lab.exec("node-1", "ls /etc/kbs/addons").trim(),
+        "local-path-provisioner.yaml"
+    );
+
+    // Ingress on (node ports), from a bundle that holds Traefik's image.
+    let dir = tempfile::tempdir().expect("tmp");
+    let ingress = with_addons(
+        &lab,
+        dir.path(),
+        "[addons]\nmetrics_server = false\nmonitoring = false\n[addons.ingress]\n",
+    );
+    own_bundle(&ingress, dir.path());
+    let out = apply(&ingress, state.path(), &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/addons/ingress.yaml (addon ingress"),
+        "{out}"
+    );
+    const CLASS: &str = "/apis/networking.k8s.io/v1/ingressclasses/traefik";
+    const SERVICE: &str = "/api/v1/namespaces/kbs-ingress/services/traefik";
+    assert_eq!(
+        api_get(state.path(), CLASS)["metadata"]["labels"][ADDON_LABEL],
+        "ingress"
+    );
+    assert_eq!(
+        api_get(state.path(), SERVICE)["spec"]["ports"][0]["nodePort"],
+        30080
+    );
+    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/ingress.yaml");
+    let ingress_objects = objects(&yaml);
+    ingress_objects.iter().for_each(assert_valid_object);
+    let images = images_named(&yaml);
+    assert_eq!(images.len(), 1, "{images:?}");
+    for h in ["node-1", "node-2", "node-3"] {
+        assert!(
+            lab.exec(h, "ctr -n k8s.io images ls -q")
+                .contains(&images[0]),
+            "{h} lacks {}",
+            images[0]
+        );
+    }
+    let out = apply(&ingress, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+    // The IngressClass deleted by hand comes back.
+    assert_eq!(api_send(state.path(), "DELETE", CLASS, None), 200);
+    let out = apply(&ingress, state.path(), &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/addons/ingress.yaml (addon ingress"),
+        "{out}"
+    );
+    assert_eq!(api_get(state.path(), CLASS)["kind"], "IngressClass");
+    // Moved to the VIP (the lab's front is keepalived): the Deployment a DaemonSet replaces is
+    // deleted, and the DaemonSet on the control planes holds host ports 80 and 443.
+    let text = std::fs::read_to_string(&ingress).expect("inventory");
+    std::fs::write(
+        &ingress,
+        text.replace(
+            "[addons.ingress]\n",
+            "[addons.ingress]\nexposure = \"vip\"\n",
+        ),
+    )
+    .expect("write inventory");
+    let out = apply(&ingress, state.path(), &[]);
+    assert!(
+        out.contains("kubectl delete Deployment/traefik (no longer in addon ingress"),
+        "{out}"
+    );
+    const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/kbs-ingress/deployments/traefik";
+    assert_eq!(api_send(state.path(), "GET", DEPLOYMENT, None), 404);
+    let ds = api_get(
+        state.path(),
+        "/apis/apps/v1/namespaces/kbs-ingress/daemonsets/traefik",
+    );
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["ports"][1]["hostPort"],
+        443
+    );
+    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/ingress.yaml");
+    let mut ingress_objects = ingress_objects;
+    ingress_objects.extend(objects(&yaml));
+    ingress_objects.iter().for_each(assert_valid_object);
+    let out = apply(&ingress, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+    // Off: exactly its objects go (those of both exposures).
+    let out = apply(&off, state.path(), &[]);
+    assert!(
+        out.contains("kubectl delete -f /etc/kbs/addons/ingress.yaml"),
+        "{out}"
+    );
+    for o in &ingress_objects {
+        let path = api_path(o);
+        assert_eq!(api_send(state.path(), "GET", &path, None), 404, "{path}");
+    }
+    for path in [STORAGE_CLASS, LOCAL_PATH_DEPLOYMENT] {
+        assert_eq!(
+            api_send(state.path(), "GET", path, None),
+            200,
+            "{path} went too"
+        );
     }
     assert_eq!(
         lab.exec("node-1", "ls /etc/kbs/addons").trim(),
