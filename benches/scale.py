@@ -45,15 +45,15 @@ def hosts_cpu_ns(names):
 IDLE_SECONDS = 5
 
 
-def run_resumed(label, size, args, nodes):
+def run_resumed(label, size, args, nodes, workers):
     """`run`, and once more if it failed (kbs resumes where it stopped): on a loaded lab the API
     stand-in can fall behind hundreds of requests at once. Both runs are counted."""
     try:
-        return run(label, size, args, nodes)
+        return run(label, size, args, nodes, workers)
     except SystemExit:
-        first = LAST_FAILED
-        again = run(label + " (resumed)", size, args, nodes)
-        for k in ("wall", "kbs_cpu", "hosts_cpu", "cmds"):
+        first = dict(LAST_FAILED)
+        again = run(label + " (resumed)", size, args, nodes, workers)
+        for k in ("wall", "kbs_cpu", "hosts_cpu", "workers_cpu", "cmds"):
             again[k] += first[k]
         again["rss_mb"] = max(again["rss_mb"], first["rss_mb"])
         return again
@@ -62,15 +62,17 @@ def run_resumed(label, size, args, nodes):
 LAST_FAILED = {}
 
 
-def run(label, size, args, nodes):
+def run(label, size, args, nodes, workers):
     """Runs kbs once; its wall time, own CPU and peak RSS (wait4), the hosts' CPU, SSH commands.
 
     The hosts' CPU is what they used during the run minus what they use idle (systemd, etcd,
-    the stand-ins' polling), measured over IDLE_SECONDS just before: the work kbs asked for."""
-    idle_from = hosts_cpu_ns(nodes)
+    the stand-ins' polling), measured over IDLE_SECONDS just before: the work kbs asked for.
+    It is also split: `workers` (the worker hosts the run is about) apart from the others, which
+    carry the control planes' share (the API server and kubectl stand-ins, etcd)."""
+    idle_from = [hosts_cpu_ns(g) for g in (nodes, workers)]
     time.sleep(IDLE_SECONDS)
-    before = hosts_cpu_ns(nodes)
-    idle_rate = (before - idle_from) / IDLE_SECONDS
+    before = [hosts_cpu_ns(g) for g in (nodes, workers)]
+    idle_rate = [(b - a) / IDLE_SECONDS for a, b in zip(idle_from, before)]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.monotonic()
         p = subprocess.Popen([KBS, *args, "-v", "--log-format", "plain"], stdout=out, stderr=err)
@@ -80,12 +82,14 @@ def run(label, size, args, nodes):
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    hosts_s = max(0.0, (hosts_cpu_ns(nodes) - before - idle_rate * wall) / 1e9)
+    hosts_s, workers_s = (max(0.0, (hosts_cpu_ns(g) - b - rate * wall) / 1e9)
+                          for g, b, rate in zip((nodes, workers), before, idle_rate))
     # status exits 1 when degraded (a bench cluster may be); anything else must succeed.
     m = re.search(r"SSH: (\d+) commands? on (\d+) hosts? \(most on one host: (\d+)", stderr)
     cmds, touched, most = (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (0, 0, 0)
     result = dict(label=label, size=size, wall=wall, kbs_cpu=ru.ru_utime + ru.ru_stime,
-                rss_mb=ru.ru_maxrss / 1024, hosts_cpu=hosts_s, cmds=cmds, touched=touched, most=most)
+                  rss_mb=ru.ru_maxrss / 1024, hosts_cpu=hosts_s, workers_cpu=workers_s,
+                  workers=len(workers), cmds=cmds, touched=touched, most=most)
     if p.returncode != 0 and not (label == "status" and p.returncode == 1):
         errors = "\n".join(l for l in stderr.splitlines() if "×" in l or "│" in l)
         sys.stderr.write(f"scale: kbs {' '.join(args)} failed:\n{errors}\n")
@@ -117,11 +121,14 @@ def main(sizes):
             nodes = [f"kbs-lab{suffix}-node-{i}" for i in range(1, n + ADDED + 1)]
             sd = state / str(n)
             common = ["--state-dir", str(sd)]
-            rows.append(run_resumed("apply from bare", n, ["apply", str(part), *common], nodes))
-            rows.append(run("no-op apply", n, ["apply", str(part), *common], nodes))
-            rows.append(run("status", n, ["status", str(part), *common], nodes))
+            # The lab's first three hosts are its etcd members and control planes, the rest workers.
+            workers = nodes[3:n]
+            rows.append(run_resumed("apply from bare", n, ["apply", str(part), *common], nodes, workers))
+            rows.append(run("no-op apply", n, ["apply", str(part), *common], nodes, workers))
+            rows.append(run("status", n, ["status", str(part), *common], nodes, workers))
             new = ",".join(f"node-{i}" for i in range(n + 1, n + ADDED + 1))
-            rows.append(run_resumed(f"add-node of {ADDED}", n, ["add-node", full, *common, "--host", new], nodes))
+            rows.append(run_resumed(f"add-node of {ADDED}", n, ["add-node", full, *common, "--host", new], nodes,
+                                    nodes[n:]))
             report(rows)
     finally:
         lab("down")
@@ -131,13 +138,14 @@ def main(sizes):
 def report(rows, final=False):
     out = sys.stdout
     out.write("\n" if final else "")
-    hdr = f"{'run':<16} {'hosts':>5} {'wall s':>7} {'kbs CPU s':>9} {'kbs RSS MB':>10} {'hosts CPU s':>11} {'SSH cmds/host':>13} {'kbs ms/host':>11} {'host CPU ms/host':>16}"
+    hdr = f"{'run':<16} {'hosts':>5} {'wall s':>7} {'kbs CPU s':>9} {'kbs RSS MB':>10} {'hosts CPU s':>11} {'SSH cmds/host':>13} {'kbs ms/host':>11} {'host CPU ms/host':>16} {'worker ms/host':>14}"
     out.write(hdr + "\n")
     for r in rows:
         per = max(r["touched"], 1)
+        worker = 1000 * r["workers_cpu"] / r["workers"] if r["workers"] else float("nan")
         out.write(f"{r['label']:<16} {r['size']:>5} {r['wall']:>7.1f} {r['kbs_cpu']:>9.2f} {r['rss_mb']:>10.0f} "
                   f"{r['hosts_cpu']:>11.2f} {r['cmds'] / per:>9.1f} ({r['most']:>2}) "
-                  f"{1000 * r['kbs_cpu'] / per:>11.1f} {1000 * r['hosts_cpu'] / per:>16.1f}\n")
+                  f"{1000 * r['kbs_cpu'] / per:>11.1f} {1000 * r['hosts_cpu'] / per:>16.1f} {worker:>14.1f}\n")
     if not final:
         out.flush()
         return
