@@ -24,6 +24,8 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.parse
 
 import yaml
 
@@ -785,49 +787,101 @@ class ApiClient:
 # ---------------------------------------------------------------- etcd (real, via etcdctl)
 
 class Etcd:
-    """etcd v3 access through the real etcdctl over mTLS."""
+    """etcd v3 access over mTLS through etcd's own JSON gateway (POST /v3/kv/...), the same RPCs
+    etcdctl makes, without a process per request: like a real kube-apiserver, which keeps its etcd
+    client and its credentials (read once, here into the TLS context) for its whole life."""
 
     def __init__(self, endpoints, cacert, cert, key):
-        self.endpoints, self.tls = list(endpoints), ["--cacert=" + cacert, "--cert=" + cert, "--key=" + key]
+        self.endpoints = list(endpoints)
+        self.tls = ssl.create_default_context(cafile=cacert)
+        self.tls.load_cert_chain(cert, key)
+        self._next = 0
 
-    def _ctl(self, *args, input=None, endpoints=None, timeout=15, command_timeout="8s"):
-        env = dict(os.environ, ETCDCTL_API="3")
-        cmd = ["etcdctl", "--endpoints=" + ",".join(endpoints or self.endpoints), *self.tls,
-               "--dial-timeout=2s", "--command-timeout=" + command_timeout, *args]
-        rc, out, err = run(cmd, input=input, timeout=timeout, env=env)
-        if rc != 0:
-            raise StandinError("etcdctl %s: %s" % (args[0], (err or out).decode(errors="replace").strip()))
-        return out
+    def _call(self, path, body, endpoints=None, timeout=8.0):
+        """The gateway's JSON answer from the first endpoint that gives one, in turn from the
+        last that answered (as etcdctl's balancer moves on from a dead member). Reads are tried
+        again until `timeout` (as etcd's Go client retries a read on "leader changed" or a member
+        going away); a write is tried once on each endpoint."""
+        eps = endpoints or self.endpoints
+        deadline = time.monotonic() + timeout
+        while True:
+            start = self._next % len(eps)
+            errors = []
+            for i in range(len(eps)):
+                ep = eps[(start + i) % len(eps)]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    data = self._post(ep, path, body, left)
+                except StandinError as e:
+                    errors.append("%s: %s" % (ep, e))
+                    continue
+                if endpoints is None:
+                    self._next = (start + i) % len(eps)
+                return data
+            if path != "/v3/kv/range" or time.monotonic() + 0.1 >= deadline:
+                raise StandinError("etcd %s: %s" % (path, "; ".join(errors) or "timed out"))
+            time.sleep(0.1)
+
+    def _post(self, ep, path, body, timeout):
+        u = urllib.parse.urlsplit(ep)
+        conn = http.client.HTTPSConnection(u.hostname, u.port or 2379, timeout=timeout, context=self.tls)
+        try:
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = json.loads(resp.read() or b"{}")
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            raise StandinError(str(e))
+        finally:
+            conn.close()
+        if resp.status != 200:
+            # A gRPC status through the gateway: "etcdserver: leader changed", "no leader", ...
+            raise StandinError(data.get("message") or data.get("error") or "HTTP %d" % resp.status)
+        return data
+
+    @staticmethod
+    def _b64(b):
+        return base64.b64encode(b if isinstance(b, bytes) else b.encode()).decode()
+
+    @staticmethod
+    def _prefix_end(prefix):
+        """etcd's range end for a prefix: the prefix with its last byte incremented."""
+        b = bytearray(prefix.encode())
+        while b and b[-1] == 0xFF:
+            b.pop()
+        if b:
+            b[-1] += 1
+        return bytes(b) or b"\0"
 
     def get_prefix(self, prefix):
         """[(key, value bytes, mod_revision)] under prefix."""
-        out = json.loads(self._ctl("get", prefix, "--prefix", "-w", "json"))
-        return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")), kv["mod_revision"])
+        out = self._call("/v3/kv/range", {"key": self._b64(prefix), "range_end": self._b64(self._prefix_end(prefix))})
+        return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")), int(kv["mod_revision"]))
                 for kv in out.get("kvs") or []]
 
     def get(self, key):
         """(value bytes, mod_revision) or (None, None)."""
-        out = json.loads(self._ctl("get", key, "-w", "json"))
-        kvs = out.get("kvs") or []
+        kvs = self._call("/v3/kv/range", {"key": self._b64(key)}).get("kvs") or []
         if not kvs:
             return None, None
-        return base64.b64decode(kvs[0].get("value", "")), kvs[0]["mod_revision"]
+        return base64.b64decode(kvs[0].get("value", "")), int(kvs[0]["mod_revision"])
 
     def put(self, key, value):
-        """Stores value (read by etcdctl from stdin, so any bytes are fine); returns the revision."""
-        out = json.loads(self._ctl("put", key, "-w", "json", input=value))
-        return out["header"]["revision"]
+        """Stores value (any bytes); returns the revision."""
+        out = self._call("/v3/kv/put", {"key": self._b64(key), "value": self._b64(value)})
+        return int(out["header"]["revision"])
 
     def delete(self, key):
-        return json.loads(self._ctl("del", key, "-w", "json")).get("deleted", 0)
+        return int(self._call("/v3/kv/deleterange", {"key": self._b64(key)}).get("deleted", 0))
 
     def health(self):
-        """(healthy?, per-endpoint text).  Healthy when at least one endpoint can
-        commit a proposal, i.e. the cluster has quorum (what an apiserver needs).
+        """(healthy?, per-endpoint text).  Healthy when at least one endpoint answers a
+        linearizable read, i.e. the cluster has quorum (what an apiserver's etcd check asks).
         Endpoints are probed in parallel with short timeouts so /readyz answers fast."""
         def probe(ep):
             try:
-                self._ctl("endpoint", "health", endpoints=[ep], timeout=6, command_timeout="2s")
+                self._call("/v3/kv/range", {"key": self._b64("health")}, endpoints=[ep], timeout=2.0)
                 return True, "%s is healthy" % ep
             except StandinError as e:
                 return False, "%s is unhealthy: %s" % (ep, e)
