@@ -825,6 +825,29 @@ const LOCAL_PATH_DEPLOYMENT: &str =
 const PROMETHEUS: &str = "/apis/apps/v1/namespaces/kbs-monitoring/deployments/prometheus";
 const NODE_EXPORTER: &str = "/apis/apps/v1/namespaces/kbs-monitoring/daemonsets/node-exporter";
 
+/// Turning an addon off deleted every one of its objects, and these others stayed.
+fn removed_exactly(state: &Path, gone: &[Value], kept: &[&str]) {
+    for o in gone {
+        let path = api_path(o);
+        assert_eq!(
+            api_send(state, "GET", &path, None),
+            404,
+            "{path} is still there"
+        );
+    }
+    for path in kept {
+        assert_eq!(api_send(state, "GET", path, None), 200, "{path} went too");
+    }
+}
+
+/// Of kbs's addon manifests on the first control plane, only local-path's is left.
+fn only_local_path_on_disk(lab: &Lab) {
+    assert_eq!(
+        lab.exec("node-1", "ls /etc/kbs/addons").trim(),
+        "local-path-provisioner.yaml"
+    );
+}
+
 /// The API path of a rendered object (core or named group; namespaced or not).
 fn api_path(o: &Value) -> String {
     let av = o["apiVersion"].as_str().unwrap_or_default();
@@ -1059,29 +1082,16 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         "the test lists the manifest's objects"
     );
     assert!(monitoring_objects.len() > 10);
-    for o in &monitoring_objects {
-        let path = api_path(o);
-        assert_eq!(
-            api_send(state.path(), "GET", &path, None),
-            404,
-            "{path} is still there"
-        );
-    }
-    for path in [
-        STORAGE_CLASS,
-        LOCAL_PATH_DEPLOYMENT,
-        "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel-ds",
-    ] {
-        assert_eq!(
-            api_send(state.path(), "GET", path, None),
-            200,
-            "{path} went too"
-        );
-    }
-    assert_eq!(
-        lab.exec("node-1", "ls /etc/kbs/addons").trim(),
-        "local-path-provisioner.yaml"
+    removed_exactly(
+        state.path(),
+        &monitoring_objects,
+        &[
+            STORAGE_CLASS,
+            LOCAL_PATH_DEPLOYMENT,
+            "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel-ds",
+        ],
     );
+    only_local_path_on_disk(&lab);
     let out = apply(&off, state.path(), &[]);
     assert!(out.starts_with("no changes"), "{out}");
 
@@ -1150,10 +1160,7 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
     for path in [SECRET, FLUENT_BIT] {
         assert_eq!(api_send(state.path(), "GET", path, None), 404, "{path}");
     }
-    assert_eq!(
-        lab.exec("node-1", "ls /etc/kbs/addons").trim(),
-        "local-path-provisioner.yaml"
-    );
+    only_local_path_on_disk(&lab);
 
     // Ingress on (node ports), from a bundle that holds Traefik's image.
     let dir = tempfile::tempdir().expect("tmp");
@@ -1239,19 +1246,10 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         out.contains("kubectl delete -f /etc/kbs/addons/ingress.yaml"),
         "{out}"
     );
-    for o in &ingress_objects {
-        let path = api_path(o);
-        assert_eq!(api_send(state.path(), "GET", &path, None), 404, "{path}");
-    }
-    for path in [STORAGE_CLASS, LOCAL_PATH_DEPLOYMENT] {
-        assert_eq!(
-            api_send(state.path(), "GET", path, None),
-            200,
-            "{path} went too"
-        );
-    }
-    assert_eq!(
-        lab.exec("node-1", "ls /etc/kbs/addons").trim(),
-        "local-path-provisioner.yaml"
+    removed_exactly(
+        state.path(),
+        &ingress_objects,
+        &[STORAGE_CLASS, LOCAL_PATH_DEPLOYMENT],
     );
+    only_local_path_on_disk(&lab);
 }
