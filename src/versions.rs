@@ -319,16 +319,20 @@ pub enum AddonKind {
     Monitoring,
     /// Fluent Bit, rendered by kbs (upstream ships a Helm chart).
     Logging,
+    /// The Gateway API's CRDs (standard channel), for the ingress addon's Gateway API option.
+    GatewayApi,
     /// Traefik as the ingress controller, rendered by kbs (upstream ships a Helm chart).
     Ingress,
 }
 
 impl AddonKind {
-    pub const ALL: [Self; 5] = [
+    /// In the order they are applied: the Gateway API's CRDs before the Gateway that uses them.
+    pub const ALL: [Self; 6] = [
         Self::MetricsServer,
         Self::LocalPathProvisioner,
         Self::Monitoring,
         Self::Logging,
+        Self::GatewayApi,
         Self::Ingress,
     ];
 
@@ -339,6 +343,7 @@ impl AddonKind {
             Self::LocalPathProvisioner => "local-path-provisioner",
             Self::Monitoring => "monitoring",
             Self::Logging => "logging",
+            Self::GatewayApi => "gateway-api",
             Self::Ingress => "ingress",
         }
     }
@@ -367,6 +372,9 @@ pub struct AddonRelease {
     pub images: Vec<AddonImage>,
     /// The manifest's pinned SHA-256; empty where none is pinned.
     pub sha256: String,
+    /// Applied with `kubectl apply --server-side`, as upstream's install guide says.
+    #[serde(default)]
+    pub server_side: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,6 +9,16 @@ pub fn count(n: usize, noun: &str) -> String {
     }
 }
 
+/// "a", "a, b" or "a, b and N more": a list that stays short at any length (hosts, objects).
+pub fn some<S: AsRef<str>>(names: &[S]) -> String {
+    match names {
+        [one] => one.as_ref().to_string(),
+        [a, b] => format!("{}, {}", a.as_ref(), b.as_ref()),
+        [a, b, rest @ ..] => format!("{}, {} and {} more", a.as_ref(), b.as_ref(), rest.len()),
+        [] => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -99,6 +99,7 @@ plugin = "calico"                  # flannel | calico | cilium (with a rendered 
 # token_file = "secrets/logs.token"  # optional: mode 0600 or 0400, yours; becomes a Kubernetes Secret
 # [addons.ingress]                 # Traefik, IngressClass traefik (the default class); off without this table
 # exposure = "node-ports"          # node-ports (30080, 30443; http_node_port, https_node_port) | vip (80, 443 on the VIP)
+# gateway_api = true               # also the Gateway API: its CRDs, GatewayClass traefik, Gateway kbs-ingress/traefik
 
 # [artifacts]                      # where kubeadm, kubelet, etcd, containerd, the images... come from
 # bundle = "bundle"                # an air-gap bundle made by `kbs bundle` (docs/airgap.md); unset: apply downloads them here

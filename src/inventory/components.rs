@@ -555,6 +555,7 @@ pub(super) fn ingress(
     ok.then_some(IngressSettings {
         exposure,
         default_class: i.default_class.unwrap_or(true),
+        gateway_api: i.gateway_api.unwrap_or(false),
     })
 }
 
@@ -676,14 +677,15 @@ pub(super) fn cni(
 }
 
 /// `[addons]`: metrics-server, the default StorageClass (local-path-provisioner), monitoring,
-/// logging (where `[addons.logging]` names an output) and ingress (where `[addons.ingress]` is),
-/// from the releases data/versions.toml pins; with the addons off only by their default, and why.
+/// logging (where `[addons.logging]` names an output) and ingress (where `[addons.ingress]` is,
+/// with the Gateway API's CRDs before it where it asks for them), from the releases
+/// data/versions.toml pins; with the addons off only by their default, and why.
 pub(super) fn addons(
     r: &mut Reporter,
     raw: &RawInventory,
     security: &SecuritySettings,
     logging: bool,
-    ingress: bool,
+    ingress: Option<&IngressSettings>,
 ) -> (Vec<Addon>, Vec<(AddonKind, &'static str)>) {
     let a = &raw.addons;
     // metrics-server verifies each kubelet's serving certificate against the cluster CA (its
@@ -738,7 +740,10 @@ pub(super) fn addons(
     if logging {
         kinds.push(AddonKind::Logging);
     }
-    if ingress {
+    if let Some(i) = ingress {
+        if i.gateway_api {
+            kinds.push(AddonKind::GatewayApi);
+        }
         kinds.push(AddonKind::Ingress);
     }
     let addons = kinds
@@ -766,6 +771,7 @@ pub(super) fn addons(
                         }
                     })
                     .collect(),
+                server_side: rel.server_side,
             }
         })
         .collect();

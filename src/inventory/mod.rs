@@ -289,11 +289,13 @@ pub enum IngressExposure {
     Vip,
 }
 
-/// The ingress addon (Traefik): its exposure, and whether its IngressClass is the default.
+/// The ingress addon (Traefik): its exposure, whether its IngressClass is the default, and
+/// whether it also serves the Gateway API (its CRDs, a GatewayClass and a Gateway).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngressSettings {
     pub exposure: IngressExposure,
     pub default_class: bool,
+    pub gateway_api: bool,
 }
 
 /// Where the logging addon ships container logs and the API server's audit log.
@@ -321,6 +323,8 @@ pub struct Addon {
     pub manifest_url: Option<String>,
     pub sha256: Option<String>,
     pub images: Vec<AddonImage>,
+    /// Applied server-side (`kubectl apply --server-side`), as upstream installs it.
+    pub server_side: bool,
 }
 
 /// An image an addon runs: its full upstream name, and the reference its manifest writes.

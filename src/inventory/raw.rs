@@ -163,6 +163,7 @@ pub(super) struct RawIngress {
     pub http_node_port: Option<Spanned<u16>>,
     pub https_node_port: Option<Spanned<u16>>,
     pub default_class: Option<bool>,
+    pub gateway_api: Option<bool>,
 }
 
 /// `[addons.logging]`: where Fluent Bit ships the logs; off while `output` is unset.

@@ -106,7 +106,7 @@ fn build(
     let logging = components::logging(r, base, &raw);
     let ingress = components::ingress(r, &raw, endpoint.as_ref());
     let (addons, addons_off_by_default) =
-        components::addons(r, &raw, &security, logging.is_some(), ingress.is_some());
+        components::addons(r, &raw, &security, logging.is_some(), ingress.as_ref());
     let typed_hosts: Vec<Option<Host>> = hosts.iter().map(|(h, _)| h.clone()).collect();
     let hooks = super::hooks::hooks(r, &raw, &typed_hosts);
     Some(Inventory {

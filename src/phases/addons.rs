@@ -197,6 +197,75 @@ fn dropped(old: &str, new: &str) -> Vec<Value> {
         .collect()
 }
 
+/// What `kubectl get` calls the kinds that the CustomResourceDefinitions of a file define:
+/// `plural.group`.
+fn defined_resources(yaml: &str) -> Vec<String> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap_or_default();
+    docs.iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .filter_map(|o| {
+            let spec = &o["spec"];
+            Some(format!(
+                "{}.{}",
+                spec["names"]["plural"].as_str()?,
+                spec["group"].as_str()?
+            ))
+        })
+        .collect()
+}
+
+/// The objects in `kubectl get -o json` lists that kbs did not install (no `kbs.io/addon`
+/// label), as `Kind namespace/name`.
+fn not_installed_by_kbs(lists: &str) -> Vec<String> {
+    serde_json::Deserializer::from_str(lists)
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .flat_map(|l| l["items"].as_array().cloned().unwrap_or_default())
+        .filter(|o| o["metadata"]["labels"].get(ADDON_LABEL).is_none())
+        .map(|o| {
+            let m = &o["metadata"];
+            let ns = m["namespace"]
+                .as_str()
+                .map(|n| format!("{n}/"))
+                .unwrap_or_default();
+            format!(
+                "{} {ns}{}",
+                o["kind"].as_str().unwrap_or("?"),
+                m["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// The custom resources of the kinds a disabled addon's file (on the host) defines that kbs did
+/// not install: deleting the definitions would delete a site's objects (its HTTPRoutes, say) with
+/// no word, so the removal stops on them. Read-only: a dry run says the same.
+async fn custom_resources_left(
+    s: &crate::ssh::Session,
+    host: &str,
+    path: &std::path::Path,
+) -> Result<Vec<String>, RunError> {
+    let cmd = format!("cat {} 2>/dev/null || true", crate::ssh::quote(path));
+    let file = Ctx::root(s, host, "addons/read", Exec::new(&cmd)).await?;
+    let kinds = defined_resources(&file);
+    if kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A kind whose definition is gone already (a removal cut off) lists nothing.
+    let gets: Vec<String> = kinds
+        .iter()
+        .map(|k| {
+            format!(
+                "kubectl --kubeconfig {ADMIN_CONF} get {} -A -o json 2>/dev/null",
+                crate::ssh::quote(k)
+            )
+        })
+        .collect();
+    let cmd = format!("{NEED_KUBECTL}; {}; true", gets.join("; "));
+    let lists = Ctx::root(s, host, "addons/left", Exec::new(&cmd)).await?;
+    Ok(not_installed_by_kbs(&lists))
+}
+
 /// `meta[key]` as a map, made when absent.
 fn entry_map<'a>(meta: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
     let v = meta.entry(key).or_insert_with(|| Value::Object(Map::new()));
@@ -255,6 +324,34 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
     }
     let hp = cx.progress.host(host, "addons");
     let s = cx.session(host).await?;
+    // Addons applied before that the inventory no longer enables; their removal is checked
+    // before anything changes.
+    let listed = Ctx::root(
+        &s,
+        host,
+        "addons/list",
+        Exec::new(&format!("ls -1 {DIR} 2>/dev/null || true")),
+    )
+    .await?;
+    let mut disabled: Vec<AddonKind> = listed
+        .lines()
+        .filter_map(|l| AddonKind::from_name(l.strip_suffix(".yaml")?))
+        .filter(|k| !inv.addons.iter().any(|a| a.kind == *k))
+        .collect();
+    // In the reverse of the order they are applied: the ingress file's Gateway goes while the
+    // Gateway API's definitions that kubectl needs to name it are still there.
+    disabled.sort_by(|a, b| b.cmp(a));
+    for kind in &disabled {
+        let left = custom_resources_left(&s, host, &path_of(*kind)).await?;
+        if !left.is_empty() {
+            return Err(bad(format!(
+                "addon {} is disabled, but the cluster holds {} of the kinds its CustomResourceDefinitions define that kbs did not make ({}): deleting the definitions would delete them too. Delete them first, or turn the addon back on",
+                kind.as_str(),
+                crate::words::count(left.len(), "object"),
+                crate::words::some(&left)
+            )));
+        }
+    }
     // Before the new files replace the old ones, which are the record of what kbs installed.
     for (a, f) in inv.addons.iter().zip(&files) {
         let cmd = format!("cat {} 2>/dev/null || true", crate::ssh::quote(&f.path));
@@ -300,6 +397,7 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
             path: Some(&f.path),
             content: &content,
             what: format!("addon {}", a.describe()),
+            server_side: a.server_side,
         };
         apply_differing(cx, &s, host, &hp, STEP, &objects).await?;
     }
@@ -312,21 +410,11 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
             what: format!(
                 "Secret {LOGGING_NAMESPACE}/{LOGGING_SECRET}, the logging output's token"
             ),
+            server_side: false,
         };
         apply_differing(cx, &s, host, &hp, SECRET, &objects).await?;
     }
     // Addons applied before that the inventory no longer enables.
-    let listed = Ctx::root(
-        &s,
-        host,
-        "addons/list",
-        Exec::new(&format!("ls -1 {DIR} 2>/dev/null || true")),
-    )
-    .await?;
-    let disabled = listed
-        .lines()
-        .filter_map(|l| AddonKind::from_name(l.strip_suffix(".yaml")?))
-        .filter(|k| !inv.addons.iter().any(|a| a.kind == *k));
     for kind in disabled {
         let path = path_of(kind);
         let what = format!(
@@ -475,5 +563,25 @@ mod tests {
         )
         .expect_err("unlisted image");
         assert!(e.contains("`evil.example/x:1`"), "{e}");
+    }
+
+    #[test]
+    fn a_removal_stops_on_custom_resources_kbs_did_not_make() {
+        let file = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: httproutes.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n  names: {plural: httproutes, kind: HTTPRoute}\n---\n\
+             apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: p\n";
+        assert_eq!(
+            defined_resources(file),
+            ["httproutes.gateway.networking.k8s.io"]
+        );
+        assert!(defined_resources("kind: ConfigMap\nmetadata: {name: a}\n").is_empty());
+        // Two lists, as `kubectl get -o json` prints them one after the other; kbs's own
+        // Gateway (labelled) is not a reason to stop.
+        let lists = r#"{"kind": "List", "items": [{"kind": "HTTPRoute", "metadata": {"name": "web", "namespace": "shop"}}]}
+{"kind": "List", "items": [{"kind": "Gateway", "metadata": {"name": "traefik", "namespace": "kbs-ingress", "labels": {"kbs.io/addon": "ingress"}}}, {"kind": "GatewayClass", "metadata": {"name": "other"}}]}"#;
+        assert_eq!(
+            not_installed_by_kbs(lists),
+            ["HTTPRoute shop/web", "GatewayClass other"]
+        );
+        assert!(not_installed_by_kbs("").is_empty());
     }
 }

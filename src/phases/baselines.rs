@@ -43,6 +43,7 @@ pub(super) async fn run(
             path: Some(&f.path),
             content: &f.content,
             what: format!("namespace baseline {ns}"),
+            server_side: false,
         };
         apply_differing(cx, &s, host, &hp, STEP, &objects).await?;
     }

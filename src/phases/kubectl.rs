@@ -25,13 +25,19 @@ fn verdict(status: &ExitStatus) -> Option<&'static str> {
 }
 
 /// One file of objects for [`apply_differing`]: where it is on the host (`None`: nowhere, a
-/// Secret is applied from stdin only), what it holds, and how the change is named ("namespace
-/// baseline team-a").
+/// Secret is applied from stdin only), what it holds, how the change is named ("namespace
+/// baseline team-a"), and whether it is applied server-side (CRDs too big for client-side
+/// apply, whose copy of the object in an annotation would pass the API's 256 KiB limit).
 pub(super) struct Objects<'a> {
     pub path: Option<&'a Path>,
     pub content: &'a [u8],
     pub what: String,
+    pub server_side: bool,
 }
+
+/// The field manager kbs applies server-side as: it owns the fields it sets, and takes them back
+/// (`--force-conflicts`) from whoever changed them, as a client-side apply would overwrite them.
+const SERVER_SIDE: &str = " --server-side --force-conflicts --field-manager=kbs";
 
 /// `kubectl apply -f` of `f.path` on `host`, as one change of `step`, when `kubectl diff` says
 /// the cluster differs from `f.content`.
@@ -43,12 +49,13 @@ pub(super) async fn apply_differing(
     step: &str,
     f: &Objects<'_>,
 ) -> Result<(), RunError> {
+    let mode = if f.server_side { SERVER_SIDE } else { "" };
     let diff = s
         .exec(
             // No kubectl or admin kubeconfig yet (a dry run on new hosts): exit 2, as kubectl
             // diff does when it cannot compare; 1 means "differs".
             Exec::new(&format!(
-                "command -v kubectl >/dev/null && [ -f {ADMIN_CONF} ] || exit 2; kubectl --kubeconfig {ADMIN_CONF} diff -f -"
+                "command -v kubectl >/dev/null && [ -f {ADMIN_CONF} ] || exit 2; kubectl --kubeconfig {ADMIN_CONF} diff{mode} -f -"
             ))
             .sudo(true)
             .stdin(f.content)
@@ -62,10 +69,12 @@ pub(super) async fn apply_differing(
         Some(p) => (quote(p), p.display().to_string()),
         None => ("-".to_string(), "-".to_string()),
     };
-    let what = format!("kubectl apply -f {shown} ({}: {why})", f.what);
+    let server_side = if f.server_side { " --server-side" } else { "" };
+    let what = format!("kubectl apply{server_side} -f {shown} ({}: {why})", f.what);
     cx.change(host, step, what, async {
         let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
-        let cmd = format!("{NEED_KUBECTL}; kubectl --kubeconfig {ADMIN_CONF} apply -f {file}");
+        let cmd =
+            format!("{NEED_KUBECTL}; kubectl --kubeconfig {ADMIN_CONF} apply{mode} -f {file}");
         let mut cmd = Exec::new(&cmd)
             .on_line(&show)
             .timeout(Duration::from_secs(120));

@@ -478,7 +478,7 @@ pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, RunError> {
     } else {
         let parts: Vec<String> = failed
             .iter()
-            .map(|(name, hosts)| format!("{name} on {}", some_hosts(hosts)))
+            .map(|(name, hosts)| format!("{name} on {}", crate::words::some(hosts)))
             .collect();
         Err(RunError::Preflight(parts.join("; ")))
     }
@@ -497,16 +497,6 @@ impl CheckStatus {
             CheckStatus::Fail => "FAIL",
             CheckStatus::Skipped => "skipped",
         }
-    }
-}
-
-/// "a", "a, b" or "a, b and N more": a host list that stays short at any host count.
-fn some_hosts(names: &[&str]) -> String {
-    match names {
-        [one] => (*one).to_string(),
-        [a, b] => format!("{a}, {b}"),
-        [a, b, rest @ ..] => format!("{a}, {b} and {} more", rest.len()),
-        [] => String::new(),
     }
 }
 
@@ -548,7 +538,7 @@ pub fn render_table(checks: &[Check], all: bool) -> String {
     }
     for (first, members) in groups {
         let names: Vec<&str> = members.iter().map(|c| c.host.as_str()).collect();
-        let host = some_hosts(&names);
+        let host = crate::words::some(&names);
         let found = if members.iter().all(|c| c.found == first.found) {
             first.found.clone()
         } else {
@@ -674,6 +664,7 @@ mod tests {
         inv.ingress = Some(crate::inventory::IngressSettings {
             exposure: crate::inventory::IngressExposure::Vip,
             default_class: true,
+            gateway_api: false,
         });
         let on = ClusterPlan::new(inv);
         let ports = needed_ports(&on, cp);

@@ -325,11 +325,19 @@ fn addon_note(a: &Addon, inv: &Inventory) -> String {
             ),
             None => String::new(),
         },
-        AddonKind::Ingress => match inv.ingress.as_ref().map(|i| (i.exposure, i.default_class)) {
-            Some((exposure, default_class)) => format!(
-                "addon ([addons.ingress]): Traefik, IngressClass traefik{}, on {}",
-                if default_class { " (the default)" } else { "" },
-                match exposure {
+        AddonKind::GatewayApi => {
+            "addon ([addons.ingress] gateway_api): the Gateway API's CRDs, standard channel, applied server-side".into()
+        }
+        AddonKind::Ingress => match &inv.ingress {
+            Some(i) => format!(
+                "addon ([addons.ingress]): Traefik, IngressClass traefik{}{}, on {}",
+                if i.default_class { " (the default)" } else { "" },
+                if i.gateway_api {
+                    ", GatewayClass traefik and Gateway kbs-ingress/traefik (HTTP, routes from every namespace)"
+                } else {
+                    ""
+                },
+                match i.exposure {
                     IngressExposure::Vip => "the VIP's ports 80 and 443".to_string(),
                     IngressExposure::NodePorts { http, https } =>
                         format!("every node's ports {http} (HTTP) and {https} (HTTPS)"),

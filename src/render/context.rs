@@ -466,6 +466,8 @@ pub struct IngressCtx {
     vip: bool,
     http_node_port: Option<u16>,
     https_node_port: Option<u16>,
+    /// Traefik's Kubernetes Gateway provider, the GatewayClass and the cluster's Gateway.
+    gateway_api: bool,
 }
 
 impl IngressCtx {
@@ -482,6 +484,7 @@ impl IngressCtx {
             vip,
             http_node_port,
             https_node_port,
+            gateway_api: i.gateway_api,
         })
     }
 }

@@ -197,7 +197,7 @@ pub fn addon_manifest(
                 })?;
             ctx.insert("ingress", &i);
         }
-        AddonKind::MetricsServer | AddonKind::LocalPathProvisioner => {}
+        AddonKind::MetricsServer | AddonKind::LocalPathProvisioner | AddonKind::GatewayApi => {}
     }
     templates.render(&name, &ctx).map(Some)
 }

@@ -6,11 +6,15 @@
 
 use std::path::Path;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kbs::inventory::{Addon, AddonKind, Inventory};
 use kbs::phases::addons::{ADDON_LABEL, MANAGED_BY, render};
@@ -28,6 +32,7 @@ fn manifest(a: &Addon, inv: &Inventory) -> String {
     let file = match a.kind {
         AddonKind::MetricsServer => "metrics-server.yaml",
         AddonKind::LocalPathProvisioner => "local-path-storage.yaml",
+        AddonKind::GatewayApi => GATEWAY_API_FILE,
         AddonKind::Monitoring | AddonKind::Logging | AddonKind::Ingress => {
             let plan = ClusterPlan::new(inv.clone());
             return addon_manifest(&plan, &Templates::builtin().expect("templates"), a)
@@ -36,6 +41,32 @@ fn manifest(a: &Addon, inv: &Inventory) -> String {
         }
     };
     std::fs::read_to_string(root().join("tests/lab/addons").join(file)).expect("lab manifest")
+}
+
+/// The lab's standard-install.yaml of the Gateway API: its CRDs carry upstream's schema for the
+/// fields of the GatewayClass and the Gateway kbs renders.
+const GATEWAY_API_FILE: &str = "gateway-api-standard-install.yaml";
+
+/// `obj`, a custom resource, checked against its CRD's schema in the lab's Gateway API file with
+/// the API server stand-in's validator (tests/lab/standins/crd-schema-check).
+fn assert_valid_custom_resource(obj: &Value) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("objects.yaml");
+    std::fs::write(&file, obj.to_string()).expect("write");
+    let out = std::process::Command::new("python3")
+        .arg(root().join("tests/lab/standins/crd-schema-check"))
+        .arg(root().join("tests/lab/addons").join(GATEWAY_API_FILE))
+        .arg(&file)
+        .output()
+        .expect("crd-schema-check");
+    assert!(
+        out.status.success(),
+        "{} {}: {}{}",
+        obj["kind"],
+        obj["metadata"]["name"],
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `obj` read into `T` and written back: the same JSON, so no field is unknown or misspelt.
@@ -74,6 +105,16 @@ fn assert_valid_object(obj: &Value) {
         ("storage.k8s.io/v1", "StorageClass") => round_trip::<StorageClass>(obj),
         ("networking.k8s.io/v1", "IngressClass") => round_trip::<IngressClass>(obj),
         ("apiregistration.k8s.io/v1", "APIService") => round_trip::<APIService>(obj),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            round_trip::<CustomResourceDefinition>(obj)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            round_trip::<ValidatingAdmissionPolicy>(obj)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            round_trip::<ValidatingAdmissionPolicyBinding>(obj)
+        }
+        ("gateway.networking.k8s.io/v1", _) => assert_valid_custom_resource(obj),
         other => panic!("no typed check for {other:?}: add its k8s-openapi type here"),
     }
 }
@@ -532,6 +573,110 @@ fn ingress_is_off_until_asked_for_and_exposed_as_the_inventory_says() {
     assert_eq!(
         of_kind(&objs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "privileged"
+    );
+}
+
+#[test]
+fn the_gateway_api_option_installs_its_crds_server_side_before_a_gateway_they_accept() {
+    let inv = lab_like_inventory("[addons.ingress]\n");
+    assert!(inv.addons.iter().all(|a| a.kind != AddonKind::GatewayApi));
+    let objs = ingress_objects(&inv);
+    assert!(objs.iter().all(|o| o["kind"] != "Gateway"));
+    assert!(
+        !serde_json::to_string(&objs)
+            .expect("json")
+            .contains("kubernetesgateway")
+    );
+
+    let inv = lab_like_inventory("[addons.ingress]\nexposure = \"vip\"\ngateway_api = true\n");
+    let kinds: Vec<AddonKind> = inv.addons.iter().map(|a| a.kind).collect();
+    let at = |k| kinds.iter().position(|x| *x == k).expect("on");
+    assert!(
+        at(AddonKind::GatewayApi) < at(AddonKind::Ingress),
+        "{kinds:?}"
+    );
+    let crds = inv
+        .addons
+        .iter()
+        .find(|a| a.kind == AddonKind::GatewayApi)
+        .expect("on");
+    assert!(crds.server_side && crds.images.is_empty());
+    assert_eq!(
+        crds.manifest_url.as_deref(),
+        Some(
+            "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.6.3/standard-install.yaml"
+        )
+    );
+    // kbs's rendering of the release's file keeps every object valid, the CRDs included.
+    let yaml = render(crds, &manifest(crds, &inv), &inv).expect("renders");
+    let defined: Vec<String> = objects(&yaml)
+        .iter()
+        .inspect(|o| assert_valid_object(o))
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .map(|o| {
+            o["spec"]["names"]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    for k in [
+        "GatewayClass",
+        "Gateway",
+        "HTTPRoute",
+        "GRPCRoute",
+        "ReferenceGrant",
+    ] {
+        assert!(defined.iter().any(|d| d == k), "{k} not in {defined:?}");
+    }
+
+    // Traefik serves the class with its Gateway provider, may read and report on those kinds,
+    // and the Gateway (checked against its CRD's schema) listens on the web entry point.
+    let objs = ingress_objects(&inv);
+    let args = of_kind(&objs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+        .to_string();
+    assert!(
+        args.contains("--providers.kubernetesgateway=true"),
+        "{args}"
+    );
+    let rules = of_kind(&objs, "ClusterRole")["rules"].to_string();
+    for r in [
+        "\"gateways\"",
+        "\"httproutes\"",
+        "\"gateways/status\"",
+        "\"namespaces\"",
+    ] {
+        assert!(rules.contains(r), "{r} not in {rules}");
+    }
+    let class = of_kind(&objs, "GatewayClass");
+    assert_eq!(
+        class["spec"]["controllerName"],
+        "traefik.io/gateway-controller"
+    );
+    let gw = of_kind(&objs, "Gateway");
+    assert_eq!(gw["metadata"]["namespace"], "kbs-ingress");
+    assert_eq!(gw["spec"]["gatewayClassName"], "traefik");
+    let web = &gw["spec"]["listeners"][0];
+    assert_eq!(
+        (web["port"].as_u64(), web["protocol"].as_str()),
+        (Some(8000), Some("HTTP"))
+    );
+    let entry_points =
+        of_kind(&objs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .to_string();
+    assert!(entry_points.contains("8000"), "{entry_points}");
+    // kbs plan says what it gets.
+    let (dir, path) = crate::common::write_inventory(
+        "[cluster]\nname = \"t\"\n[endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n\
+         [addons.ingress]\ngateway_api = true\n[[host]]\nname = \"n1\"\naddress = \"192.0.2.11\"\n",
+    );
+    let plan = crate::common::stdout_of(crate::common::kbs().args(["plan"]).arg(&path));
+    drop(dir);
+    assert!(
+        plan.contains("gateway-api")
+            && plan.contains("v1.6.3")
+            && plan.contains("Gateway kbs-ingress/traefik"),
+        "{plan}"
     );
 }
 
@@ -1240,6 +1385,7 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
     ingress_objects.iter().for_each(assert_valid_object);
     let out = apply(&ingress, state.path(), &[]);
     assert!(out.starts_with("no changes"), "{out}");
+    gateway_api_on_and_off(&lab, &ingress, dir.path(), state.path());
     // Off: exactly its objects go (those of both exposures).
     let out = apply(&off, state.path(), &[]);
     assert!(
@@ -1252,4 +1398,121 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         &[STORAGE_CLASS, LOCAL_PATH_DEPLOYMENT],
     );
     only_local_path_on_disk(&lab);
+}
+
+/// The ingress addon's Gateway API option (`ingress` has `exposure = "vip"`): the CRDs applied
+/// server-side before Traefik's GatewayClass and Gateway; a second run changes nothing; a Gateway
+/// deleted by hand comes back; turned off while a site's HTTPRoute exists, kbs stops before any
+/// change and names it; once it is gone, the Gateway and then the CRDs go, and the rest stays.
+fn gateway_api_on_and_off(lab: &Lab, ingress: &Path, dir: &Path, state: &Path) {
+    const CRD: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/httproutes.gateway.networking.k8s.io";
+    const CLASS: &str = "/apis/gateway.networking.k8s.io/v1/gatewayclasses/traefik";
+    const GATEWAY: &str =
+        "/apis/gateway.networking.k8s.io/v1/namespaces/kbs-ingress/gateways/traefik";
+    const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/web";
+    let text = std::fs::read_to_string(ingress).expect("inventory");
+    let off = text.clone();
+    std::fs::write(
+        ingress,
+        text.replace(
+            "[addons.ingress]\n",
+            "[addons.ingress]\ngateway_api = true\n",
+        ),
+    )
+    .expect("write inventory");
+    own_bundle(ingress, dir);
+    let out = apply(ingress, state, &[]);
+    assert!(
+        out.contains("kubectl apply --server-side -f /etc/kbs/addons/gateway-api.yaml (addon gateway-api v1.6.3")
+            && out.contains("kubectl apply -f /etc/kbs/addons/ingress.yaml (addon ingress"),
+        "{out}"
+    );
+    // Established, and applied server-side: kbs owns its fields, and no copy of the object sits
+    // in an annotation (HTTPRoute's real CRD is over the annotations' 256 KiB).
+    let crd = api_get(state, CRD);
+    assert_eq!(crd["metadata"]["labels"][ADDON_LABEL], "gateway-api");
+    let established = crd["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .any(|c| c["type"] == "Established" && c["status"] == "True");
+    assert!(established, "{crd:#}");
+    assert!(
+        crd["metadata"]["annotations"]
+            .get("kubectl.kubernetes.io/last-applied-configuration")
+            .is_none()
+    );
+    let managers: Vec<(&str, &str)> = crd["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields")
+        .iter()
+        .filter_map(|m| Some((m["manager"].as_str()?, m["operation"].as_str()?)))
+        .collect();
+    assert!(managers.contains(&("kbs", "Apply")), "{managers:?}");
+    let gateway = api_get(state, GATEWAY);
+    assert_eq!(gateway["spec"]["gatewayClassName"], "traefik");
+    assert_eq!(
+        api_get(state, CLASS)["spec"]["controllerName"],
+        "traefik.io/gateway-controller"
+    );
+    let yaml = lab.exec(
+        "node-1",
+        "cat /etc/kbs/addons/gateway-api.yaml /etc/kbs/addons/ingress.yaml",
+    );
+    objects(&yaml).iter().for_each(assert_valid_object);
+    let out = apply(ingress, state, &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+    assert_eq!(api_send(state, "DELETE", GATEWAY, None), 200);
+    let out = apply(ingress, state, &[]);
+    assert!(
+        out.contains("kubectl apply -f /etc/kbs/addons/ingress.yaml (addon ingress")
+            && !out.contains("gateway-api.yaml"),
+        "{out}"
+    );
+    assert_eq!(api_get(state, GATEWAY)["kind"], "Gateway");
+
+    // A site's route on kbs's Gateway: turning the option off would delete it with the CRDs.
+    let route = serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"parentRefs": [{"name": "traefik", "namespace": "kbs-ingress"}]}
+    });
+    let collection = ROUTE.trim_end_matches("/web");
+    assert_eq!(api_send(state, "POST", collection, Some(route)), 201);
+    std::fs::write(ingress, &off).expect("write inventory");
+    let out = crate::common::run_kbs(&["apply"], ingress, state, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("addon gateway-api is disabled, but the cluster holds 1 object")
+            && err.contains("HTTPRoute default/web"),
+        "{err}"
+    );
+    for path in [CRD, CLASS, GATEWAY, ROUTE] {
+        assert_eq!(api_send(state, "GET", path, None), 200, "{path} changed");
+    }
+    assert_eq!(api_send(state, "DELETE", ROUTE, None), 200);
+    let out = apply(ingress, state, &[]);
+    assert!(
+        out.contains(
+            "kubectl delete GatewayClass/traefik Gateway/traefik (no longer in addon ingress"
+        ) && out.contains("kubectl delete -f /etc/kbs/addons/gateway-api.yaml"),
+        "{out}"
+    );
+    for path in [CRD, CLASS, GATEWAY] {
+        assert_eq!(
+            api_send(state, "GET", path, None),
+            404,
+            "{path} is still there"
+        );
+    }
+    assert_eq!(
+        api_get(
+            state,
+            "/apis/apps/v1/namespaces/kbs-ingress/daemonsets/traefik"
+        )["kind"],
+        "DaemonSet"
+    );
+    let out = apply(ingress, state, &[]);
+    assert!(out.starts_with("no changes"), "{out}");
 }
