@@ -375,8 +375,9 @@ fn probed<'a>(plan: &'a ClusterPlan, host: &PlannedHost) -> Vec<&'a PlannedHost>
 
 /// Each host opens a TCP connection to every port it will use on the hosts it probes ([`probed`]:
 /// etcd, API server, kubelet), all at once. An answer, even "connection refused" before anything listens, proves
-/// the path is open; silence for 3 s means a firewall drops it. Probing the real ports, not SSH,
-/// also spares every sshd a connection per peer.
+/// the path is open; silence for 3 s (and 1 s more per 100 probes, as a control plane of a large
+/// cluster forks one per node and port) means a firewall drops it. Probing the real ports, not
+/// SSH, also spares every sshd a connection per peer.
 async fn reachability(cx: &Ctx, host: &PlannedHost) -> Result<Check, RunError> {
     let wanted: Vec<(String, IpAddr, u16)> = probed(&cx.plan, host)
         .into_iter()
@@ -395,30 +396,26 @@ async fn reachability(cx: &Ctx, host: &PlannedHost) -> Result<Check, RunError> {
             "",
         ));
     }
-    // Each probe runs in a forked subshell (no exec) and says "ok NAME:PORT" on an answer. Job
-    // control gives each its own process group, so the ones still waiting after 3 s are killed
-    // whole, and are missing from the output.
+    // Each probe is one forked subshell (no exec, no second fork): it says "ok NAME:PORT" when
+    // the connection opens, and bash's own error names `/dev/tcp/IP/PORT` when it fails (on
+    // stdout too). Job control gives each its own process group, so the ones still waiting when
+    // the watchdog fires are killed whole, and are missing from the output.
     let mut script = String::from("set -m\npids=\n");
     for (label, ip, port) in &wanted {
         let _ = writeln!(
             script,
-            "( r=$( (exec 3<>/dev/tcp/{ip}/{port}) 2>&1 ); case \"$r\" in ''|*refused*) echo ok {label};; esac ) & pids=\"$pids $!\""
+            "( exec 2>&1; exec 3<>/dev/tcp/{ip}/{port} && echo ok {label} ) & pids=\"$pids $!\""
         );
     }
-    script.push_str(
-        "( sleep 3; for p in $pids; do kill -- -$p; done ) 2>/dev/null & watchdog=$!\n\
+    let wait = 3 + wanted.len() / 100;
+    let _ = write!(
+        script,
+        "( sleep {wait}; for p in $pids; do kill -- -$p; done ) 2>/dev/null & watchdog=$!\n\
          wait $pids 2>/dev/null\nkill -- -$watchdog 2>/dev/null\nexit 0\n",
     );
     let s = cx.session(&host.name).await?;
     let out = s.run(Exec::new("bash -s").stdin(script.as_bytes())).await?;
-    let text = out.stdout_lossy();
-    let answered: std::collections::BTreeSet<&str> =
-        text.lines().filter_map(|l| l.strip_prefix("ok ")).collect();
-    let blocked: Vec<&str> = wanted
-        .iter()
-        .map(|(label, ..)| label.as_str())
-        .filter(|l| !answered.contains(l))
-        .collect();
+    let blocked = unanswered(&wanted, &out.stdout_lossy());
     Ok(Check::new(
         &host.name,
         "reachability",
@@ -434,6 +431,31 @@ async fn reachability(cx: &Ctx, host: &PlannedHost) -> Result<Check, RunError> {
         },
         "open the network between the hosts: etcd (2379, 2380), the API server, the kubelet (10250)",
     ))
+}
+
+/// The probes of `wanted` that got no answer in the probe script's output: neither "ok NAME:PORT"
+/// nor "connection refused" (nothing listens yet, but the path is open) from bash's
+/// `/dev/tcp/IP/PORT: Connection refused`.
+fn unanswered<'a>(wanted: &'a [(String, IpAddr, u16)], output: &str) -> Vec<&'a str> {
+    let answered: std::collections::BTreeSet<&str> = output
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok "))
+        .collect();
+    let refused: std::collections::BTreeSet<&str> = output
+        .lines()
+        .filter_map(|l| {
+            l.strip_suffix(": Connection refused")?
+                .split("/dev/tcp/")
+                .nth(1)
+        })
+        .collect();
+    wanted
+        .iter()
+        .filter(|(label, ip, port)| {
+            !answered.contains(label.as_str()) && !refused.contains(format!("{ip}/{port}").as_str())
+        })
+        .map(|(label, ..)| label.as_str())
+        .collect()
 }
 
 pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, RunError> {
@@ -560,6 +582,27 @@ const GROUP_FROM: usize = 10;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_answer_or_a_refusal_is_a_path_silence_is_not() {
+        let wanted: Vec<(String, IpAddr, u16)> = [
+            ("a:2379", "192.0.2.11", 2379),
+            ("b:10250", "192.0.2.12", 10250),
+            ("c:10250", "2001:db8::3", 10250),
+            ("d:9100", "192.0.2.14", 9100),
+        ]
+        .into_iter()
+        .map(|(l, ip, p)| (l.to_string(), ip.parse().expect("ip"), p))
+        .collect();
+        // What the probe script prints: one open, two refused (nothing listens yet), one silent
+        // until the watchdog killed it.
+        let out = "ok a:2379\nbash: connect: Connection refused\n\
+                   bash: line 3: /dev/tcp/192.0.2.12/10250: Connection refused\n\
+                   bash: line 4: /dev/tcp/2001:db8::3/10250: Connection refused\n\
+                   bash: line 5: /dev/tcp/192.0.2.14/9100: No route to host\n";
+        assert_eq!(unanswered(&wanted, out), ["d:9100"]);
+        assert_eq!(unanswered(&wanted, "").len(), 4);
+    }
+
     use std::collections::BTreeMap;
     use std::path::Path;
 
