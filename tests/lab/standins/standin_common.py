@@ -1450,7 +1450,7 @@ def deep_merge(live, applied):
 class ApplyConflict(Exception):
     def __init__(self, conflicts):
         super().__init__(conflicts)
-        self.conflicts = conflicts  # [(manager, path)]
+        self.conflicts = conflicts  # [(managedFields entry with its "paths", path)]
 
 
 def _managers(live):
@@ -1491,13 +1491,11 @@ def server_side_apply(live, applied, manager, force):
             continue
         for p in sorted(m["paths"] & new_paths):
             if live is not None and get_path(live, p) != get_path(applied, p):
-                conflicts.append((m.get("manager", ""), p))
+                conflicts.append((m, p))
     if conflicts and not force:
         raise ApplyConflict(conflicts)
-    for who, p in conflicts:
-        for m in managers:
-            if m is not mine and m.get("manager") == who:
-                m["paths"].discard(p)
+    for m, p in conflicts:
+        m["paths"].discard(p)
     result = deep_merge(live or {}, applied)
     others = set().union(*[m["paths"] for m in managers if m is not mine]) if managers else set()
     for p in prev - new_paths:
