@@ -728,11 +728,12 @@ def parse_kubeconfig(text):
 # ---------------------------------------------------------------- HTTPS client
 
 class ApiError(StandinError):
-    def __init__(self, status, message, reason="", server_message=""):
+    def __init__(self, status, message, reason="", server_message="", details=None):
         super().__init__(message)
         self.status = status
         self.reason = reason  # the Status object's reason (NotFound, Invalid, Conflict, ...)
         self.server_message = server_message  # its message, as kubectl prints it
+        self.details = details or {}  # its details (kind, name, causes)
 
 
 class ApiClient:
@@ -785,7 +786,7 @@ class ApiClient:
             obj = {"message": data.decode(errors="replace")}
         if resp.status >= 400:
             raise ApiError(resp.status, "%s %s: %d %s" % (method, path, resp.status, obj.get("message", "")),
-                           obj.get("reason", ""), obj.get("message", ""))
+                           obj.get("reason", ""), obj.get("message", ""), obj.get("details"))
         return obj
 
 
