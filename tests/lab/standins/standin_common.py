@@ -1212,7 +1212,8 @@ def validate_custom(schema, obj, unknown=None):
     """Errors of a custom resource `obj` against a CRD version's openAPIV3Schema, the structural
     subset the stand-in knows (type with format int32/int64, properties, required, items, enum,
     minimum, maximum, minLength, maxLength, pattern, minItems, maxItems, minProperties,
-    maxProperties, nullable, x-kubernetes-preserve-unknown-fields, additionalProperties), worded as
+    maxProperties, nullable, x-kubernetes-preserve-unknown-fields, x-kubernetes-int-or-string,
+    additionalProperties), worded as
     apiextensions-apiserver reports them (`spec.listeners[0].port: Invalid value: 0: ...`).
     Fields the schema does not know (where unknown fields are not preserved) are appended to
     `unknown` as paths (strict decoding, kubectl's default) when a list is given, else reported as
@@ -1228,11 +1229,11 @@ def validate_custom(schema, obj, unknown=None):
             return
         t = s.get("type")
         jt = _json_type(v)
-        if v is None:
-            if not s.get("nullable") and t:
-                errs.append('%s: Invalid value: "null": %s in body must be of type %s: "null"' % (path, path, t))
+        if v is None:  # only where nullable: prune_nulls drops the others first
             return
-        if t and not (jt == t or (t == "number" and jt == "integer")):
+        if s.get("x-kubernetes-int-or-string") and jt in ("integer", "string"):
+            pass
+        elif t and not (jt == t or (t == "number" and jt == "integer")):
             errs.append('%s: Invalid value: "%s": %s in body must be of type %s: "%s"' % (path, jt, path, t, jt))
             return
         if "enum" in s and v not in s["enum"]:
@@ -1270,7 +1271,7 @@ def validate_custom(schema, obj, unknown=None):
                 errs.append("%s: Too many: %d: must have at most %d items" % (path, len(v), s["maxProperties"]))
             props = s.get("properties") or {}
             for r in s.get("required") or []:
-                if r not in v:
+                if v.get(r, None) is None and not (props.get(r) or {}).get("nullable"):
                     errs.append("%s: Required value" % (path + "." + r if path else r))
             addl = s.get("additionalProperties")
             for k, sub in v.items():
@@ -1294,6 +1295,26 @@ def validate_custom(schema, obj, unknown=None):
     if own_unknown:
         errs = ['unknown field "%s"' % u for u in unknown] + errs
     return errs
+
+
+def prune_nulls(schema, obj):
+    """obj without the nulls of fields that are not nullable: apiextensions drops them before
+    defaulting and validation, so a null required field is a missing one."""
+    def walk(s, v):
+        s = s if isinstance(s, dict) else {}
+        if isinstance(v, dict):
+            props, addl = s.get("properties") or {}, s.get("additionalProperties")
+            out = {}
+            for k, sub in v.items():
+                ks = props.get(k) if k in props else (addl if isinstance(addl, dict) else {})
+                if sub is None and not ks.get("nullable"):
+                    continue
+                out[k] = walk(ks, sub)
+            return out
+        if isinstance(v, list):
+            return [walk(s.get("items"), i) for i in v]
+        return v
+    return walk(schema or {}, obj)
 
 
 def crd_version(crd, version):
