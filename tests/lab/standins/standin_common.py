@@ -728,9 +728,12 @@ def parse_kubeconfig(text):
 # ---------------------------------------------------------------- HTTPS client
 
 class ApiError(StandinError):
-    def __init__(self, status, message):
+    def __init__(self, status, message, reason="", server_message="", details=None):
         super().__init__(message)
         self.status = status
+        self.reason = reason  # the Status object's reason (NotFound, Invalid, Conflict, ...)
+        self.server_message = server_message  # its message, as kubectl prints it
+        self.details = details or {}  # its details (kind, name, causes)
 
 
 class ApiClient:
@@ -759,7 +762,9 @@ class ApiClient:
 
     def request(self, method, path, body=None, content_type="application/json"):
         conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=self.timeout)
-        headers = {"Accept": "application/json"}
+        # client-go's default: the program's name first (the API server's default field manager).
+        agent = os.path.basename(sys.argv[0] or "standin") or "standin"
+        headers = {"Accept": "application/json", "User-Agent": "%s/%s (linux/amd64) kubernetes/standin" % (agent, standin_version())}
         if body is not None:
             headers["Content-Type"] = content_type
             body = json.dumps(body)
@@ -780,7 +785,8 @@ class ApiClient:
         except ValueError:
             obj = {"message": data.decode(errors="replace")}
         if resp.status >= 400:
-            raise ApiError(resp.status, "%s %s: %d %s" % (method, path, resp.status, obj.get("message", "")))
+            raise ApiError(resp.status, "%s %s: %d %s" % (method, path, resp.status, obj.get("message", "")),
+                           obj.get("reason", ""), obj.get("message", ""), obj.get("details"))
         return obj
 
 
@@ -1140,3 +1146,403 @@ def validate_builtin(obj):
         name = (obj.get("metadata") or {}).get("name", "")
         return 422, '%s "%s" is invalid: [%s]' % (kind, name, ", ".join(invalid))
     return None
+
+
+# ---------------------------------------------------------------- custom resources (CRDs)
+
+# API groups the stand-in serves as built in (generic storage, discovery from the objects stored);
+# any other group is served only through an established CustomResourceDefinition.
+BUILTIN_GROUPS = {
+    "", "apps", "batch", "autoscaling", "policy", "extensions", "rbac.authorization.k8s.io",
+    "networking.k8s.io", "storage.k8s.io", "apiextensions.k8s.io", "admissionregistration.k8s.io",
+    "certificates.k8s.io", "coordination.k8s.io", "discovery.k8s.io", "events.k8s.io",
+    "scheduling.k8s.io", "node.k8s.io", "flowcontrol.apiserver.k8s.io", "apiregistration.k8s.io",
+    "resource.k8s.io", "storagemigration.k8s.io", "internal.apiserver.k8s.io",
+    "authentication.k8s.io", "authorization.k8s.io",
+}
+TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024  # apimachinery's TotalAnnotationSizeLimitB
+OBJECT_META_FIELDS = set(_OBJECT_META)
+
+
+def annotations_error(obj):
+    """metadata.annotations over 256 KiB in total (keys plus values, in bytes), worded as
+    ValidateAnnotations; None when they fit."""
+    ann = (obj.get("metadata") or {}).get("annotations") or {}
+    total = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in ann.items())
+    if total > TOTAL_ANNOTATION_SIZE_LIMIT:
+        return "metadata.annotations: Too long: may not be more than %d bytes" % TOTAL_ANNOTATION_SIZE_LIMIT
+    return None
+
+
+def qualified_kind(kind, api_version):
+    """`Gateway.gateway.networking.k8s.io`, or just `ConfigMap` for the core group (the
+    qualified kind of an `is invalid` message)."""
+    group = api_version.rsplit("/", 1)[0] if "/" in (api_version or "") else ""
+    return kind + ("." + group if group else "")
+
+
+def _json_type(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"
+
+
+def _go_quote(v):
+    """A value as Go's %v / %q prints it in a field error."""
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return json.dumps(v, sort_keys=True)
+
+
+def validate_custom(schema, obj, unknown=None):
+    """Errors of a custom resource `obj` against a CRD version's openAPIV3Schema, the structural
+    subset the stand-in knows (type with format int32/int64, properties, required, items, enum,
+    minimum, maximum, minLength, maxLength, pattern, minItems, maxItems, minProperties,
+    maxProperties, nullable, x-kubernetes-preserve-unknown-fields, x-kubernetes-int-or-string,
+    additionalProperties), worded as
+    apiextensions-apiserver reports them (`spec.listeners[0].port: Invalid value: 0: ...`).
+    Fields the schema does not know (where unknown fields are not preserved) are appended to
+    `unknown` as paths (strict decoding, kubectl's default) when a list is given, else reported as
+    `unknown field "PATH"` errors. metadata is ObjectMeta: its field names are checked, not its
+    schema. CEL rules (x-kubernetes-validations) are not evaluated. Schema `default:`s are not
+    applied."""
+    errs = []
+    own_unknown = unknown is None
+    unknown = [] if own_unknown else unknown
+
+    def walk(s, v, path):
+        if not isinstance(s, dict):
+            return
+        t = s.get("type")
+        jt = _json_type(v)
+        if v is None:  # only where nullable: prune_nulls drops the others first
+            return
+        if s.get("x-kubernetes-int-or-string") and jt in ("integer", "string"):
+            pass
+        elif t and not (jt == t or (t == "number" and jt == "integer")):
+            errs.append('%s: Invalid value: "%s": %s in body must be of type %s: "%s"' % (path, jt, path, t, jt))
+            return
+        if "enum" in s and v not in s["enum"]:
+            errs.append("%s: Unsupported value: %s: supported values: %s"
+                        % (path, _go_quote(v), ", ".join(_go_quote(e) for e in s["enum"])))
+        if jt in ("integer", "number"):
+            if t == "integer" and s.get("format") == "int32" and not -2**31 <= v < 2**31:
+                errs.append("%s: Invalid value: %s: %s in body must be of type int32: %s" % (path, v, path, _go_quote(v)))
+            if "minimum" in s and (v <= s["minimum"] if s.get("exclusiveMinimum") else v < s["minimum"]):
+                errs.append("%s: Invalid value: %s: %s in body should be greater than %s%s"
+                            % (path, v, path, "" if s.get("exclusiveMinimum") else "or equal to ", s["minimum"]))
+            if "maximum" in s and (v >= s["maximum"] if s.get("exclusiveMaximum") else v > s["maximum"]):
+                errs.append("%s: Invalid value: %s: %s in body should be less than %s%s"
+                            % (path, v, path, "" if s.get("exclusiveMaximum") else "or equal to ", s["maximum"]))
+        elif jt == "string":
+            n = len(v)  # characters (Go's utf8.RuneCountInString)
+            if "minLength" in s and n < s["minLength"]:
+                errs.append('%s: Invalid value: %s: %s in body should be at least %d chars long'
+                            % (path, _go_quote(v), path, s["minLength"]))
+            if "maxLength" in s and n > s["maxLength"]:
+                errs.append("%s: Too long: may not be more than %d bytes" % (path, s["maxLength"]))
+            if "pattern" in s and not re.search(s["pattern"], v):
+                errs.append("%s: Invalid value: %s: %s in body should match '%s'" % (path, _go_quote(v), path, s["pattern"]))
+        elif jt == "array":
+            if "minItems" in s and len(v) < s["minItems"]:
+                errs.append("%s: Invalid value: %d: %s in body should have at least %d items" % (path, len(v), path, s["minItems"]))
+            if "maxItems" in s and len(v) > s["maxItems"]:
+                errs.append("%s: Too many: %d: must have at most %d items" % (path, len(v), s["maxItems"]))
+            for i, item in enumerate(v):
+                walk(s.get("items"), item, "%s[%d]" % (path, i))
+        elif jt == "object":
+            if "minProperties" in s and len(v) < s["minProperties"]:
+                errs.append("%s: Invalid value: %d: %s in body should have at least %d properties" % (path, len(v), path, s["minProperties"]))
+            if "maxProperties" in s and len(v) > s["maxProperties"]:
+                errs.append("%s: Too many: %d: must have at most %d items" % (path, len(v), s["maxProperties"]))
+            props = s.get("properties") or {}
+            for r in s.get("required") or []:
+                if v.get(r, None) is None and not (props.get(r) or {}).get("nullable"):
+                    errs.append("%s: Required value" % (path + "." + r if path else r))
+            addl = s.get("additionalProperties")
+            for k, sub in v.items():
+                p = path + "." + k if path else k
+                if path == "" and k in ("apiVersion", "kind"):
+                    continue
+                if path == "" and k == "metadata":
+                    if isinstance(sub, dict):
+                        unknown.extend("metadata." + f for f in sub if f not in OBJECT_META_FIELDS)
+                    continue
+                if k in props:
+                    walk(props[k], sub, p)
+                elif isinstance(addl, dict):
+                    walk(addl, sub, p)
+                elif addl is True or s.get("x-kubernetes-preserve-unknown-fields"):
+                    continue
+                else:
+                    unknown.append(p)
+
+    walk(schema or {}, obj, "")
+    if own_unknown:
+        errs = ['unknown field "%s"' % u for u in unknown] + errs
+    return errs
+
+
+def prune_nulls(schema, obj):
+    """obj without the nulls of fields that are not nullable: apiextensions drops them before
+    defaulting and validation, so a null required field is a missing one."""
+    def walk(s, v):
+        s = s if isinstance(s, dict) else {}
+        if isinstance(v, dict):
+            props, addl = s.get("properties") or {}, s.get("additionalProperties")
+            out = {}
+            for k, sub in v.items():
+                ks = props.get(k) if k in props else (addl if isinstance(addl, dict) else {})
+                if sub is None and not ks.get("nullable"):
+                    continue
+                out[k] = walk(ks, sub)
+            return out
+        if isinstance(v, list):
+            return [walk(s.get("items"), i) for i in v]
+        return v
+    return walk(schema or {}, obj)
+
+
+def crd_version(crd, version):
+    """The CRD's entry for `version` (a dict) or None."""
+    for v in dig(crd, "spec", "versions", default=None) or []:
+        if v.get("name") == version:
+            return v
+    return None
+
+
+def crd_errors(crd):
+    """What the API server refuses in a CustomResourceDefinition (the parts kbs can get wrong):
+    the name, the names, versions with a schema and exactly one storage version."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    name = (crd.get("metadata") or {}).get("name", "")
+    errs = []
+    want = "%s.%s" % (names.get("plural", ""), spec.get("group", ""))
+    if name != want:
+        errs.append('metadata.name: Invalid value: "%s": must be spec.names.plural+"."+spec.group' % name)
+    if not spec.get("group"):
+        errs.append("spec.group: Required value")
+    for f in ("plural", "kind"):
+        if not names.get(f):
+            errs.append("spec.names.%s: Required value" % f)
+    if spec.get("scope") not in ("Cluster", "Namespaced"):
+        errs.append('spec.scope: Unsupported value: %s: supported values: "Cluster", "Namespaced"' % _go_quote(spec.get("scope", "")))
+    versions = spec.get("versions") or []
+    if not versions:
+        errs.append("spec.versions: Invalid value: null: must have exactly one version marked as storage version")
+    for i, v in enumerate(versions):
+        if not dig(v, "schema", "openAPIV3Schema", default=None):
+            errs.append("spec.versions[%d].schema.openAPIV3Schema: Required value: schemas are required" % i)
+    storage = [v for v in versions if v.get("storage")]
+    if versions and len(storage) != 1:
+        errs.append("spec.versions: Invalid value: %s: must have exactly one version marked as storage version"
+                    % json.dumps(versions, separators=(",", ":"))[:200])
+    return errs
+
+
+def crd_status(crd, old_status=None):
+    """The status the API server (and its naming/establishing controllers) gives an accepted CRD."""
+    spec = crd.get("spec") or {}
+    stored = list((old_status or {}).get("storedVersions") or [])
+    for v in spec.get("versions") or []:
+        if v.get("storage") and v.get("name") not in stored:
+            stored.append(v["name"])
+    t = rfc3339(now())
+    return {"acceptedNames": dict(spec.get("names") or {}),
+            "conditions": [{"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+                            "message": "no conflicts found", "lastTransitionTime": t},
+                           {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                            "message": "the initial names have been accepted", "lastTransitionTime": t}],
+            "storedVersions": stored}
+
+
+def crd_established(crd):
+    return any(cnd.get("type") == "Established" and cnd.get("status") == "True"
+               for cnd in dig(crd, "status", "conditions", default=None) or [])
+
+
+# ---------------------------------------------------------------- server-side apply's field sets
+
+SERVER_SET_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+                   "managedFields", "selfLink", "deletionTimestamp")
+
+
+def field_paths(obj):
+    """The leaf paths (tuples of keys) an object sets: maps are walked, anything else (scalars,
+    lists: atomic here) is a leaf. apiVersion, kind and the metadata the server owns are left out,
+    as in managedFields."""
+    out = set()
+
+    def walk(v, path):
+        if isinstance(v, dict) and v:
+            for k, sub in v.items():
+                walk(sub, path + (k,))
+        else:
+            out.add(path)
+
+    for k, v in obj.items():
+        if k in ("apiVersion", "kind", "status"):
+            continue
+        if k == "metadata":
+            for mk, mv in (v or {}).items():
+                if mk not in SERVER_SET_META:
+                    walk(mv, ("metadata", mk))
+            continue
+        walk(v, (k,))
+    return out
+
+
+def fields_v1(paths):
+    """A set of leaf paths as managedFields' FieldsV1 ({"f:spec": {"f:x": {}}})."""
+    root = {}
+    for p in sorted(paths):
+        node = root
+        for k in p:
+            node = node.setdefault("f:" + k, {})
+    return root
+
+
+def paths_of_fields_v1(f, prefix=()):
+    out = set()
+    for k, v in (f or {}).items():
+        if not k.startswith("f:"):
+            continue
+        p = prefix + (k[2:],)
+        if v:
+            out |= paths_of_fields_v1(v, p)
+        else:
+            out.add(p)
+    return out
+
+
+def get_path(obj, path):
+    for k in path:
+        if not isinstance(obj, dict) or k not in obj:
+            return _MISSING
+        obj = obj[k]
+    return obj
+
+
+def remove_path(obj, path):
+    """Removes the leaf at path and the maps it leaves empty."""
+    parents = []
+    node = obj
+    for k in path[:-1]:
+        if not isinstance(node, dict) or k not in node:
+            return
+        parents.append((node, k))
+        node = node[k]
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
+    for parent, k in reversed(parents):
+        if parent[k] == {}:
+            del parent[k]
+        else:
+            break
+
+
+_MISSING = object()
+
+
+def deep_merge(live, applied):
+    """Server-side apply's merge, simplified: maps merge key by key, lists and scalars replace."""
+    if not isinstance(live, dict) or not isinstance(applied, dict):
+        return json.loads(json.dumps(applied))
+    out = dict(live)
+    for k, v in applied.items():
+        out[k] = deep_merge(live.get(k), v)
+    return out
+
+
+class ApplyConflict(Exception):
+    def __init__(self, conflicts):
+        super().__init__(conflicts)
+        self.conflicts = conflicts  # [(managedFields entry with its "paths", path)]
+
+
+def _managers(live):
+    """[{manager, operation, apiVersion, time, paths}] from live metadata.managedFields."""
+    out = []
+    for e in (live or {}).get("metadata", {}).get("managedFields") or []:
+        out.append(dict(e, paths=paths_of_fields_v1(e.get("fieldsV1"))))
+    return out
+
+
+def _entries(managers):
+    return [{k: v for k, v in dict(m, fieldsV1=fields_v1(m["paths"])).items() if k != "paths"}
+            for m in managers if m["paths"]]
+
+
+def _touch(managers, manager, operation, api_version, paths):
+    for m in managers:
+        if m.get("manager") == manager and m.get("operation") == operation:
+            m.update(paths=set(paths), apiVersion=api_version, time=rfc3339(now()))
+            return
+    managers.append({"manager": manager, "operation": operation, "apiVersion": api_version,
+                     "time": rfc3339(now()), "fieldsType": "FieldsV1", "paths": set(paths)})
+
+
+def server_side_apply(live, applied, manager, force):
+    """The object after `manager` applies `applied` to `live` (None: created): the applied
+    configuration merged in, the fields this manager applied before and no longer applies removed
+    (unless another manager owns them too), managedFields updated. Raises ApplyConflict when a
+    field another manager owns would get another value and force is off."""
+    api_version = applied.get("apiVersion", "")
+    new_paths = field_paths(applied)
+    managers = _managers(live)
+    mine = next((m for m in managers if m.get("manager") == manager and m.get("operation") == "Apply"), None)
+    prev = mine["paths"] if mine else set()
+    conflicts = []
+    for m in managers:
+        if m is mine:
+            continue
+        for p in sorted(m["paths"] & new_paths):
+            if live is not None and get_path(live, p) != get_path(applied, p):
+                conflicts.append((m, p))
+    if conflicts and not force:
+        raise ApplyConflict(conflicts)
+    for m, p in conflicts:
+        m["paths"].discard(p)
+    result = deep_merge(live or {}, applied)
+    others = set().union(*[m["paths"] for m in managers if m is not mine]) if managers else set()
+    for p in prev - new_paths:
+        if p not in others:
+            remove_path(result, p)
+    _touch(managers, manager, "Apply", api_version, new_paths)
+    result.setdefault("metadata", {})["managedFields"] = _entries(managers)
+    return result
+
+
+def record_update(old, new, manager):
+    """managedFields of `new` after an Update by `manager` (PUT, POST, merge patch): the fields it
+    set or changed become its own (and no longer anyone else's); removed fields are nobody's."""
+    managers = _managers(old)
+    new_paths = field_paths(new)
+    changed = {p for p in new_paths if old is None or get_path(old, p) != get_path(new, p)}
+    for m in managers:
+        m["paths"] = {p for p in m["paths"] - changed if p in new_paths}
+    mine = next((m for m in managers if m.get("manager") == manager and m.get("operation") == "Update"), None)
+    if changed or mine:
+        _touch(managers, manager, "Update", new.get("apiVersion", ""), (mine["paths"] if mine else set()) | changed)
+    entries = _entries(managers)
+    meta = new.setdefault("metadata", {})
+    if entries:
+        meta["managedFields"] = entries
+    else:
+        meta.pop("managedFields", None)
+    return new
