@@ -250,7 +250,7 @@ async fn update_front(cx: &mut Ctx, after: ClusterPlan) -> Result<Vec<String>, R
     let before = cx.changes().len();
     cx.plan = after;
     cx.opts.only_hosts = Some(remaining);
-    cx.facts = crate::phases::connect::gather(cx).await?;
+    cx.facts = crate::phases::connect::gather(cx, None).await?;
     let placeholders = crate::render::JoinSecrets {
         token: crate::render::JOIN_TOKEN_PLACEHOLDER.into(),
         ca_cert_hashes: vec![crate::render::CA_CERT_HASH_PLACEHOLDER.into()],

@@ -453,7 +453,7 @@ pub async fn plan(
     force: bool,
 ) -> Result<(UpgradePlan, Bundle), UpgradeError> {
     let bundle = load_artifacts(cx).await?;
-    cx.facts = crate::phases::connect::gather(cx).await?;
+    cx.facts = crate::phases::connect::gather(cx, Some(&bundle)).await?;
     let api = admin_client(&cx.state).map_err(|e| UpgradeError::Refused {
         message: format!("no admin credentials: {e}"),
         help: "kbs upgrade works on a cluster kbs built from this state dir (--state-dir)".into(),

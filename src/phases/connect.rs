@@ -6,17 +6,35 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::artifacts::Bundle;
 use crate::context::{Ctx, RunError};
 use crate::facts::{FSYNC_SCRIPT, Facts, GATHER_SCRIPT, fsync_p99_ms, now_ns};
+use crate::inventory::KubeVersion;
 use crate::ssh::{Exec, quote};
 
 /// Facts of every host in scope, gathered in parallel; any host that fails stops the run here,
-/// before anything changed, with every failure listed.
-pub(crate) async fn gather(cx: &Ctx) -> Result<BTreeMap<String, Facts>, RunError> {
+/// before anything changed, with every failure listed. With the run's `bundle`, a host whose
+/// kubeadm kbs installed from it is not asked to run kubeadm for its version.
+pub(crate) async fn gather(
+    cx: &Ctx,
+    bundle: Option<&Bundle>,
+) -> Result<BTreeMap<String, Facts>, RunError> {
+    let kubeadm = bundle
+        .and_then(|b| {
+            b.files
+                .iter()
+                .find(|f| f.install.file_name().is_some_and(|n| n == "kubeadm"))
+        })
+        .map(|f| {
+            (
+                f.sha256.as_str(),
+                cx.plan.inventory.cluster.kubernetes_version,
+            )
+        });
     let hosts: Vec<String> = cx.hosts().map(|h| h.name.clone()).collect();
     let results: Vec<(String, Result<Facts, RunError>)> = futures::stream::iter(hosts)
         .map(|h| async move {
-            let r = gather_one(cx, &h).await;
+            let r = gather_one(cx, &h, kubeadm).await;
             (h, r)
         })
         .buffer_unordered(cx.opts.concurrency)
@@ -43,7 +61,11 @@ pub(crate) async fn gather(cx: &Ctx) -> Result<BTreeMap<String, Facts>, RunError
     }
 }
 
-async fn gather_one(cx: &Ctx, host: &str) -> Result<Facts, RunError> {
+async fn gather_one(
+    cx: &Ctx,
+    host: &str,
+    kubeadm: Option<(&str, KubeVersion)>,
+) -> Result<Facts, RunError> {
     let hp = cx.progress.host(host, "connect");
     let result = async {
         let s = cx.session(host).await?;
@@ -55,10 +77,15 @@ async fn gather_one(cx: &Ctx, host: &str) -> Result<Facts, RunError> {
             .filter(|m| m.host == host)
             .map(|m| quote(&m.data_dir))
             .collect();
+        let (sum, version) = kubeadm.map_or((String::new(), String::new()), |(s, v)| {
+            (s.to_string(), v.to_string())
+        });
         let script = format!(
-            "kubelet_conf={}; serving_cert={}; set -- {}\n{GATHER_SCRIPT}",
+            "kubelet_conf={}; serving_cert={}; kubeadm_sum={}; kubeadm_is={}; set -- {}\n{GATHER_SCRIPT}",
             quote(super::kubeadm::KUBELET_CONF),
             quote(super::serving::SERVING_CERT),
+            quote(&sum),
+            quote(&version),
             dirs.join(" ")
         );
         let before = now_ns();

@@ -85,7 +85,9 @@ pub async fn apply(
     let bundle = prepare::load_artifacts(&cx)
         .instrument(phase("artifacts"))
         .await?;
-    cx.facts = connect::gather(&cx).instrument(phase("facts")).await?;
+    cx.facts = connect::gather(&cx, Some(&bundle))
+        .instrument(phase("facts"))
+        .await?;
     if !cx.opts.dry_run {
         cx.lock().await?;
     }
