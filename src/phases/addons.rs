@@ -245,9 +245,7 @@ async fn custom_resources_left(
     host: &str,
     path: &std::path::Path,
 ) -> Result<Vec<String>, RunError> {
-    let cmd = format!("cat {} 2>/dev/null || true", crate::ssh::quote(path));
-    let file = Ctx::root(s, host, "addons/read", Exec::new(&cmd)).await?;
-    let kinds = defined_resources(&file);
+    let kinds = defined_resources(&installed(s, host, path).await?);
     if kinds.is_empty() {
         return Ok(Vec::new());
     }
@@ -264,6 +262,17 @@ async fn custom_resources_left(
     let cmd = format!("{NEED_KUBECTL}; {}; true", gets.join("; "));
     let lists = Ctx::root(s, host, "addons/left", Exec::new(&cmd)).await?;
     Ok(not_installed_by_kbs(&lists))
+}
+
+/// The file kbs applied last for an addon, on the host: the record of what it installed ("" when
+/// there is none).
+async fn installed(
+    s: &crate::ssh::Session,
+    host: &str,
+    path: &std::path::Path,
+) -> Result<String, RunError> {
+    let cmd = format!("cat {} 2>/dev/null || true", crate::ssh::quote(path));
+    Ctx::root(s, host, "addons/read", Exec::new(&cmd)).await
 }
 
 /// `meta[key]` as a map, made when absent.
@@ -354,8 +363,7 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
     }
     // Before the new files replace the old ones, which are the record of what kbs installed.
     for (a, f) in inv.addons.iter().zip(&files) {
-        let cmd = format!("cat {} 2>/dev/null || true", crate::ssh::quote(&f.path));
-        let old = Ctx::root(&s, host, "addons/read", Exec::new(&cmd)).await?;
+        let old = installed(&s, host, &f.path).await?;
         let gone = dropped(&old, &String::from_utf8_lossy(&f.content.bytes()?));
         if gone.is_empty() {
             continue;
