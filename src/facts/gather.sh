@@ -1,6 +1,6 @@
 # kbs facts: read-only, one key=value per line. Runs under sh on any Linux host. kbs sets
-# $kubelet_conf, $serving_cert, $kubeadm_sum and $kubeadm_is first, and passes the etcd data dirs
-# meant for this host.
+# $kubelet_conf, $serving_cert, $sums (its file-sums), $kubeadm_sum and $kubeadm_is first, and
+# passes the etcd data dirs meant for this host.
 # The clock is read first and last: their midpoint is compared with the middle of the round trip,
 # so the time the script itself takes does not count as skew.
 echo "clock_start_ns=$(date +%s%N)"
@@ -24,11 +24,11 @@ done
 # the kubelet's serving certificate.
 for d in "$@"; do [ -d "$d/member" ] && echo "etcd_member=$d"; done
 # kubeadm's version without running it where it is the bundle's kubeadm ($kubeadm_sum, of version
-# $kubeadm_is) as kbs's file-sums recorded it, size, mtime, inode and ctime unchanged since.
+# $kubeadm_is) as kbs's file-sums recorded it ("size:mtime:inode:ctime sum path"), unchanged since.
 if [ -f "$kubelet_conf" ]; then
   k=$(readlink -f "$(command -v kubeadm)" 2>/dev/null)
   if [ -n "$kubeadm_sum" ] && [ -n "$k" ] &&
-    grep -qxF "$(stat -c '%s:%.9Y:%i:%.9Z' "$k") $kubeadm_sum $k" /var/lib/kbs/file-sums 2>/dev/null; then
+    grep -qxF "$(stat -c '%s:%.9Y:%i:%.9Z' "$k") $kubeadm_sum $k" "$sums" 2>/dev/null; then
     echo "kubeadm_version=$kubeadm_is"
   else
     echo "kubeadm_version=$(kubeadm version -o short 2>/dev/null)"

@@ -233,7 +233,7 @@ pub(crate) fn pki_files(
 /// ctime (`KEY SHA256 PATH` per line): a file whose key is unchanged is not read again. Hashing
 /// every bundle binary on every run cost each etcd host ~0.3 CPU-s for etcd alone. Any write
 /// changes ctime, which no tool can set back, so a stale entry cannot hide an edit.
-const SUMS: &str = "/var/lib/kbs/file-sums";
+pub(super) const SUMS: &str = "/var/lib/kbs/file-sums";
 
 /// Asks for the content hash, mode and owner of each of `files` that exists (`file_states`
 /// reads the answer). Hashes only the files whose key differs from the host's record of sums,
