@@ -1474,11 +1474,10 @@ fn gateway_api_on_and_off(lab: &Lab, ingress: &Path, dir: &Path, state: &Path) {
         api_get(state, CLASS)["spec"]["controllerName"],
         "traefik.io/gateway-controller"
     );
-    let yaml = lab.exec(
-        "node-1",
-        "cat /etc/kbs/addons/gateway-api.yaml /etc/kbs/addons/ingress.yaml",
-    );
-    objects(&yaml).iter().for_each(assert_valid_object);
+    for file in ["gateway-api", "ingress"] {
+        let yaml = lab.exec("node-1", &format!("cat /etc/kbs/addons/{file}.yaml"));
+        objects(&yaml).iter().for_each(assert_valid_object);
+    }
     let out = apply(ingress, state, &[]);
     assert!(out.starts_with("no changes"), "{out}");
     assert_eq!(api_send(state, "DELETE", GATEWAY, None), 200);
