@@ -317,6 +317,8 @@ pub enum AddonKind {
     LocalPathProvisioner,
     /// Prometheus, node-exporter and kube-state-metrics, rendered by kbs (no upstream manifest).
     Monitoring,
+    /// Grafana on the monitoring addon's Prometheus, rendered by kbs (upstream ships a Helm chart).
+    Grafana,
     /// Fluent Bit, rendered by kbs (upstream ships a Helm chart).
     Logging,
     /// The Gateway API's CRDs (standard channel), for the ingress addon's Gateway API option.
@@ -326,11 +328,14 @@ pub enum AddonKind {
 }
 
 impl AddonKind {
-    /// In the order they are applied: the Gateway API's CRDs before the Gateway that uses them.
-    pub const ALL: [Self; 6] = [
+    /// In the order they are applied (and the reverse of the order they are removed in):
+    /// Grafana after the monitoring addon whose namespace and Prometheus it uses, the Gateway
+    /// API's CRDs before the Gateway that uses them.
+    pub const ALL: [Self; 7] = [
         Self::MetricsServer,
         Self::LocalPathProvisioner,
         Self::Monitoring,
+        Self::Grafana,
         Self::Logging,
         Self::GatewayApi,
         Self::Ingress,
@@ -342,6 +347,7 @@ impl AddonKind {
             Self::MetricsServer => "metrics-server",
             Self::LocalPathProvisioner => "local-path-provisioner",
             Self::Monitoring => "monitoring",
+            Self::Grafana => "grafana",
             Self::Logging => "logging",
             Self::GatewayApi => "gateway-api",
             Self::Ingress => "ingress",

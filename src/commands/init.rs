@@ -92,6 +92,8 @@ plugin = "calico"                  # flannel | calico | cilium (with a rendered 
 # metrics_server = true            # kubectl top, HPA
 # storage = "local-path"           # a default StorageClass on node-local disk (not replicated) | none
 # monitoring = true                # Prometheus, node-exporter, kube-state-metrics, alert rules (default off on 1 host)
+# [addons.grafana]                 # Grafana on monitoring's Prometheus, with kbs's dashboard; off without this table
+# admin_password_file = "secrets/grafana.pass"  # required: the admin's password; mode 0600 or 0400, yours
 # [addons.logging]                 # Fluent Bit ships container logs and the audit log; off while output is unset
 # output = "loki"                  # syslog | http | loki | elasticsearch
 # host = "logs.example.net"        # an IP address or DNS name

@@ -12,8 +12,9 @@ use super::raw::RawInventory;
 use super::validate::resolve_path;
 use super::{
     Addon, AddonImage, ArtifactSettings, Artifacts, Cni, CniChoice, CniRelease, ContainerdSettings,
-    Endpoint, EndpointMode, HostName, IngressExposure, IngressExposureKind, IngressSettings,
-    Inventory, LogOutput, LogOutputKind, Mirror, Registry, SecuritySettings, StorageChoice,
+    Endpoint, EndpointMode, GrafanaSettings, HostName, IngressExposure, IngressExposureKind,
+    IngressSettings, Inventory, LogOutput, LogOutputKind, Mirror, Registry, SecuritySettings,
+    StorageChoice,
 };
 use crate::versions::{
     self, AddonKind, CniPlugin, Component, Components, HostClass, KubeVersion, Support, Version,
@@ -559,6 +560,63 @@ pub(super) fn ingress(
     })
 }
 
+/// Whether the monitoring addon is on: `[addons] monitoring`, else from 2 hosts. One host is a
+/// lab or an edge box: a Prometheus next to the workloads costs more there than it tells, and the
+/// alerts it has are about losing members, which one host cannot do.
+fn monitoring(raw: &RawInventory) -> bool {
+    raw.addons
+        .monitoring
+        .as_ref()
+        .map_or(raw.hosts.len() > 1, |m| *m.get_ref())
+}
+
+/// `[addons.grafana]`: Grafana, on while the table is there. It needs the monitoring addon (its
+/// Prometheus is the data source, its namespace Grafana's) and an admin password of the user's:
+/// Grafana's default admin/admin would be anyone's.
+pub(super) fn grafana(
+    r: &mut Reporter,
+    base: &Path,
+    raw: &RawInventory,
+) -> Option<GrafanaSettings> {
+    let g = raw.addons.grafana.as_ref()?;
+    let mut ok = true;
+    if !monitoring(raw) {
+        let why = if raw.addons.monitoring.is_some() {
+            "[addons] monitoring = false"
+        } else {
+            "monitoring is off by default on a 1-host cluster"
+        };
+        r.error(
+            g.span(),
+            format!("addons.grafana needs the monitoring addon, but {why}"),
+            "no Prometheus",
+            "set `[addons] monitoring = true` (Grafana shows its Prometheus), or remove [addons.grafana]",
+        );
+        ok = false;
+    }
+    let admin_password_file = match &g.get_ref().admin_password_file {
+        Some(f) => Some(checked_file(
+            r,
+            base,
+            f,
+            "addons.grafana.admin_password_file",
+            Some("a password"),
+        )),
+        None => {
+            r.error(
+                g.span(),
+                "addons.grafana has no admin_password_file: Grafana's admin would keep its default password, admin",
+                "no admin password",
+                "add admin_password_file = \"secrets/grafana.pass\": a file next to the inventory holding the password, yours, mode 0600 (chmod 600)",
+            );
+            None
+        }
+    };
+    ok.then_some(GrafanaSettings {
+        admin_password_file: admin_password_file?,
+    })
+}
+
 pub(super) fn containerd(raw: &RawInventory) -> ContainerdSettings {
     ContainerdSettings {
         snapshotter: raw.containerd.snapshotter.unwrap_or_default(),
@@ -676,16 +734,18 @@ pub(super) fn cni(
     })
 }
 
-/// `[addons]`: metrics-server, the default StorageClass (local-path-provisioner), monitoring,
-/// logging (where `[addons.logging]` names an output) and ingress (where `[addons.ingress]` is,
-/// with the Gateway API's CRDs before it where it asks for them), from the releases
-/// data/versions.toml pins; with the addons off only by their default, and why.
+/// `[addons]`: metrics-server, the default StorageClass (local-path-provisioner), monitoring
+/// (with Grafana where `[addons.grafana]` is), logging (where `[addons.logging]` names an output)
+/// and ingress (where `[addons.ingress]` is, with the Gateway API's CRDs before it where it asks
+/// for them), from the releases data/versions.toml pins; with the addons off only by their
+/// default, and why.
 pub(super) fn addons(
     r: &mut Reporter,
     raw: &RawInventory,
     security: &SecuritySettings,
     logging: bool,
     ingress: Option<&IngressSettings>,
+    grafana: bool,
 ) -> (Vec<Addon>, Vec<(AddonKind, &'static str)>) {
     let a = &raw.addons;
     // metrics-server verifies each kubelet's serving certificate against the cluster CA (its
@@ -715,12 +775,7 @@ pub(super) fn addons(
             "off by default without signed kubelet serving certificates",
         ));
     }
-    // One host is a lab or an edge box: a Prometheus next to the workloads costs more there than
-    // it tells, and the alerts it has are about losing members, which one host cannot do.
-    let monitoring = a
-        .monitoring
-        .as_ref()
-        .map_or(raw.hosts.len() > 1, |m| *m.get_ref());
+    let monitoring = monitoring(raw);
     if a.monitoring.is_none() && !monitoring {
         off_by_default.push((
             AddonKind::Monitoring,
@@ -736,6 +791,10 @@ pub(super) fn addons(
     }
     if monitoring {
         kinds.push(AddonKind::Monitoring);
+        // `grafana()` refused it without monitoring.
+        if grafana {
+            kinds.push(AddonKind::Grafana);
+        }
     }
     if logging {
         kinds.push(AddonKind::Logging);

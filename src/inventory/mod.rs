@@ -54,6 +54,8 @@ pub struct Inventory {
     pub logging: Option<LogOutput>,
     /// `[addons.ingress]`: how the ingress controller is reached; `None`: no ingress addon.
     pub ingress: Option<IngressSettings>,
+    /// `[addons.grafana]`: Grafana's admin password; `None`: no Grafana.
+    pub grafana: Option<GrafanaSettings>,
     /// Addons off only because of their default here, with why (for `kbs plan`).
     pub addons_off_by_default: Vec<(AddonKind, &'static str)>,
     /// `[backup]`: scheduled etcd snapshots on the etcd hosts and the default backup recipient.
@@ -296,6 +298,14 @@ pub struct IngressSettings {
     pub exposure: IngressExposure,
     pub default_class: bool,
     pub gateway_api: bool,
+}
+
+/// Grafana, the monitoring addon's option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrafanaSettings {
+    /// The admin user's password (mode 0600 or 0400, owned by this user): it becomes a
+    /// Kubernetes Secret, and is read only when applied.
+    pub admin_password_file: PathBuf,
 }
 
 /// Where the logging addon ships container logs and the API server's audit log.

@@ -153,6 +153,16 @@ pub(super) struct RawAddons {
     pub logging: Option<RawLogging>,
     #[serde(default)]
     pub ingress: Option<RawIngress>,
+    /// Spanned: its errors point at the table.
+    #[serde(default)]
+    pub grafana: Option<Spanned<RawGrafana>>,
+}
+
+/// `[addons.grafana]`: Grafana on the monitoring addon's Prometheus; on while the table is there.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGrafana {
+    pub admin_password_file: Option<Spanned<String>>,
 }
 
 /// `[addons.ingress]`: Traefik; on while the table is there.

@@ -105,8 +105,15 @@ fn build(
     let cni = components::cni(r, base, &raw, &artifacts.source);
     let logging = components::logging(r, base, &raw);
     let ingress = components::ingress(r, &raw, endpoint.as_ref());
-    let (addons, addons_off_by_default) =
-        components::addons(r, &raw, &security, logging.is_some(), ingress.as_ref());
+    let grafana = components::grafana(r, base, &raw);
+    let (addons, addons_off_by_default) = components::addons(
+        r,
+        &raw,
+        &security,
+        logging.is_some(),
+        ingress.as_ref(),
+        grafana.is_some(),
+    );
     let typed_hosts: Vec<Option<Host>> = hosts.iter().map(|(h, _)| h.clone()).collect();
     let hooks = super::hooks::hooks(r, &raw, &typed_hosts);
     Some(Inventory {
@@ -125,6 +132,7 @@ fn build(
         addons_off_by_default,
         logging,
         ingress,
+        grafana,
         security,
         backup,
         hosts: typed_hosts.into_iter().collect::<Option<_>>()?,

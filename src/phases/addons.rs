@@ -7,7 +7,7 @@
 //! `kubectl delete -f` of that file, so exactly its objects go, and nothing else; an object a new
 //! release of an addon no longer has is deleted the same way, before the new file replaces it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -17,7 +17,7 @@ use super::kubectl::{ADMIN_CONF, NEED_KUBECTL, Objects, apply_differing};
 use crate::artifacts::Bundle;
 use crate::context::{Ctx, RunError};
 use crate::inventory::{Addon, AddonKind, Inventory};
-use crate::render::{LOGGING_NAMESPACE, LOGGING_SECRET};
+use crate::render::AddonSecret;
 use crate::ssh::Exec;
 
 const DIR: &str = "/etc/kbs/addons";
@@ -142,32 +142,47 @@ fn roll_on_config_change(objects: &mut [Value]) {
     }
 }
 
-/// The Secret with the logging output's token, read from `token_file` (its mode was checked when
-/// the inventory loaded). It goes to kubectl on stdin only: never in a file on the host, in a
-/// process's arguments or in a log.
-fn output_secret(token_file: &std::path::Path) -> Result<Vec<u8>, String> {
+/// The file of the user's that `kind`'s Secret is made from, where the inventory names one.
+fn secret_file(inv: &Inventory, kind: AddonKind) -> Option<&Path> {
+    match kind {
+        AddonKind::Logging => inv.logging.as_ref()?.token_file.as_deref(),
+        AddonKind::Grafana => inv
+            .grafana
+            .as_ref()
+            .map(|g| g.admin_password_file.as_path()),
+        _ => None,
+    }
+}
+
+/// `secret` with the content of `file` (its mode was checked when the inventory loaded), but for
+/// the line ending an editor leaves. It goes to kubectl on stdin only: never in a file on the
+/// host, in a process's arguments or in a log.
+fn secret_from_file(secret: &AddonSecret, file: &Path) -> Result<Vec<u8>, String> {
     use base64::Engine;
-    let token = std::fs::read(token_file)
-        .map_err(|e| format!("cannot read {}: {e}", token_file.display()))?;
-    let token = token.trim_ascii_end();
-    if token.is_empty() {
+    let content =
+        std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let value = content
+        .strip_suffix(b"\n")
+        .map_or(content.as_slice(), |v| v.strip_suffix(b"\r").unwrap_or(v));
+    if value.is_empty() {
         return Err(format!(
-            "{} is empty: it must hold the logging output's token",
-            token_file.display()
+            "{} is empty: it must hold {}",
+            file.display(),
+            secret.holds
         ));
     }
-    let secret = serde_json::json!({
+    let object = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": LOGGING_SECRET,
-            "namespace": LOGGING_NAMESPACE,
-            "labels": {MANAGED_BY: "kbs", ADDON_LABEL: AddonKind::Logging.as_str()},
+            "name": secret.name,
+            "namespace": secret.namespace,
+            "labels": {MANAGED_BY: "kbs", ADDON_LABEL: secret.addon.as_str()},
         },
         "type": "Opaque",
-        "data": {"token": base64::engine::general_purpose::STANDARD.encode(token)},
+        "data": {secret.key: base64::engine::general_purpose::STANDARD.encode(value)},
     });
-    Ok(secret.to_string().into_bytes())
+    Ok(object.to_string().into_bytes())
 }
 
 /// Each object of a rendered file by what names it: apiVersion, kind, namespace and name.
@@ -408,19 +423,20 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
             server_side: a.server_side,
         };
         apply_differing(cx, &s, host, &hp, STEP, &objects).await?;
-    }
-    // After the logging addon's file, which makes its namespace.
-    if let Some(token_file) = inv.logging.as_ref().and_then(|l| l.token_file.as_ref()) {
-        let secret = output_secret(token_file).map_err(bad)?;
-        let objects = Objects {
-            path: None,
-            content: &secret,
-            what: format!(
-                "Secret {LOGGING_NAMESPACE}/{LOGGING_SECRET}, the logging output's token"
-            ),
-            server_side: false,
-        };
-        apply_differing(cx, &s, host, &hp, SECRET, &objects).await?;
+        // After the addon's file, or the monitoring addon's before it, which makes its namespace.
+        if let (Some(secret), Some(file)) = (AddonSecret::of(a.kind), secret_file(inv, a.kind)) {
+            let content = secret_from_file(&secret, file).map_err(bad)?;
+            let objects = Objects {
+                path: None,
+                content: &content,
+                what: format!(
+                    "Secret {}/{}, {}",
+                    secret.namespace, secret.name, secret.holds
+                ),
+                server_side: false,
+            };
+            apply_differing(cx, &s, host, &hp, SECRET, &objects).await?;
+        }
     }
     // Addons applied before that the inventory no longer enables.
     for kind in disabled {
@@ -433,14 +449,13 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
         cx.change(host, REMOVE, what, async {
             let show = |_: crate::ssh::Stream, line: &str| hp.line(line);
             let p = crate::ssh::quote(&path);
-            // The output's token is not in the file (it never touches the host's disk).
-            let secret = if kind == AddonKind::Logging {
+            // Its Secret is not in the file (it never touches the host's disk).
+            let secret = AddonSecret::of(kind).map_or_else(String::new, |secret| {
                 format!(
-                    "kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -n {LOGGING_NAMESPACE} secret {LOGGING_SECRET} && "
+                    "kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -n {} secret {} && ",
+                    secret.namespace, secret.name
                 )
-            } else {
-                String::new()
-            };
+            });
             // The file goes only once its objects are gone: a run cut off deletes them again.
             let cmd = format!(
                 "{NEED_KUBECTL}; {secret}kubectl --kubeconfig {ADMIN_CONF} delete --ignore-not-found -f {p} && rm -f {p}"
@@ -530,18 +545,29 @@ mod tests {
     }
 
     #[test]
-    fn the_output_secret_holds_the_token_file_without_its_newline() {
+    fn an_addon_secret_holds_its_file_without_the_line_ending() {
+        use crate::render::{GRAFANA_SECRET, LOGGING_SECRET};
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("t");
-        std::fs::write(&path, "s3cret\n").expect("write");
-        let secret: Value =
-            serde_json::from_slice(&output_secret(&path).expect("made")).expect("JSON");
+        let made = |secret: &AddonSecret, text: &str| -> Result<Value, String> {
+            std::fs::write(&path, text).expect("write");
+            secret_from_file(secret, &path).map(|b| serde_json::from_slice(&b).expect("JSON"))
+        };
+        let secret = made(&LOGGING_SECRET, "s3cret\n").expect("made");
         assert_eq!(secret["data"]["token"], "czNjcmV0");
-        assert_eq!(secret["metadata"]["namespace"], LOGGING_NAMESPACE);
+        assert_eq!(secret["metadata"]["namespace"], "kbs-logging");
         assert_eq!(secret["metadata"]["labels"][ADDON_LABEL], "logging");
-        std::fs::write(&path, "\n").expect("write");
-        let e = output_secret(&path).expect_err("empty");
-        assert!(e.contains("is empty"), "{e}");
+        // Only the line ending goes: a password's own trailing space stays.
+        let secret = made(&GRAFANA_SECRET, "pass \r\n").expect("made");
+        assert_eq!(secret["data"]["admin-password"], "cGFzcyA=");
+        assert_eq!(secret["metadata"]["name"], "grafana-admin");
+        assert_eq!(secret["metadata"]["namespace"], "kbs-monitoring");
+        assert_eq!(secret["metadata"]["labels"][ADDON_LABEL], "grafana");
+        let e = made(&GRAFANA_SECRET, "\n").expect_err("empty");
+        assert!(
+            e.contains("is empty: it must hold Grafana's admin password"),
+            "{e}"
+        );
     }
 
     #[test]

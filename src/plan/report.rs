@@ -315,6 +315,13 @@ fn addon_note(a: &Addon, inv: &Inventory) -> String {
                 others.join(", ")
             )
         }
+        AddonKind::Grafana => match &inv.grafana {
+            Some(g) => format!(
+                "addon ([addons.grafana]): Grafana on the monitoring addon's Prometheus, with kbs's cluster dashboard; admin's password from {}; its database in an emptyDir: dashboards made in the UI go with the pod",
+                g.admin_password_file.display()
+            ),
+            None => String::new(),
+        },
         AddonKind::Logging => match &inv.logging {
             Some(l) => format!(
                 "addon ([addons.logging]): Fluent Bit ships container logs and the audit log to {} {}:{}{}",

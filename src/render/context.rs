@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::inventory::{EndpointMode, HostName, IngressExposure, Role};
+use crate::inventory::{AddonKind, EndpointMode, HostName, IngressExposure, Role};
 use crate::plan::{ClusterPlan, EtcdMember, PlannedHost};
 
 use super::RenderInputs;
@@ -350,6 +350,8 @@ pub struct MonitoringCtx {
     /// `kbs status`'s threshold for a member's database against its quota.
     etcd_quota_ratio: f64,
     etcd_quota_percent: u32,
+    /// `APIServerErrors` fires past this share of 5xx responses.
+    api_error_ratio: f64,
     textfile_dir: &'static str,
     node_exporter_port: u16,
     /// `kbs status` warns this many days before a certificate expires.
@@ -396,7 +398,8 @@ impl MonitoringCtx {
                     target: m.metrics_target(),
                 })
                 .collect(),
-            etcd_quota_ratio: f64::from(crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT) / 100.0,
+            etcd_quota_ratio: etcd_quota_ratio(),
+            api_error_ratio: API_ERROR_RATIO,
             etcd_quota_percent: crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT,
             textfile_dir: TEXTFILE_DIR,
             node_exporter_port: NODE_EXPORTER_PORT,
@@ -406,9 +409,41 @@ impl MonitoringCtx {
     }
 }
 
+/// A Secret an addon's pods read that kbs makes from a file of the user's (the inventory names
+/// it) and applies from kubectl's stdin: it is never in the addon's file on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AddonSecret {
+    #[serde(skip)]
+    pub addon: AddonKind,
+    pub namespace: &'static str,
+    pub name: &'static str,
+    /// The key of its `data` that holds the file's content.
+    pub key: &'static str,
+    /// What the file holds, for messages.
+    #[serde(skip)]
+    pub holds: &'static str,
+}
+
+impl AddonSecret {
+    /// The Secret of `addon`'s, if it has one.
+    pub fn of(addon: AddonKind) -> Option<Self> {
+        match addon {
+            AddonKind::Logging => Some(LOGGING_SECRET),
+            AddonKind::Grafana => Some(GRAFANA_SECRET),
+            _ => None,
+        }
+    }
+}
+
 /// The logging addon's namespace, and the Secret there that holds the output's token.
 pub const LOGGING_NAMESPACE: &str = "kbs-logging";
-pub const LOGGING_SECRET: &str = "fluent-bit-output";
+pub const LOGGING_SECRET: AddonSecret = AddonSecret {
+    addon: AddonKind::Logging,
+    namespace: LOGGING_NAMESPACE,
+    name: "fluent-bit-output",
+    key: "token",
+    holds: "the logging output's token",
+};
 
 /// What templates/logging.yaml sees.
 #[derive(Serialize)]
@@ -423,7 +458,7 @@ pub struct LoggingCtx {
     user: Option<String>,
     /// The Secret with the token, which Fluent Bit gets as an environment variable; none
     /// without `token_file`.
-    secret: Option<&'static str>,
+    secret: Option<AddonSecret>,
     /// The API server's audit log on the control planes; none when it is off.
     audit_log: Option<String>,
 }
@@ -487,4 +522,54 @@ impl IngressCtx {
             gateway_api: i.gateway_api,
         })
     }
+}
+
+/// The Secret with Grafana's admin password, in the monitoring addon's namespace.
+pub const GRAFANA_SECRET: AddonSecret = AddonSecret {
+    addon: AddonKind::Grafana,
+    namespace: MONITORING_NAMESPACE,
+    name: "grafana-admin",
+    key: "admin-password",
+    holds: "Grafana's admin password",
+};
+/// The monitoring addon's Prometheus Service (templates/monitoring.yaml), Grafana's data source.
+pub const PROMETHEUS_SERVICE: &str = "prometheus";
+pub const PROMETHEUS_PORT: u16 = 9090;
+/// The share of 5xx responses monitoring's `APIServerErrors` alert fires at.
+pub const API_ERROR_RATIO: f64 = 0.05;
+
+/// What templates/grafana.yaml sees.
+#[derive(Serialize)]
+pub struct GrafanaCtx {
+    namespace: &'static str,
+    image: String,
+    secret: AddonSecret,
+    /// Prometheus's in-cluster URL.
+    prometheus_url: String,
+    /// The dashboard marks etcd's database past this share of its quota, and 5xx responses past
+    /// this share, as the alerts do.
+    etcd_quota_ratio: f64,
+    api_error_ratio: f64,
+}
+
+impl GrafanaCtx {
+    pub fn new(plan: &ClusterPlan, image: String) -> Option<Self> {
+        plan.inventory.grafana.as_ref()?;
+        Some(Self {
+            namespace: MONITORING_NAMESPACE,
+            image,
+            secret: GRAFANA_SECRET,
+            prometheus_url: format!(
+                "http://{PROMETHEUS_SERVICE}.{MONITORING_NAMESPACE}.svc.{}:{PROMETHEUS_PORT}",
+                plan.inventory.cluster.dns_domain
+            ),
+            etcd_quota_ratio: etcd_quota_ratio(),
+            api_error_ratio: API_ERROR_RATIO,
+        })
+    }
+}
+
+/// `kbs status`'s threshold for a member's database against its quota, as a share.
+fn etcd_quota_ratio() -> f64 {
+    f64::from(crate::ops::status::ETCD_QUOTA_DEGRADED_PERCENT) / 100.0
 }

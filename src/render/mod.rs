@@ -18,10 +18,12 @@ use crate::plan::{ClusterPlan, PlannedHost};
 
 pub use crate::secrets::{ENCRYPTION_KEY_PLACEHOLDER, EncryptionKey};
 pub use context::VIP_INTERFACE_PLACEHOLDER;
-use context::{HostContext, IngressCtx, KubeVipCtx, LoggingCtx, MemberCtx, MonitoringCtx};
 pub use context::{
-    INGRESS_NAMESPACE, LOGGING_NAMESPACE, LOGGING_SECRET, MONITORING_NAMESPACE, NODE_EXPORTER_PORT,
-    TEXTFILE_DIR,
+    AddonSecret, GRAFANA_SECRET, INGRESS_NAMESPACE, LOGGING_NAMESPACE, LOGGING_SECRET,
+    MONITORING_NAMESPACE, NODE_EXPORTER_PORT, PROMETHEUS_PORT, PROMETHEUS_SERVICE, TEXTFILE_DIR,
+};
+use context::{
+    GrafanaCtx, HostContext, IngressCtx, KubeVipCtx, LoggingCtx, MemberCtx, MonitoringCtx,
 };
 use security::NamespaceCtx;
 pub use security::{
@@ -184,6 +186,18 @@ pub fn addon_manifest(
                     message: "logging needs [addons.logging] and Fluent Bit's image in data/versions.toml".into(),
                 })?;
             ctx.insert("logging", &l);
+        }
+        AddonKind::Grafana => {
+            let image = addon.images.first().map(|i| i.name.clone());
+            let g = image
+                .and_then(|i| GrafanaCtx::new(plan, i))
+                .ok_or_else(|| RenderError::Template {
+                    name: name.clone(),
+                    message:
+                        "grafana needs [addons.grafana] and Grafana's image in data/versions.toml"
+                            .into(),
+                })?;
+            ctx.insert("grafana", &g);
         }
         AddonKind::Ingress => {
             let image = addon.images.first().map(|i| i.name.clone());

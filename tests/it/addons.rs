@@ -33,7 +33,7 @@ fn manifest(a: &Addon, inv: &Inventory) -> String {
         AddonKind::MetricsServer => "metrics-server.yaml",
         AddonKind::LocalPathProvisioner => "local-path-storage.yaml",
         AddonKind::GatewayApi => GATEWAY_API_FILE,
-        AddonKind::Monitoring | AddonKind::Logging | AddonKind::Ingress => {
+        AddonKind::Monitoring | AddonKind::Grafana | AddonKind::Logging | AddonKind::Ingress => {
             let plan = ClusterPlan::new(inv.clone());
             return addon_manifest(&plan, &Templates::builtin().expect("templates"), a)
                 .expect("renders")
@@ -765,13 +765,29 @@ fn ingress_settings_the_cluster_cannot_have_are_refused_where_written() {
     );
 }
 
-/// A token file as the logging addon wants it: the user's, with `mode`.
-fn token_file(dir: &Path, mode: u32) -> std::path::PathBuf {
+/// A file of the user's named `name` in `dir`, holding `text`, with `mode`.
+fn users_file(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(format!("logs-{mode:o}.token"));
-    std::fs::write(&path, "s3cret-token\n").expect("write");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     path
+}
+
+/// A token file as the logging addon wants it: the user's, with `mode`.
+fn token_file(dir: &Path, mode: u32) -> std::path::PathBuf {
+    users_file(dir, &format!("logs-{mode:o}.token"), "s3cret-token\n", mode)
+}
+
+/// Grafana's admin password as `[addons.grafana]` wants it: the user's, with `mode`.
+const GRAFANA_PASSWORD: &str = "gr4fana-Pass";
+fn password_file(dir: &Path, mode: u32) -> std::path::PathBuf {
+    users_file(
+        dir,
+        &format!("grafana-{mode:o}.pass"),
+        &format!("{GRAFANA_PASSWORD}\n"),
+        mode,
+    )
 }
 
 fn logging_config(a: &Addon, inv: &Inventory) -> String {
@@ -951,6 +967,365 @@ fn logging_settings_that_cannot_work_are_refused_with_their_place() {
         ok.display()
     ));
     assert!(why.contains("needs user"), "{why}");
+}
+
+fn addon_of(inv: &Inventory, kind: AddonKind) -> &Addon {
+    inv.addons
+        .iter()
+        .find(|a| a.kind == kind)
+        .unwrap_or_else(|| panic!("{kind:?} is off"))
+}
+
+/// The metric names a PromQL expression reads (each name before a `{` selector).
+fn metrics_in(expr: &str) -> Vec<&str> {
+    expr.match_indices('{')
+        .filter_map(|(at, _)| {
+            let before = &expr[..at];
+            let start = before
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .map_or(0, |i| i + 1);
+            (start < at).then(|| &expr[start..at])
+        })
+        .collect()
+}
+
+#[test]
+fn grafana_is_monitorings_option_with_its_password_only_in_a_secret() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pass = password_file(dir.path(), 0o600);
+    let inv = lab_like_inventory(&format!(
+        "[addons.grafana]\nadmin_password_file = \"{}\"\n",
+        pass.display()
+    ));
+    assert!(lab_like_inventory("").grafana.is_none());
+    // Applied right after the monitoring addon, whose namespace and Prometheus it uses (and so
+    // removed before it).
+    let kinds: Vec<AddonKind> = inv.addons.iter().map(|a| a.kind).collect();
+    let at = |k| kinds.iter().position(|x| *x == k).expect("on");
+    assert_eq!(at(AddonKind::Grafana), at(AddonKind::Monitoring) + 1);
+    let a = addon_of(&inv, AddonKind::Grafana);
+    let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+    assert!(
+        !yaml.contains(GRAFANA_PASSWORD),
+        "the password is in the objects"
+    );
+    let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
+    assert_eq!(
+        images_named(&yaml),
+        [format!("192.0.2.3:5000/grafana/grafana:{}", a.version)]
+    );
+    assert!(bundled.contains(&images_named(&yaml)[0]), "{bundled:?}");
+    let objs = objects(&yaml);
+    for o in &objs {
+        assert_valid_object(o);
+        assert_eq!(o["metadata"]["labels"][ADDON_LABEL], "grafana");
+        assert_eq!(o["metadata"]["namespace"], "kbs-monitoring");
+    }
+    // The monitoring addon's file makes the namespace.
+    let kinds: Vec<&str> = objs.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "ConfigMap",
+            "Deployment",
+            "Service"
+        ]
+    );
+    assert_eq!(
+        of_kind(&objs, "ServiceAccount")["automountServiceAccountToken"],
+        false
+    );
+    let svc = of_kind(&objs, "Service");
+    assert!(svc["spec"].get("type").is_none(), "ClusterIP: {svc}");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 3000);
+
+    // The pod: non-root as the image's user, nothing it does not need, the password from the
+    // Secret's file, no calls home, and rolled when its configuration changes.
+    let deployment = of_kind(&objs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let template = &deployment["spec"]["template"];
+    assert!(
+        template["metadata"]["annotations"]["kbs.io/config-sha256"].is_string(),
+        "{template}"
+    );
+    let pod = &template["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 472);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["path"], "/api/health", "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "http", "{probe}");
+    }
+    assert_eq!(c["ports"][0]["containerPort"], 3000);
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    let env = |name: &str| -> String {
+        c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("no {name}"))
+            .to_string()
+    };
+    assert_eq!(env("GF_SECURITY_ADMIN_USER"), "admin");
+    for off in [
+        "GF_AUTH_ANONYMOUS_ENABLED",
+        "GF_USERS_ALLOW_SIGN_UP",
+        "GF_ANALYTICS_REPORTING_ENABLED",
+        "GF_ANALYTICS_CHECK_FOR_UPDATES",
+        "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES",
+        "GF_NEWS_NEWS_FEED_ENABLED",
+    ] {
+        assert_eq!(env(off), "false", "{off}");
+    }
+    assert_eq!(env("GF_PLUGINS_PREINSTALL_DISABLED"), "true");
+    let mounted = |volume: &str| -> String {
+        c["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["name"] == volume)
+            .and_then(|m| m["mountPath"].as_str())
+            .unwrap_or_else(|| panic!("{volume} not mounted"))
+            .to_string()
+    };
+    let volume = |name: &str| -> &Value {
+        pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    };
+    let admin = &volume("admin")["secret"];
+    assert_eq!(admin["secretName"], "grafana-admin");
+    assert_eq!(admin["items"][0]["key"], "admin-password");
+    assert_eq!(
+        env("GF_SECURITY_ADMIN_PASSWORD__FILE"),
+        format!("{}/admin-password", mounted("admin"))
+    );
+    // Grafana's database and scratch space are the pod's own; the root is read-only.
+    for (name, path) in [("data", "/var/lib/grafana"), ("tmp", "/tmp")] {
+        assert_eq!(mounted(name), path);
+        assert!(volume(name)["emptyDir"].is_object(), "{name}");
+    }
+
+    // The data source is the monitoring addon's Prometheus Service, the default, not editable.
+    let monitoring = objects(&manifest(addon_of(&inv, AddonKind::Monitoring), &inv));
+    let prometheus = monitoring
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "prometheus")
+        .expect("monitoring's Prometheus Service");
+    let url = format!(
+        "http://prometheus.kbs-monitoring.svc.cluster.local:{}",
+        prometheus["spec"]["ports"][0]["port"]
+    );
+    let config_map = |name: &str| -> &Value {
+        objs.iter()
+            .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no ConfigMap {name}"))
+    };
+    let sources = config_map("grafana-datasources");
+    assert_eq!(
+        volume("datasources")["configMap"]["name"],
+        "grafana-datasources"
+    );
+    assert_eq!(
+        mounted("datasources"),
+        "/etc/grafana/provisioning/datasources"
+    );
+    let sources: Value =
+        serde_saphyr::from_str(sources["data"]["prometheus.yaml"].as_str().expect("file"))
+            .expect("YAML");
+    let source = &sources["datasources"][0];
+    assert_eq!(source["type"], "prometheus");
+    assert_eq!(source["url"], url);
+    assert_eq!(source["isDefault"], true);
+    assert_eq!(source["editable"], false);
+
+    // The dashboard: its provider reads the directory it is mounted in, and every panel queries
+    // the metrics monitoring's alert rules watch, in PromQL promtool accepts.
+    let dashboards = config_map("grafana-dashboards");
+    let provider: Value =
+        serde_saphyr::from_str(dashboards["data"]["kbs.yaml"].as_str().expect("provider"))
+            .expect("YAML");
+    assert_eq!(
+        mounted("dashboard-provider"),
+        "/etc/grafana/provisioning/dashboards"
+    );
+    assert_eq!(
+        provider["providers"][0]["options"]["path"].as_str(),
+        Some(mounted("dashboards").as_str())
+    );
+    let dashboard: Value = serde_json::from_str(
+        dashboards["data"]["kbs-cluster.json"]
+            .as_str()
+            .expect("dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    let rules = of_kind(&monitoring, "ConfigMap")["data"]["kbs-alerts.yml"]
+        .as_str()
+        .expect("monitoring's rules")
+        .to_string();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 4, "{dashboard:#}");
+    let mut exprs = Vec::new();
+    for p in panels {
+        assert_eq!(p["datasource"]["uid"], source["uid"], "{p}");
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for metric in metrics_in(expr) {
+                assert!(
+                    rules.contains(metric),
+                    "{metric} ({}) is no metric of the alert rules",
+                    p["title"]
+                );
+            }
+            exprs.push(expr.to_string());
+        }
+    }
+    let all = exprs.join(" ");
+    for watched in [
+        "kube_node_status_condition",
+        "etcd_server_has_leader",
+        "etcd_mvcc_db_total_size_in_bytes",
+        "etcd_server_quota_backend_bytes",
+        "apiserver_request_total",
+    ] {
+        assert!(all.contains(watched), "no panel on {watched}");
+    }
+    // The alerts' thresholds mark the panels: etcd's quota share, the 5xx share.
+    let json = dashboard.to_string();
+    assert!(json.contains("\"value\":0.8"), "{json}");
+    assert!(json.contains("\"value\":0.05"), "{json}");
+    let recording = serde_json::json!({"groups": [{"name": "panels", "rules": exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("kbs:panel:{i}"), "expr": e}))
+        .collect::<Vec<_>>()}]});
+    let file = dir.path().join("panels.yml");
+    std::fs::write(&file, recording.to_string()).expect("write");
+    promtool(&["check", "rules"], Some(&file), None);
+}
+
+#[test]
+fn grafana_settings_that_cannot_work_are_refused_with_their_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ok = password_file(dir.path(), 0o600);
+    let loose = password_file(dir.path(), 0o644);
+    let text = |addons: &str, hosts: usize| {
+        let hosts: String = (1..=hosts)
+            .map(|i| format!("[[host]]\nname = \"n{i}\"\naddress = \"192.0.2.1{i}\"\n"))
+            .collect();
+        format!(
+            "[cluster]\nname = \"t\"\npod_subnet = \"10.244.0.0/16\"\nservice_subnet = \"10.96.0.0/12\"\n\
+             [endpoint]\nmode = \"vip\"\naddress = \"192.0.2.100\"\n{addons}{hosts}"
+        )
+    };
+    let refused = |addons: &str, hosts: usize| {
+        let e = Inventory::parse(Path::new("inv.toml"), &text(addons, hosts)).expect_err("refused");
+        let first = &e.errors[0];
+        (
+            first.location(),
+            format!(
+                "{} {}",
+                first.message,
+                first.help.as_deref().unwrap_or_default()
+            ),
+        )
+    };
+    let with = |f: &Path| format!("admin_password_file = \"{}\"\n", f.display());
+    assert!(
+        Inventory::parse(
+            Path::new("inv.toml"),
+            &text(&format!("[addons.grafana]\n{}", with(&ok)), 3)
+        )
+        .is_ok()
+    );
+    // No password: Grafana's admin/admin is not an option.
+    let (at, why) = refused("[addons.grafana]\n", 3);
+    assert_eq!(at, "inv.toml:8:1", "the table's line");
+    assert!(
+        why.contains("addons.grafana has no admin_password_file") && why.contains("chmod 600"),
+        "{why}"
+    );
+    let (at, why) = refused(&format!("[addons.grafana]\n{}", with(&loose)), 3);
+    assert_eq!(at, "inv.toml:9:23");
+    assert!(
+        why.contains("can be read by other users (mode 644)") && why.contains("chmod 600"),
+        "{why}"
+    );
+    // Without the monitoring addon: turned off, or off by default on one host.
+    let (at, why) = refused(
+        &format!(
+            "[addons]\nmonitoring = false\n[addons.grafana]\n{}",
+            with(&ok)
+        ),
+        3,
+    );
+    assert_eq!(at, "inv.toml:10:1", "the table's line");
+    assert!(
+        why.contains("needs the monitoring addon, but [addons] monitoring = false")
+            && why.contains("set `[addons] monitoring = true`")
+            && why.contains("remove [addons.grafana]"),
+        "{why}"
+    );
+    let (at, why) = refused(&format!("[addons.grafana]\n{}", with(&ok)), 1);
+    assert_eq!(at, "inv.toml:8:1", "the table's line");
+    assert!(why.contains("off by default on a 1-host cluster"), "{why}");
+    assert!(
+        Inventory::parse(
+            Path::new("inv.toml"),
+            &text(
+                &format!(
+                    "[addons]\nmonitoring = true\n[addons.grafana]\n{}",
+                    with(&ok)
+                ),
+                1
+            )
+        )
+        .is_ok()
+    );
+    let (at, why) = refused(
+        &format!("[addons.grafana]\n{}admin_user = \"root\"\n", with(&ok)),
+        3,
+    );
+    assert_eq!(at, "inv.toml:10:1");
+    assert!(why.contains("admin_user"), "{why}");
+    // kbs plan lists it with its version and says what its database keeps.
+    let (_d, path) =
+        crate::common::write_inventory(&text(&format!("[addons.grafana]\n{}", with(&ok)), 3));
+    let plan = crate::common::stdout_of(
+        crate::common::kbs()
+            .args(["plan", "--output", "json"])
+            .arg(&path),
+    );
+    let inv = Inventory::load(&path).expect("valid");
+    let version = &addon_of(&inv, AddonKind::Grafana).version;
+    assert!(plan.contains(&format!("\"grafana {version}\"")), "{plan}");
+    let plan = crate::common::stdout_of(crate::common::kbs().arg("plan").arg(&path));
+    let words: Vec<&str> = plan
+        .split_whitespace()
+        .filter(|w| !["│", "┆"].contains(w))
+        .collect();
+    let words = words.join(" ");
+    assert!(
+        words.contains("Grafana on the monitoring addon's Prometheus")
+            && words.contains("dashboards made in the UI go with the pod"),
+        "{plan}"
+    );
 }
 
 /// `inventory` pointed at a bundle of its own in `dir`, made with `kbs bundle` (it holds the images
@@ -1532,5 +1907,104 @@ fn gateway_api_on_and_off(lab: &Lab, ingress: &Path, dir: &Path, state: &Path) {
         "DaemonSet"
     );
     let out = apply(ingress, state, &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+}
+
+/// Grafana on the lab (3 hosts: monitoring on by default), from a bundle that holds its image:
+/// applied after the monitoring addon, its admin password only in the cluster's Secret (not in a
+/// file on the host, nor in kbs's output), its image on every node; a second run changes nothing;
+/// turned off, exactly its objects and the Secret go, and monitoring's stay.
+#[test]
+fn lab_grafana_applied_after_monitoring_with_its_password_only_in_a_secret() {
+    use base64::Engine;
+    let Some(lab) = up(&["3"]) else { return };
+    let state = tempfile::tempdir().expect("tmp");
+    let dir = tempfile::tempdir().expect("tmp");
+    let pass = password_file(dir.path(), 0o600);
+    let grafana = with_addons(
+        &lab,
+        dir.path(),
+        &format!(
+            "[addons.grafana]\nadmin_password_file = \"{}\"\n",
+            pass.display()
+        ),
+    );
+    own_bundle(&grafana, dir.path());
+    let out = apply(&grafana, state.path(), &[]);
+    let at = |needle: &str| {
+        out.find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` not in:\n{out}"))
+    };
+    assert!(
+        at("kubectl apply -f /etc/kbs/addons/monitoring.yaml (addon monitoring")
+            < at("kubectl apply -f /etc/kbs/addons/grafana.yaml (addon grafana")
+    );
+    at("kubectl apply -f - (Secret kbs-monitoring/grafana-admin, Grafana's admin password");
+    assert!(!out.contains(GRAFANA_PASSWORD), "{out}");
+
+    const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/kbs-monitoring/deployments/grafana";
+    const SECRET: &str = "/api/v1/namespaces/kbs-monitoring/secrets/grafana-admin";
+    assert_eq!(
+        api_get(state.path(), DEPLOYMENT)["metadata"]["labels"][ADDON_LABEL],
+        "grafana"
+    );
+    let secret = api_get(state.path(), SECRET);
+    assert_eq!(secret["metadata"]["labels"][ADDON_LABEL], "grafana");
+    let stored = base64::engine::general_purpose::STANDARD
+        .decode(
+            secret["data"]["admin-password"]
+                .as_str()
+                .expect("admin-password"),
+        )
+        .expect("base64");
+    assert_eq!(stored, GRAFANA_PASSWORD.as_bytes(), "without its newline");
+    assert_eq!(
+        lab.exec(
+            "node-1",
+            &format!("grep -rl {GRAFANA_PASSWORD} /etc/kbs /tmp /root 2>/dev/null || true")
+        )
+        .trim(),
+        "",
+        "the password is in a file on the host"
+    );
+    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/grafana.yaml");
+    let grafana_objects = objects(&yaml);
+    grafana_objects.iter().for_each(assert_valid_object);
+    let images = images_named(&yaml);
+    assert_eq!(images.len(), 1, "{images:?}");
+    for h in ["node-1", "node-2", "node-3"] {
+        assert!(
+            lab.exec(h, "ctr -n k8s.io images ls -q")
+                .contains(&images[0]),
+            "{h} lacks {}",
+            images[0]
+        );
+    }
+    let out = apply(&grafana, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+
+    // Off: its objects and the Secret go; the monitoring addon's, its namespace among them, stay.
+    let off_dir = tempfile::tempdir().expect("tmp");
+    let off = with_addons(&lab, off_dir.path(), "");
+    let out = apply(&off, state.path(), &[]);
+    assert!(
+        out.contains("kubectl delete -f /etc/kbs/addons/grafana.yaml (addon grafana is disabled"),
+        "{out}"
+    );
+    assert_eq!(api_send(state.path(), "GET", SECRET, None), 404);
+    removed_exactly(
+        state.path(),
+        &grafana_objects,
+        &[
+            PROMETHEUS,
+            NODE_EXPORTER,
+            "/api/v1/namespaces/kbs-monitoring",
+        ],
+    );
+    assert!(
+        !lab.exec("node-1", "ls /etc/kbs/addons")
+            .contains("grafana.yaml")
+    );
+    let out = apply(&off, state.path(), &[]);
     assert!(out.starts_with("no changes"), "{out}");
 }
