@@ -1387,6 +1387,24 @@ fn only_local_path_on_disk(lab: &Lab) {
     );
 }
 
+/// The objects of `addon`'s file on the first control plane, each checked as a valid API object,
+/// and the images it names, each checked to be in containerd on every node.
+fn installed(lab: &Lab, addon: &str) -> (Vec<Value>, Vec<String>) {
+    let yaml = lab.exec("node-1", &format!("cat /etc/kbs/addons/{addon}.yaml"));
+    let objs = objects(&yaml);
+    objs.iter().for_each(assert_valid_object);
+    let images = images_named(&yaml);
+    for image in &images {
+        for h in ["node-1", "node-2", "node-3"] {
+            assert!(
+                lab.exec(h, "ctr -n k8s.io images ls -q").contains(image),
+                "{h} lacks {image}"
+            );
+        }
+    }
+    (objs, images)
+}
+
 /// The API path of a rendered object (core or named group; namespaced or not).
 fn api_path(o: &Value) -> String {
     let av = o["apiVersion"].as_str().unwrap_or_default();
@@ -1678,16 +1696,7 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         "",
         "the token is in a file on the host"
     );
-    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/logging.yaml");
-    objects(&yaml).iter().for_each(assert_valid_object);
-    for image in images_named(&yaml) {
-        for h in ["node-1", "node-2", "node-3"] {
-            assert!(
-                lab.exec(h, "ctr -n k8s.io images ls -q").contains(&image),
-                "{h} lacks {image}"
-            );
-        }
-    }
+    installed(&lab, "logging");
     let out = apply(&logging, state.path(), &[]);
     assert!(out.starts_with("no changes"), "{out}");
     // Off again: its objects and the Secret go.
@@ -1724,19 +1733,8 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         api_get(state.path(), SERVICE)["spec"]["ports"][0]["nodePort"],
         30080
     );
-    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/ingress.yaml");
-    let ingress_objects = objects(&yaml);
-    ingress_objects.iter().for_each(assert_valid_object);
-    let images = images_named(&yaml);
+    let (ingress_objects, images) = installed(&lab, "ingress");
     assert_eq!(images.len(), 1, "{images:?}");
-    for h in ["node-1", "node-2", "node-3"] {
-        assert!(
-            lab.exec(h, "ctr -n k8s.io images ls -q")
-                .contains(&images[0]),
-            "{h} lacks {}",
-            images[0]
-        );
-    }
     let out = apply(&ingress, state.path(), &[]);
     assert!(out.starts_with("no changes"), "{out}");
     // The IngressClass deleted by hand comes back.
@@ -1773,10 +1771,8 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
         ds["spec"]["template"]["spec"]["containers"][0]["ports"][1]["hostPort"],
         443
     );
-    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/ingress.yaml");
     let mut ingress_objects = ingress_objects;
-    ingress_objects.extend(objects(&yaml));
-    ingress_objects.iter().for_each(assert_valid_object);
+    ingress_objects.extend(installed(&lab, "ingress").0);
     let out = apply(&ingress, state.path(), &[]);
     assert!(out.starts_with("no changes"), "{out}");
     gateway_api_on_and_off(&lab, &ingress, dir.path(), state.path());
@@ -1849,9 +1845,8 @@ fn gateway_api_on_and_off(lab: &Lab, ingress: &Path, dir: &Path, state: &Path) {
         api_get(state, CLASS)["spec"]["controllerName"],
         "traefik.io/gateway-controller"
     );
-    for file in ["gateway-api", "ingress"] {
-        let yaml = lab.exec("node-1", &format!("cat /etc/kbs/addons/{file}.yaml"));
-        objects(&yaml).iter().for_each(assert_valid_object);
+    for addon in ["gateway-api", "ingress"] {
+        installed(lab, addon);
     }
     let out = apply(ingress, state, &[]);
     assert!(out.starts_with("no changes"), "{out}");
@@ -1967,19 +1962,8 @@ fn lab_grafana_applied_after_monitoring_with_its_password_only_in_a_secret() {
         "",
         "the password is in a file on the host"
     );
-    let yaml = lab.exec("node-1", "cat /etc/kbs/addons/grafana.yaml");
-    let grafana_objects = objects(&yaml);
-    grafana_objects.iter().for_each(assert_valid_object);
-    let images = images_named(&yaml);
+    let (grafana_objects, images) = installed(&lab, "grafana");
     assert_eq!(images.len(), 1, "{images:?}");
-    for h in ["node-1", "node-2", "node-3"] {
-        assert!(
-            lab.exec(h, "ctr -n k8s.io images ls -q")
-                .contains(&images[0]),
-            "{h} lacks {}",
-            images[0]
-        );
-    }
     let out = apply(&grafana, state.path(), &[]);
     assert!(out.starts_with("no changes"), "{out}");
 

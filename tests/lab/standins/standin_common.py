@@ -291,15 +291,9 @@ def _check_value(value, typ, gopath, unknown, type_errors, kube_minor):
         type_errors.append("json: cannot unmarshal %s into Go struct field %s of type %s" % (got, ".".join(map(str, gopath)), base))
 
     def json_kind(v):
-        if isinstance(v, bool):
-            return "bool"
-        if isinstance(v, (int, float)):
-            return "number"
-        if isinstance(v, str):
-            return "string"
-        if isinstance(v, list):
-            return "array"
-        return "object"
+        # json.Unmarshal's names for what it found.
+        t = _json_type(v)
+        return {"boolean": "bool", "integer": "number"}.get(t, t)
 
     if base.startswith("[]"):
         if not isinstance(value, list):
