@@ -41,12 +41,19 @@ fn text(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
-/// Serial and expiry of what `addr` serves.
+/// Serial and expiry of what `addr` serves, waiting up to 60 s for it to listen: a restarted
+/// API server (real or stand-in) takes seconds before it accepts connections.
 fn served(addr: &str) -> kbs::pki::CertInfo {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let addr: SocketAddr = addr.parse().expect("address");
-    rt.block_on(kbs::ops::served::served_cert(addr))
-        .unwrap_or_else(|e| panic!("TLS to {addr}: {e}"))
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match rt.block_on(kbs::ops::served::served_cert(addr)) {
+            Ok(c) => return c,
+            Err(e) if std::time::Instant::now() > deadline => panic!("TLS to {addr}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }
 
 /// Every etcd client port and API server of a 3-host lab.
@@ -285,6 +292,9 @@ fn lab_certs_renew_rolls_without_api_outage_and_recovers_expired_certificates() 
         );
     }
     assert_etcd_healthy(state.path(), &eps);
+    for addr in tls_endpoints(&lab) {
+        served(&addr);
+    }
     let expiring = check_hosts(&lab, state.path());
     assert_eq!(expiring.status.code(), Some(1), "{}", text(&expiring));
     let poller = Poller::start(state.path());
