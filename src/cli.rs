@@ -74,7 +74,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Override one preflight check deliberately (repeatable): os, arch, systemd, cpus,
-        /// memory, cgroup, swap, ports, clock-skew, etcd-fsync, vip-interface, reachability.
+        /// memory, cgroup, swap, ports, clock-skew, etcd-fsync, vip-interface, reachability,
+        /// cluster-identity.
         #[arg(long = "skip-check", value_name = "NAME")]
         skip_checks: Vec<String>,
         /// A directory of templates that replace the built-in ones of the same file name.

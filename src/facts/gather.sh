@@ -1,6 +1,6 @@
 # kbs facts: read-only, one key=value per line. Runs under sh on any Linux host. kbs sets
-# $kubelet_conf, $serving_cert, $sums (its file-sums), $kubeadm_sum and $kubeadm_is first, and
-# passes the etcd data dirs meant for this host.
+# $kubelet_conf, $serving_cert, $sums (its file-sums), $kubeadm_sum, $kubeadm_is and $cas (the CA
+# files that tell a host's cluster) first, and passes the etcd data dirs meant for this host.
 # The clock is read first and last: their midpoint is compared with the middle of the round trip,
 # so the time the script itself takes does not count as skew.
 echo "clock_start_ns=$(date +%s%N)"
@@ -35,4 +35,10 @@ if [ -f "$kubelet_conf" ]; then
   fi
 fi
 [ -s "$serving_cert" ] && echo "kubelet_serving=yes"
+# The CAs of a cluster set up here already, as base64 DER: a host of another cluster is named
+# before this run would overwrite its certificates.
+for c in $cas; do
+  [ -f "$c" ] && awk -v p="$c" '/-----BEGIN CERTIFICATE-----/ {b = 1; next}
+    /-----END CERTIFICATE-----/ {print "ca=" p " " s; exit} b {sub(/\r$/, ""); s = s $0}' "$c"
+done
 echo "clock_ns=$(date +%s%N)"

@@ -42,6 +42,8 @@ pub struct Facts {
     pub kubeadm_version: Option<String>,
     /// Whether the kubelet has its serving certificate.
     pub kubelet_serving: bool,
+    /// The CA files of a cluster found on the host (`pki::identity_cas`): path, base64 DER.
+    pub cas: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,11 @@ impl Facts {
                 }
                 "kubeadm_version" => f.kubeadm_version = Some(value.trim().into()),
                 "kubelet_serving" => f.kubelet_serving = value == "yes",
+                "ca" => {
+                    if let Some((path, der)) = value.split_once(' ') {
+                        f.cas.insert(path.into(), der.into());
+                    }
+                }
                 "clock_start_ns" | "clock_ns" => {
                     let remote: i128 = value
                         .trim()
@@ -205,12 +212,16 @@ mod tests {
     fn parses_what_kbs_set_up_and_reads_the_clock_at_the_scripts_middle() {
         let text = "clock_start_ns=1000000000000\narch=x86_64\ncpus=2\n\
                     etcd_member=/var/lib/etcd\nkubeadm_version=v1.37.1\nkubelet_serving=yes\n\
-                    clock_ns=1002000000000\n";
+                    ca=/etc/kbs/etcd/pki/ca.crt MIIBkTCB+w==\nclock_ns=1002000000000\n";
         let f = Facts::parse(text, 1_001_000_000_000).expect("parses");
         assert_eq!(f.clock_skew_ms, 0);
         assert!(f.etcd_members.contains("/var/lib/etcd"));
         assert_eq!(f.kubeadm_version.as_deref(), Some("v1.37.1"));
         assert!(f.kubelet_serving);
+        assert_eq!(
+            f.cas.get("/etc/kbs/etcd/pki/ca.crt").map(String::as_str),
+            Some("MIIBkTCB+w==")
+        );
         let bare = Facts::parse("arch=x86_64\ncpus=2\n", 0).expect("parses");
         assert_eq!((bare.kubeadm_version, bare.kubelet_serving), (None, false));
     }

@@ -81,12 +81,17 @@ async fn gather_one(
             (s.to_string(), v.to_string())
         });
         let script = format!(
-            "kubelet_conf={}; serving_cert={}; sums={}; kubeadm_sum={}; kubeadm_is={}; set -- {}\n{GATHER_SCRIPT}",
+            "kubelet_conf={}; serving_cert={}; sums={}; kubeadm_sum={}; kubeadm_is={}; cas={}; set -- {}\n{GATHER_SCRIPT}",
             quote(super::kubeadm::KUBELET_CONF),
             quote(super::serving::SERVING_CERT),
             quote(super::files::SUMS),
             quote(&sum),
             quote(&version),
+            quote(
+                crate::pki::identity_cas()
+                    .map(|(p, _)| p.display().to_string())
+                    .join(" ")
+            ),
             dirs.join(" ")
         );
         let before = now_ns();

@@ -59,7 +59,7 @@ impl Check {
 }
 
 /// Every check name: what `--skip-check` accepts.
-pub const CHECKS: [&str; 12] = [
+pub const CHECKS: [&str; 13] = [
     "os",
     "arch",
     "systemd",
@@ -72,6 +72,7 @@ pub const CHECKS: [&str; 12] = [
     "etcd-fsync",
     "vip-interface",
     "reachability",
+    "cluster-identity",
 ];
 
 /// Ports a host's roles need free, with the process allowed to hold each already (kbs's own,
@@ -340,6 +341,67 @@ pub fn evaluate(plan: &ClusterPlan, host: &PlannedHost, f: &Facts) -> Vec<Check>
     out
 }
 
+/// This cluster's CAs, by where a host keeps them (`pki::identity_cas`), as DER; `None` where the
+/// state dir has none yet (a new cluster, whose PKI is made after preflight).
+type OurCas = Vec<(String, Option<Vec<u8>>)>;
+
+fn our_cas(state: &crate::state::StateDir) -> OurCas {
+    crate::pki::identity_cas()
+        .into_iter()
+        .map(|(remote, kind)| {
+            let local = state.pki_dir().join(format!("{}.crt", kind.base()));
+            let der = std::fs::read(local).ok().and_then(|pem| {
+                x509_parser::pem::parse_x509_pem(&pem)
+                    .ok()
+                    .map(|(_, block)| block.contents)
+            });
+            (remote.display().to_string(), der)
+        })
+        .collect()
+}
+
+/// Whether the CAs on `host` (if any) are this cluster's: a host of another cluster (another
+/// state dir's, or one whose state dir was lost) would have its certificates replaced by this
+/// run, which breaks that cluster and leaves etcd unable to start with its old data.
+fn identity(host: &str, f: &Facts, ours: &OurCas) -> Check {
+    use base64::Engine;
+    let foreign: Vec<&str> = f
+        .cas
+        .iter()
+        .filter(|(path, b64)| {
+            let theirs = base64::engine::general_purpose::STANDARD.decode(b64.trim());
+            let ours = ours
+                .iter()
+                .find(|(p, _)| p == *path)
+                .and_then(|(_, d)| d.as_ref());
+            !matches!((theirs, ours), (Ok(t), Some(o)) if t == *o)
+        })
+        .map(|(path, _)| path.as_str())
+        .collect();
+    let (status, found) = match (foreign.is_empty(), f.cas.is_empty()) {
+        (true, true) => (CheckStatus::Pass, "no cluster yet".to_string()),
+        (true, false) => (CheckStatus::Pass, "this cluster's CAs".to_string()),
+        (false, _) if ours.iter().all(|(_, d)| d.is_none()) => (
+            CheckStatus::Fail,
+            format!(
+                "a cluster's CA in {}, and this state dir has none",
+                foreign.join(", ")
+            ),
+        ),
+        (false, _) => (
+            CheckStatus::Fail,
+            format!("another cluster's CA in {}", foreign.join(", ")),
+        ),
+    };
+    Check::new(
+        host,
+        "cluster-identity",
+        status,
+        found,
+        "the host belongs to another cluster, whose certificates this run would replace: if it is this cluster, run with the state dir that made it (--state-dir); if its old cluster is to go, `kbs reset` an inventory of the old cluster's hosts first (it deletes their Kubernetes and etcd data)",
+    )
+}
+
 /// How many of the next workers (in inventory order, wrapping) a worker probes for node-to-node
 /// ports: a ring, so that every worker is probed by as many others, and the probes grow with the
 /// host count, not with its square (1,000 nodes probing each other would be a million probes).
@@ -460,9 +522,11 @@ fn unanswered<'a>(wanted: &'a [(String, IpAddr, u16)], output: &str) -> Vec<&'a 
 
 pub(super) async fn run(cx: &Ctx) -> Result<Vec<Check>, RunError> {
     let mut checks = Vec::new();
+    let ours = our_cas(&cx.state);
     for h in cx.hosts() {
         if let Some(f) = cx.facts(&h.name) {
             checks.extend(evaluate(&cx.plan, h, f));
+            checks.push(identity(&h.name, f, &ours));
         }
     }
     let hosts: Vec<&PlannedHost> = cx.hosts().collect();
@@ -629,6 +693,50 @@ mod tests {
             .find(|c| c.name == name)
             .map(|c| c.status)
             .expect(name)
+    }
+
+    #[test]
+    fn a_host_of_another_cluster_is_refused_before_its_certificates_are_replaced() {
+        let p = plan();
+        let state_dir = tempfile::tempdir().expect("tmp");
+        let state = crate::state::StateDir::new(state_dir.path());
+        let other_dir = tempfile::tempdir().expect("tmp");
+        let other = crate::state::StateDir::new(other_dir.path());
+        crate::pki::ensure(&p, &other).expect("another cluster's PKI");
+        // What the facts script prints of a CA file: its base64 body on one line.
+        let on_host = |s: &crate::state::StateDir| {
+            let pem = std::fs::read_to_string(s.pki_dir().join("ca.crt")).expect("ca.crt");
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            let mut f = facts();
+            f.cas.insert("/etc/kubernetes/pki/ca.crt".into(), body);
+            f
+        };
+        let (bare, held) = (facts(), on_host(&other));
+
+        // A new state dir: a bare host passes, one holding a cluster's CA does not.
+        let ours = our_cas(&state);
+        assert_eq!(identity("h", &bare, &ours).status, CheckStatus::Pass);
+        let c = identity("h", &held, &ours);
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(c.found.contains("this state dir has none"), "{}", c.found);
+        assert!(c.fix.contains("--state-dir"), "{}", c.fix);
+
+        // That cluster's own state dir passes it; a third cluster's does not.
+        assert_eq!(
+            identity("h", &held, &our_cas(&other)).status,
+            CheckStatus::Pass
+        );
+        crate::pki::ensure(&p, &state).expect("PKI");
+        let c = identity("h", &held, &our_cas(&state));
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert_eq!(
+            c.found,
+            "another cluster's CA in /etc/kubernetes/pki/ca.crt"
+        );
+        assert_eq!(
+            identity("h", &on_host(&state), &our_cas(&state)).status,
+            CheckStatus::Pass
+        );
     }
 
     #[test]

@@ -116,6 +116,22 @@ impl Builder<'_> {
     }
 }
 
+/// Where a host keeps the CAs that say which cluster it belongs to, with the CA each one is:
+/// the cluster CA (every Kubernetes node: kbs places it on control planes, `kubeadm join`
+/// writes it on workers) and etcd's (every etcd host).
+pub fn identity_cas() -> [(PathBuf, CaKind); 2] {
+    [
+        (
+            PathBuf::from(REMOTE_PKI_DIR).join(format!("{}.crt", CaKind::Cluster.base())),
+            CaKind::Cluster,
+        ),
+        (
+            PathBuf::from(REMOTE_ETCD_PKI_DIR).join("ca.crt"),
+            CaKind::Etcd,
+        ),
+    ]
+}
+
 /// Per host (plan order), the files `kbs apply` uploads: control planes get the cluster and
 /// front-proxy CAs with keys, the SA pair, etcd/ca.crt, the API server's client certs, their own
 /// apiserver cert and the kubeconfigs (super-admin.conf only on the first control plane, where

@@ -25,7 +25,7 @@ pub use cert::CertInfo;
 pub use check::{CertStatus, CheckReport, Health, check};
 pub use files::{
     ETCD_USER, HostFile, HostFiles, REMOTE_ETCD_PKI_DIR, REMOTE_KUBECONFIG_DIR, REMOTE_PKI_DIR,
-    host_files,
+    host_files, identity_cas,
 };
 
 use cert::Identity;

@@ -28,7 +28,7 @@ pub fn apply_steps(plan: &ClusterPlan) -> Vec<String> {
             crate::inventory::Artifacts::Online => "artifacts: download the release files and images on this machine (into the state dir) and check them against upstream's sums".to_string(),
         },
         format!("connect to {all} over SSH (host keys verified) and gather facts"),
-        "preflight: OS, kernel, cgroups, swap, ports, clock skew, reachability, etcd disk fsync latency".to_string(),
+        "preflight: OS, kernel, cgroups, swap, ports, clock skew, reachability, etcd disk fsync latency, no host of another cluster".to_string(),
         format!("prepare hosts: kernel modules, sysctls, swap off, containerd {} with the images imported, kubelet and kubeadm {v}, etcd {} on {etcd_hosts}", plan.inventory.versions.containerd, plan.inventory.versions.etcd),
         "PKI: create or reuse the cluster, front-proxy and etcd CAs and every certificate; copy to each host only what it needs".to_string(),
         match plan.etcd.len() {

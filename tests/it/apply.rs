@@ -23,7 +23,7 @@ pub(crate) fn apply(lab: &Lab, state: &Path, args: &[&str]) -> std::process::Out
 }
 
 /// `s` without whitespace and table borders: error reports and tables wrap long lines.
-fn flat(s: &str) -> String {
+pub(crate) fn flat(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_whitespace() && !matches!(c, '│' | '┆'))
         .collect()

@@ -13,7 +13,9 @@ use kbs::inventory::Inventory;
 use kbs::plan::ClusterPlan;
 use kbs::state::StateDir;
 
-use crate::apply::{apply, assert_etcd_healthy, endpoints, files, members, node_names, ok, set};
+use crate::apply::{
+    apply, assert_etcd_healthy, endpoints, files, flat, members, node_names, ok, set,
+};
 use crate::common::{kbs, run_kbs};
 use crate::lab::{Lab, up};
 
@@ -456,6 +458,27 @@ fn lab_reset_needs_confirmation_cleans_every_host_and_apply_rebuilds() {
     let out = run(&lab, state.path(), &["reset"], &[]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("--yes"), "{}", text(&out));
+    assert_etcd_healthy(state.path(), &eps);
+
+    // A state dir that did not make this cluster (a lost one, another cluster's): preflight
+    // names the hosts before this run replaces a single certificate of theirs.
+    let cas = "sha256sum /etc/kubernetes/pki/ca.crt /etc/kbs/etcd/pki/ca.crt";
+    let held = lab.exec("node-1", cas);
+    let stranger = tempfile::tempdir().expect("tmp");
+    let out = apply(&lab, stranger.path(), &["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for want in [
+        "cluster-identity on node-1, node-2 and 1 more",
+        "this state dir has none",
+        "--state-dir",
+    ] {
+        assert!(flat(&text(&out)).contains(&flat(want)), "{}", text(&out));
+    }
+    assert_eq!(lab.exec("node-1", cas), held);
+    assert!(
+        !stranger.path().join("pki").exists(),
+        "PKI made for a refused run"
+    );
     assert_etcd_healthy(state.path(), &eps);
 
     let out = ok(&run(&lab, state.path(), &["reset"], &["--yes"]));
