@@ -30,6 +30,8 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const ADDON_LABEL: &str = "kbs.io/addon";
 /// The pod template annotation that holds the hash of the configuration its pods mount.
 pub const CONFIG_SUM: &str = "kbs.io/config-sha256";
+/// The pod template annotation that holds a keyed digest of the addon Secret its pods read.
+pub const SECRET_SUM: &str = "kbs.io/secret-hmac-sha256";
 /// The annotation that makes a StorageClass the cluster's default.
 const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 
@@ -39,9 +41,15 @@ fn path_of(kind: AddonKind) -> PathBuf {
 
 /// The objects of `addon`'s release `manifest` as kbs applies them: every image under its pinned
 /// name (in the site's registry when there is one), the kbs labels on every object, and the
-/// storage addon's StorageClass marked default. An image the data file does not list is an error:
+/// storage addon's StorageClass marked default, and pod templates rolled on a changed
+/// configuration or `secrets` (name, digest). An image the data file does not list is an error:
 /// the bundle would not hold it.
-pub fn render(addon: &Addon, manifest: &str, inv: &Inventory) -> Result<String, String> {
+pub fn render(
+    addon: &Addon,
+    manifest: &str,
+    inv: &Inventory,
+    secrets: &[(&str, String)],
+) -> Result<String, String> {
     let final_name = |name: &str| {
         inv.registry
             .as_ref()
@@ -92,7 +100,7 @@ pub fn render(addon: &Addon, manifest: &str, inv: &Inventory) -> Result<String, 
         }
         objects.push(obj);
     }
-    roll_on_config_change(&mut objects);
+    roll_on_change(&mut objects, secrets);
     let yaml = serde_saphyr::to_string_multiple(&objects)
         .map_err(|e| format!("cannot write the {} objects: {e}", addon.describe()))?;
     Ok(format!(
@@ -101,10 +109,11 @@ pub fn render(addon: &Addon, manifest: &str, inv: &Inventory) -> Result<String, 
     ))
 }
 
-/// A workload's pod template carries the hash of the ConfigMaps of the same file it mounts: a
-/// changed configuration rolls its pods, which `kubectl apply` of the ConfigMap alone would not
-/// (Prometheus reads its configuration only when it starts).
-fn roll_on_config_change(objects: &mut [Value]) {
+/// A workload's pod template carries the hash of the ConfigMaps of the same file it mounts, and
+/// the digest of each of `secrets` (name, digest) it reads: a changed configuration, password or
+/// token rolls its pods, which `kubectl apply` of the ConfigMap or Secret alone would not
+/// (Prometheus reads its configuration, Grafana and Fluent Bit their Secret, only at start).
+fn roll_on_change(objects: &mut [Value], secrets: &[(&str, String)]) {
     let data: Vec<(String, String)> = objects
         .iter()
         .filter(|o| o["kind"] == "ConfigMap")
@@ -121,7 +130,8 @@ fn roll_on_config_change(objects: &mut [Value]) {
             Some("Deployment" | "DaemonSet" | "StatefulSet")
         )
     }) {
-        let mounted: String = o["spec"]["template"]["spec"]["volumes"]
+        let pod = &o["spec"]["template"]["spec"];
+        let mounted: String = pod["volumes"]
             .as_array()
             .into_iter()
             .flatten()
@@ -129,17 +139,48 @@ fn roll_on_config_change(objects: &mut [Value]) {
             .filter_map(|name| data.iter().find(|(n, _)| n == name))
             .map(|(_, d)| d.as_str())
             .collect();
-        if mounted.is_empty() {
-            continue;
-        }
-        let sum = crate::artifacts::sha256_hex(mounted.as_bytes());
-        if let Some(meta) = o
+        let read: String = secrets
+            .iter()
+            .filter(|(name, _)| reads_secret(pod, name))
+            .map(|(_, d)| d.as_str())
+            .collect();
+        let Some(meta) = o
             .pointer_mut("/spec/template/metadata")
             .and_then(Value::as_object_mut)
-        {
-            entry_map(meta, "annotations").insert(CONFIG_SUM.into(), sum.into());
+        else {
+            continue;
+        };
+        for (key, value) in [(CONFIG_SUM, mounted), (SECRET_SUM, read)] {
+            if !value.is_empty() {
+                let sum = crate::artifacts::sha256_hex(value.as_bytes());
+                entry_map(meta, "annotations").insert(key.into(), sum.into());
+            }
         }
     }
+}
+
+/// Whether a pod spec reads Secret `name`: a volume, a projected source, `env` or `envFrom`.
+fn reads_secret(v: &Value, name: &str) -> bool {
+    match v {
+        Value::Object(m) => {
+            m.get("secretName").is_some_and(|n| n == name)
+                || ["secretKeyRef", "secretRef", "secret"]
+                    .iter()
+                    .any(|k| m.get(*k).is_some_and(|r| r["name"] == name))
+                || m.values().any(|v| reads_secret(v, name))
+        }
+        Value::Array(a) => a.iter().any(|v| reads_secret(v, name)),
+        _ => false,
+    }
+}
+
+/// HMAC-SHA256 of an addon Secret's value, keyed with the cluster CA's key: it changes with the
+/// value, and tells whoever can read a Deployment nothing of a weak password.
+fn secret_digest(key: &[u8], value: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key");
+    mac.update(value);
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The file of the user's that `kind`'s Secret is made from, where the inventory names one.
@@ -154,23 +195,31 @@ fn secret_file(inv: &Inventory, kind: AddonKind) -> Option<&Path> {
     }
 }
 
-/// `secret` with the content of `file` (its mode was checked when the inventory loaded), but for
-/// the line ending an editor leaves. It goes to kubectl on stdin only: never in a file on the
-/// host, in a process's arguments or in a log.
-fn secret_from_file(secret: &AddonSecret, file: &Path) -> Result<Vec<u8>, String> {
-    use base64::Engine;
-    let content =
+/// The content of `file` (its mode was checked when the inventory loaded), but for the line
+/// ending an editor leaves. It goes to kubectl on stdin only: never in a file on the host, in a
+/// process's arguments or in a log.
+fn secret_value(secret: &AddonSecret, file: &Path) -> Result<Vec<u8>, String> {
+    let mut content =
         std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let value = content
-        .strip_suffix(b"\n")
-        .map_or(content.as_slice(), |v| v.strip_suffix(b"\r").unwrap_or(v));
-    if value.is_empty() {
+    if content.ends_with(b"\n") {
+        content.pop();
+        if content.ends_with(b"\r") {
+            content.pop();
+        }
+    }
+    if content.is_empty() {
         return Err(format!(
             "{} is empty: it must hold {}",
             file.display(),
             secret.holds
         ));
     }
+    Ok(content)
+}
+
+/// `secret` holding `value`, as JSON for kubectl's stdin.
+fn secret_object(secret: &AddonSecret, value: &[u8]) -> Vec<u8> {
+    use base64::Engine;
     let object = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -182,7 +231,26 @@ fn secret_from_file(secret: &AddonSecret, file: &Path) -> Result<Vec<u8>, String
         "type": "Opaque",
         "data": {secret.key: base64::engine::general_purpose::STANDARD.encode(value)},
     });
-    Ok(object.to_string().into_bytes())
+    object.to_string().into_bytes()
+}
+
+/// Whether `namespace` is in the cluster (false where there is no cluster or kubectl yet).
+async fn namespace_exists(
+    s: &crate::ssh::Session,
+    host: &str,
+    namespace: &str,
+) -> Result<bool, RunError> {
+    let out = Ctx::root(
+        s,
+        host,
+        "addons/namespace",
+        Exec::new(&format!(
+            "command -v kubectl >/dev/null && [ -f {ADMIN_CONF} ] && kubectl --kubeconfig {ADMIN_CONF} get namespace {} -o name 2>/dev/null || true",
+            crate::ssh::quote(namespace)
+        )),
+    )
+    .await?;
+    Ok(!out.trim().is_empty())
 }
 
 /// Each object of a rendered file by what names it: apiVersion, kind, namespace and name.
@@ -317,8 +385,26 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
         step: "addons".into(),
         message,
     };
+    // The key of the Secrets' digests in pod templates; no CA yet: a dry run of a new cluster.
+    let key = std::fs::read(
+        cx.state
+            .pki_dir()
+            .join(format!("{}.key", crate::pki::spec::CaKind::Cluster.base())),
+    )
+    .ok();
     let mut files = Vec::new();
+    let mut secrets = Vec::new();
     for a in &inv.addons {
+        let secret = match (AddonSecret::of(a.kind), secret_file(inv, a.kind)) {
+            (Some(secret), Some(file)) => Some((secret, secret_value(&secret, file).map_err(bad)?)),
+            _ => None,
+        };
+        let sums: Vec<(&str, String)> = secret
+            .iter()
+            .zip(&key)
+            .map(|((secret, value), key)| (secret.name, secret_digest(key, value)))
+            .collect();
+        secrets.push(secret);
         let text = match crate::render::addon_manifest(&cx.plan, &cx.templates, a)
             .map_err(|e| bad(e.to_string()))?
         {
@@ -338,7 +424,7 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
                     .map_err(|_| bad(format!("the {} manifest is not UTF-8 text", a.describe())))?
             }
         };
-        let content = render(a, &text, inv).map_err(bad)?;
+        let content = render(a, &text, inv, &sums).map_err(bad)?;
         files.push(Desired::new(
             path_of(a.kind),
             0o644,
@@ -414,28 +500,40 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
         .await?;
     }
     sync(cx, host, "addons/manifest", &files).await?;
-    for (a, f) in inv.addons.iter().zip(&files) {
+    for ((a, f), secret) in inv.addons.iter().zip(&files).zip(&secrets) {
+        let secret = secret.as_ref().map(|(secret, value)| {
+            let content = secret_object(secret, value);
+            let what = format!(
+                "Secret {}/{}, {}",
+                secret.namespace, secret.name, secret.holds
+            );
+            (secret.namespace, content, what)
+        });
+        let objects = |content, what| Objects {
+            path: None,
+            content,
+            what,
+            server_side: false,
+        };
+        // Before the addon's file, whose pods it rolls then read the new value; on a new cluster
+        // after it, as the file makes the namespace.
+        let first = match &secret {
+            Some((namespace, ..)) => namespace_exists(&s, host, namespace).await?,
+            None => false,
+        };
+        if first && let Some((_, content, what)) = &secret {
+            apply_differing(cx, &s, host, &hp, SECRET, &objects(content, what.clone())).await?;
+        }
         let content = f.content.bytes()?;
-        let objects = Objects {
+        let file = Objects {
             path: Some(&f.path),
             content: &content,
             what: format!("addon {}", a.describe()),
             server_side: a.server_side,
         };
-        apply_differing(cx, &s, host, &hp, STEP, &objects).await?;
-        // After the addon's file, or the monitoring addon's before it, which makes its namespace.
-        if let (Some(secret), Some(file)) = (AddonSecret::of(a.kind), secret_file(inv, a.kind)) {
-            let content = secret_from_file(&secret, file).map_err(bad)?;
-            let objects = Objects {
-                path: None,
-                content: &content,
-                what: format!(
-                    "Secret {}/{}, {}",
-                    secret.namespace, secret.name, secret.holds
-                ),
-                server_side: false,
-            };
-            apply_differing(cx, &s, host, &hp, SECRET, &objects).await?;
+        apply_differing(cx, &s, host, &hp, STEP, &file).await?;
+        if !first && let Some((_, content, what)) = &secret {
+            apply_differing(cx, &s, host, &hp, SECRET, &objects(content, what.clone())).await?;
         }
     }
     // Addons applied before that the inventory no longer enables.
@@ -493,7 +591,7 @@ mod tests {
              apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: local-path-config\n  namespace: local-path-storage\ndata:\n  helperPod.yaml: |-\n    spec:\n      containers:\n      - name: helper-pod\n        image: busybox\n---\n\
              apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: p\nspec:\n  template:\n    spec:\n      containers:\n        - name: p\n          image: rancher/local-path-provisioner:{v}\n"
         );
-        let out = render(a, &manifest, &inv).expect("renders");
+        let out = render(a, &manifest, &inv, &[]).expect("renders");
         assert!(
             out.contains(&format!(
                 "reg.example:5000/rancher/local-path-provisioner:{v}"
@@ -528,7 +626,7 @@ mod tests {
             )
         };
         let sums = |setting: &str| {
-            let out = render(local_path(&inv), &manifest(setting), &inv).expect("renders");
+            let out = render(local_path(&inv), &manifest(setting), &inv, &[]).expect("renders");
             let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("YAML");
             (
                 docs[1]["spec"]["template"]["metadata"]["annotations"][CONFIG_SUM].clone(),
@@ -545,13 +643,47 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_secret_rolls_the_pods_that_read_it_by_a_keyed_digest() {
+        let inv = inventory("");
+        let manifest = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: reads\nspec:\n  template:\n    metadata:\n      labels: {app: x}\n    spec:\n      containers:\n        - name: c\n          env:\n            - name: T\n              valueFrom:\n                secretKeyRef: {name: tok, key: token}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: mounts\nspec:\n  template:\n    metadata:\n      labels: {app: y}\n    spec:\n      volumes:\n        - name: s\n          secret: {secretName: tok}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: other\nspec:\n  template:\n    metadata:\n      labels: {app: z}\n    spec: {}\n";
+        let sums = |key: &[u8], value: &[u8]| -> Vec<Value> {
+            let digest = secret_digest(key, value);
+            let out =
+                render(local_path(&inv), manifest, &inv, &[("tok", digest)]).expect("renders");
+            let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("YAML");
+            docs.iter()
+                .map(|d| d["spec"]["template"]["metadata"]["annotations"][SECRET_SUM].clone())
+                .collect()
+        };
+        let one = sums(b"ca key", b"pass-1");
+        assert!(one[0].as_str().is_some_and(|s| s.len() == 64), "{one:?}");
+        assert_eq!(one[1], one[0], "a volume reads it as env does");
+        assert_eq!(one[2], Value::Null, "reads no Secret");
+        assert_eq!(
+            sums(b"ca key", b"pass-1"),
+            one,
+            "the same value, the same pods"
+        );
+        assert_ne!(sums(b"ca key", b"pass-2")[0], one[0]);
+        // Keyed: another cluster's key gives another digest, and none is the value's plain hash.
+        assert_ne!(sums(b"other key", b"pass-1")[0], one[0]);
+        assert_ne!(
+            secret_digest(b"ca key", b"pass-1"),
+            crate::artifacts::sha256_hex(b"pass-1")
+        );
+    }
+
+    #[test]
     fn an_addon_secret_holds_its_file_without_the_line_ending() {
         use crate::render::{GRAFANA_SECRET, LOGGING_SECRET};
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("t");
         let made = |secret: &AddonSecret, text: &str| -> Result<Value, String> {
             std::fs::write(&path, text).expect("write");
-            secret_from_file(secret, &path).map(|b| serde_json::from_slice(&b).expect("JSON"))
+            secret_value(secret, &path)
+                .map(|v| serde_json::from_slice(&secret_object(secret, &v)).expect("JSON"))
         };
         let secret = made(&LOGGING_SECRET, "s3cret\n").expect("made");
         assert_eq!(secret["data"]["token"], "czNjcmV0");
@@ -594,6 +726,7 @@ mod tests {
             local_path(&inv),
             "kind: Pod\nmetadata:\n  name: x\nspec:\n  containers:\n  - image: evil.example/x:1\n",
             &inv,
+            &[],
         )
         .expect_err("unlisted image");
         assert!(e.contains("`evil.example/x:1`"), "{e}");

@@ -180,7 +180,7 @@ fn rendered_addon_objects_are_valid_api_objects_whose_images_the_bundle_holds() 
     );
     let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
     for a in &inv.addons {
-        let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+        let yaml = render(a, &manifest(a, &inv), &inv, &[]).expect("renders");
         let objs = objects(&yaml);
         assert!(objs.len() > 3, "{yaml}");
         for o in &objs {
@@ -309,7 +309,7 @@ fn monitoring_config_and_alert_rules_pass_promtool() {
         .iter()
         .find(|a| a.kind == AddonKind::Monitoring)
         .expect("on for 3 hosts");
-    let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+    let yaml = render(a, &manifest(a, &inv), &inv, &[]).expect("renders");
     let cm = objects(&yaml)
         .into_iter()
         .find(|o| o["kind"] == "ConfigMap")
@@ -488,7 +488,7 @@ fn ingress_objects(inv: &Inventory) -> Vec<Value> {
         .iter()
         .find(|a| a.kind == AddonKind::Ingress)
         .expect("on with [addons.ingress]");
-    let yaml = render(a, &manifest(a, inv), inv).expect("renders");
+    let yaml = render(a, &manifest(a, inv), inv, &[]).expect("renders");
     let bundled: Vec<String> = inv.images().into_iter().map(|w| w.name).collect();
     for image in images_named(&yaml) {
         assert!(bundled.contains(&image), "{image} not in {bundled:?}");
@@ -626,7 +626,7 @@ fn the_gateway_api_option_installs_its_crds_server_side_before_a_gateway_they_ac
         )
     );
     // kbs's rendering of the release's file keeps every object valid, the CRDs included.
-    let yaml = render(crds, &manifest(crds, &inv), &inv).expect("renders");
+    let yaml = render(crds, &manifest(crds, &inv), &inv, &[]).expect("renders");
     let defined: Vec<String> = objects(&yaml)
         .iter()
         .inspect(|o| assert_valid_object(o))
@@ -791,7 +791,7 @@ fn password_file(dir: &Path, mode: u32) -> std::path::PathBuf {
 }
 
 fn logging_config(a: &Addon, inv: &Inventory) -> String {
-    let yaml = render(a, &manifest(a, inv), inv).expect("renders");
+    let yaml = render(a, &manifest(a, inv), inv, &[]).expect("renders");
     let cm = objects(&yaml)
         .into_iter()
         .find(|o| o["kind"] == "ConfigMap")
@@ -827,7 +827,7 @@ fn logging_ships_to_the_output_the_inventory_names_with_the_token_only_in_a_secr
             token.display()
         ));
         let a = logging_addon(&inv);
-        let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+        let yaml = render(a, &manifest(a, &inv), &inv, &[]).expect("renders");
         for o in objects(&yaml) {
             assert_valid_object(&o);
             assert_eq!(o["metadata"]["labels"][ADDON_LABEL], "logging");
@@ -869,7 +869,7 @@ fn logging_ships_to_the_output_the_inventory_names_with_the_token_only_in_a_secr
         !conf.contains("KBS_LOGGING_TOKEN") && !conf.contains("tls"),
         "{conf}"
     );
-    let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+    let yaml = render(a, &manifest(a, &inv), &inv, &[]).expect("renders");
     assert!(!yaml.contains("secretKeyRef"), "{yaml}");
     assert!(lab_like_inventory("").logging.is_none());
     // kbs plan lists it, and says the logs go unencrypted.
@@ -1004,7 +1004,7 @@ fn grafana_is_monitorings_option_with_its_password_only_in_a_secret() {
     let at = |k| kinds.iter().position(|x| *x == k).expect("on");
     assert_eq!(at(AddonKind::Grafana), at(AddonKind::Monitoring) + 1);
     let a = addon_of(&inv, AddonKind::Grafana);
-    let yaml = render(a, &manifest(a, &inv), &inv).expect("renders");
+    let yaml = render(a, &manifest(a, &inv), &inv, &[]).expect("renders");
     assert!(
         !yaml.contains(GRAFANA_PASSWORD),
         "the password is in the objects"
@@ -1964,6 +1964,36 @@ fn lab_grafana_applied_after_monitoring_with_its_password_only_in_a_secret() {
     );
     let (grafana_objects, images) = installed(&lab, "grafana");
     assert_eq!(images.len(), 1, "{images:?}");
+    let out = apply(&grafana, state.path(), &[]);
+    assert!(out.starts_with("no changes"), "{out}");
+
+    // A new password: the Secret is updated before the Deployment, whose pods roll (its template
+    // carries a digest of the password keyed with the cluster CA's key, not its plain hash).
+    let digest = || {
+        api_get(state.path(), DEPLOYMENT)["spec"]["template"]["metadata"]["annotations"]
+            ["kbs.io/secret-hmac-sha256"]
+            .as_str()
+            .expect("the Secret's digest")
+            .to_string()
+    };
+    let before = digest();
+    std::fs::write(&pass, "an0ther-pass\n").expect("write");
+    let out = apply(&grafana, state.path(), &[]);
+    let at = |needle: &str| {
+        out.find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` not in:\n{out}"))
+    };
+    assert!(
+        at("kubectl apply -f - (Secret kbs-monitoring/grafana-admin")
+            < at("kubectl apply -f /etc/kbs/addons/grafana.yaml (addon grafana")
+    );
+    assert_ne!(digest(), before);
+    assert_ne!(digest(), kbs::artifacts::sha256_hex(b"an0ther-pass"));
+    let stored = api_get(state.path(), SECRET)["data"]["admin-password"].clone();
+    assert_eq!(
+        stored,
+        base64::engine::general_purpose::STANDARD.encode("an0ther-pass")
+    );
     let out = apply(&grafana, state.path(), &[]);
     assert!(out.starts_with("no changes"), "{out}");
 
