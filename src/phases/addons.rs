@@ -501,39 +501,40 @@ pub(super) async fn run(cx: &Ctx, bundle: &Bundle) -> Result<(), RunError> {
     }
     sync(cx, host, "addons/manifest", &files).await?;
     for ((a, f), secret) in inv.addons.iter().zip(&files).zip(&secrets) {
-        let secret = secret.as_ref().map(|(secret, value)| {
-            let content = secret_object(secret, value);
-            let what = format!(
-                "Secret {}/{}, {}",
-                secret.namespace, secret.name, secret.holds
-            );
-            (secret.namespace, content, what)
-        });
-        let objects = |content, what| Objects {
-            path: None,
-            content,
-            what,
-            server_side: false,
-        };
-        // Before the addon's file, whose pods it rolls then read the new value; on a new cluster
-        // after it, as the file makes the namespace.
-        let first = match &secret {
-            Some((namespace, ..)) => namespace_exists(&s, host, namespace).await?,
-            None => false,
-        };
-        if first && let Some((_, content, what)) = &secret {
-            apply_differing(cx, &s, host, &hp, SECRET, &objects(content, what.clone())).await?;
-        }
         let content = f.content.bytes()?;
-        let file = Objects {
-            path: Some(&f.path),
-            content: &content,
-            what: format!("addon {}", a.describe()),
-            server_side: a.server_side,
-        };
-        apply_differing(cx, &s, host, &hp, STEP, &file).await?;
-        if !first && let Some((_, content, what)) = &secret {
-            apply_differing(cx, &s, host, &hp, SECRET, &objects(content, what.clone())).await?;
+        let mut steps = vec![(
+            STEP,
+            Objects {
+                path: Some(&f.path),
+                content: &content,
+                what: format!("addon {}", a.describe()),
+                server_side: a.server_side,
+            },
+        )];
+        let secret_content = secret
+            .as_ref()
+            .map(|(secret, value)| secret_object(secret, value));
+        if let (Some((secret, _)), Some(content)) = (secret, &secret_content) {
+            let objects = Objects {
+                path: None,
+                content,
+                what: format!(
+                    "Secret {}/{}, {}",
+                    secret.namespace, secret.name, secret.holds
+                ),
+                server_side: false,
+            };
+            // Before the addon's file, whose pods it rolls then read the new value; on a new
+            // cluster after it, as the file makes the namespace.
+            let at = if namespace_exists(&s, host, secret.namespace).await? {
+                0
+            } else {
+                1
+            };
+            steps.insert(at, (SECRET, objects));
+        }
+        for (step, objects) in &steps {
+            apply_differing(cx, &s, host, &hp, step, objects).await?;
         }
     }
     // Addons applied before that the inventory no longer enables.

@@ -1427,6 +1427,12 @@ fn api_path(o: &Value) -> String {
     }
 }
 
+/// Where `needle` is in a run's output: the order of its changes.
+fn position(out: &str, needle: &str) -> usize {
+    out.find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in:\n{out}"))
+}
+
 #[test]
 fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
     let Some(lab) = up(&["3"]) else { return };
@@ -1435,10 +1441,7 @@ fn lab_addons_applied_after_the_cni_kept_and_removed_exactly() {
     let inv = Inventory::load(&inventory).expect("lab inventory");
 
     let out = apply(&inventory, state.path(), &[]);
-    let at = |needle: &str| {
-        out.find(needle)
-            .unwrap_or_else(|| panic!("`{needle}` not in:\n{out}"))
-    };
+    let at = |needle: &str| position(&out, needle);
     let cni = at("kubectl apply -f /etc/kbs/cni/cni.yaml");
     for a in &inv.addons {
         let line = format!(
@@ -1926,10 +1929,7 @@ fn lab_grafana_applied_after_monitoring_with_its_password_only_in_a_secret() {
     );
     own_bundle(&grafana, dir.path());
     let out = apply(&grafana, state.path(), &[]);
-    let at = |needle: &str| {
-        out.find(needle)
-            .unwrap_or_else(|| panic!("`{needle}` not in:\n{out}"))
-    };
+    let at = |needle: &str| position(&out, needle);
     assert!(
         at("kubectl apply -f /etc/kbs/addons/monitoring.yaml (addon monitoring")
             < at("kubectl apply -f /etc/kbs/addons/grafana.yaml (addon grafana")
@@ -1979,10 +1979,7 @@ fn lab_grafana_applied_after_monitoring_with_its_password_only_in_a_secret() {
     let before = digest();
     std::fs::write(&pass, "an0ther-pass\n").expect("write");
     let out = apply(&grafana, state.path(), &[]);
-    let at = |needle: &str| {
-        out.find(needle)
-            .unwrap_or_else(|| panic!("`{needle}` not in:\n{out}"))
-    };
+    let at = |needle: &str| position(&out, needle);
     assert!(
         at("kubectl apply -f - (Secret kbs-monitoring/grafana-admin")
             < at("kubectl apply -f /etc/kbs/addons/grafana.yaml (addon grafana")
